@@ -1,0 +1,265 @@
+"""Name -> family registries, in the style of ``torch.distributions.kl.register_kl``.
+
+Adding a family is one class plus one registration::
+
+    from pyrovae.registry import PRIORS, Param
+    from pyrovae.priors import Prior
+
+    @PRIORS.register("laplace")
+    class LaplacePrior(Prior):
+        '''p(z) = prod_d Laplace(z_d; 0, b).'''
+        params = {"scale": Param("positive_float", 1.0, doc="b")}
+        def __init__(self, latent_dim, scale=1.0): ...
+
+A family entry in a spec is ``{"family": NAME, **params}``; a bare string is
+shorthand for ``{"family": NAME}``.  :meth:`Registry.normalize` fills in defaults
+and validates every parameter, naming the key path on error
+(``prior.components: expected a positive integer, got 0``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pyrovae.errors import PyrovaeError
+
+_REQUIRED = object()
+
+_KINDS: dict[str, str] = {
+    "int": "an integer",
+    "positive_int": "a positive integer",
+    "nonneg_int": "a non-negative integer",
+    "float": "a finite number",
+    "positive_float": "a positive number",
+    "nonneg_float": "a non-negative number",
+    "unit_float": "a number in [0, 1]",
+    "bool": "true or false",
+    "str": "a string",
+    "int_list": "a list of positive integers",
+    "choice": "one of {choices}",
+}
+
+
+class Param:
+    """A declared parameter of a family (or of a spec section).
+
+    Args:
+        kind: one of ``int, positive_int, nonneg_int, float, positive_float,
+            nonneg_float, unit_float, bool, str, int_list, choice``.
+        default: the default value; omit it for a required parameter.
+        doc: one line shown by ``pyrovae families``.
+        choices: the allowed values when ``kind == "choice"``.
+        nullable: whether ``None`` (YAML ``null``) is allowed.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        default: Any = _REQUIRED,
+        *,
+        doc: str = "",
+        choices: tuple | list | None = None,
+        nullable: bool = False,
+    ) -> None:
+        if kind not in _KINDS:
+            raise ValueError(f"unknown Param kind {kind!r}")
+        if kind == "choice" and not choices:
+            raise ValueError("Param(kind='choice') needs choices")
+        self.kind = kind
+        self.default = default
+        self.doc = doc
+        self.choices = tuple(choices) if choices else None
+        self.nullable = nullable
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def expected(self) -> str:
+        text = _KINDS[self.kind]
+        if self.kind == "choice":
+            text = text.format(choices=", ".join(repr(c) for c in self.choices))
+        if self.nullable:
+            text += " or null"
+        return text
+
+    def validate(self, value: Any, path: str) -> Any:
+        """Return ``value`` converted to the parameter's type, or raise PyrovaeError."""
+        if value is None and self.nullable:
+            return None
+        ok, out = _convert(self.kind, value, self.choices)
+        if not ok:
+            raise PyrovaeError(f"{path}: expected {self.expected()}, got {value!r}")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.expected(), "doc": self.doc}
+        d["default"] = None if self.required else self.default
+        d["required"] = self.required
+        return d
+
+
+def _convert(kind: str, v: Any, choices: tuple | None) -> tuple[bool, Any]:
+    if kind in ("int", "positive_int", "nonneg_int"):
+        if isinstance(v, bool):
+            return False, None
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, int):
+            return False, None
+        if kind == "positive_int" and v <= 0:
+            return False, None
+        if kind == "nonneg_int" and v < 0:
+            return False, None
+        return True, v
+    if kind in ("float", "positive_float", "nonneg_float", "unit_float"):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False, None
+        v = float(v)
+        if not math.isfinite(v):
+            return False, None
+        if kind == "positive_float" and v <= 0:
+            return False, None
+        if kind == "nonneg_float" and v < 0:
+            return False, None
+        if kind == "unit_float" and not 0.0 <= v <= 1.0:
+            return False, None
+        return True, v
+    if kind == "bool":
+        return (True, v) if isinstance(v, bool) else (False, None)
+    if kind == "str":
+        return (True, v) if isinstance(v, str) and v else (False, None)
+    if kind == "int_list":
+        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
+            return False, None
+        out = []
+        for item in v:
+            ok, item = _convert("positive_int", item, None)
+            if not ok:
+                return False, None
+            out.append(item)
+        return True, out
+    if kind == "choice":
+        return (True, v) if any(v == c and type(v) is type(c) for c in choices) else (False, None)
+    raise AssertionError(kind)
+
+
+def validate_section(
+    params: Mapping[str, Param], entry: Any, path: str, *, what: str | None = None
+) -> dict[str, Any]:
+    """Validate a mapping against declared params, fill defaults, refuse unknown keys."""
+    if entry is None:
+        entry = {}
+    if not isinstance(entry, Mapping):
+        raise PyrovaeError(f"{path}: expected a mapping, got {entry!r}")
+    out: dict[str, Any] = {}
+    for key in entry:
+        if key not in params:
+            known = ", ".join(sorted(params)) or "none"
+            owner = f" for {what}" if what else ""
+            raise PyrovaeError(f"{path}.{key}: unknown parameter{owner}; known parameters: {known}")
+    for key, p in params.items():
+        if key in entry:
+            out[key] = p.validate(entry[key], f"{path}.{key}")
+        elif p.required:
+            raise PyrovaeError(f"{path}.{key}: missing required parameter ({p.expected()})")
+        else:
+            out[key] = p.default
+    return out
+
+
+class Registry:
+    """A name -> class registry for one kind of family (prior, likelihood, ...).
+
+    Each registered class declares ``params: dict[str, Param]``; it is built as
+    ``cls(**context, **params)`` where ``context`` holds the sizes the model
+    supplies (``latent_dim``, ``data_dim``).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._classes: dict[str, type] = {}
+
+    def register(self, name: str) -> Callable[[type], type]:
+        """Class decorator: ``@PRIORS.register("laplace")``."""
+
+        def deco(cls: type) -> type:
+            if name in self._classes and self._classes[name] is not cls:
+                raise ValueError(f"{self.kind} family {name!r} is already registered")
+            if not isinstance(getattr(cls, "params", None), Mapping):
+                raise TypeError(f"{cls.__name__} must declare `params: dict[str, Param]`")
+            cls.family = name
+            self._classes[name] = cls
+            return cls
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
+
+    def get(self, name: Any, path: str | None = None) -> type:
+        """The class registered as ``name``; an unknown name lists the known ones."""
+        path = path or self.kind
+        if not isinstance(name, str) or name not in self._classes:
+            known = ", ".join(self.names())
+            raise PyrovaeError(f"{path}.family: unknown {self.kind} family {name!r}; known: {known}")
+        return self._classes[name]
+
+    def normalize(self, entry: Any, path: str | None = None) -> dict[str, Any]:
+        """``"name"`` or ``{"family": name, ...}`` -> a full, validated entry."""
+        path = path or self.kind
+        if isinstance(entry, str):
+            entry = {"family": entry}
+        if not isinstance(entry, Mapping):
+            raise PyrovaeError(
+                f"{path}: expected a family name or a mapping with 'family', got {entry!r}"
+            )
+        if "family" not in entry:
+            raise PyrovaeError(f"{path}.family: missing; known: {', '.join(self.names())}")
+        cls = self.get(entry["family"], path)
+        rest = {k: v for k, v in entry.items() if k != "family"}
+        params = validate_section(cls.params, rest, path, what=f"{self.kind} family {cls.family!r}")
+        check = getattr(cls, "check_params", None)
+        if check is not None:
+            check(params, path)
+        return {"family": cls.family, **params}
+
+    def build(self, entry: Any, path: str | None = None, **context: Any) -> Any:
+        """Instantiate the family described by ``entry`` with the model's ``context``."""
+        full = self.normalize(entry, path)
+        cls = self._classes[full.pop("family")]
+        return cls(**context, **full)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"doc": first docstring line, "params": {...}}}`` for listings."""
+        out = {}
+        for name in self.names():
+            cls = self._classes[name]
+            doc = inspect.getdoc(cls) or ""
+            out[name] = {
+                "doc": doc.splitlines()[0] if doc else "",
+                "params": {k: p.describe() for k, p in cls.params.items()},
+            }
+        return out
+
+
+PRIORS = Registry("prior")
+LIKELIHOODS = Registry("likelihood")
+GUIDES = Registry("guide")
+OBJECTIVES = Registry("objective")
+SCHEDULES = Registry("kl_weight")
+
+#: Every registry by the spec key it fills.
+REGISTRIES: dict[str, Registry] = {
+    "prior": PRIORS,
+    "likelihood": LIKELIHOODS,
+    "guide": GUIDES,
+    "objective": OBJECTIVES,
+    "kl_weight": SCHEDULES,
+}

@@ -1,0 +1,192 @@
+"""The spec: one plain mapping that describes a model and how to train it.
+
+It is the single source of truth: a run folder holds its spec, and
+``VAE.from_spec(spec)`` rebuilds the model.  Built from a dict, a YAML file or a
+TOML file; ``--set key.path=value`` overrides apply on top.  Example (YAML)::
+
+    latent_dim: 2
+    encoder: {hidden: [128, 64], activation: relu}
+    prior: {family: mixture, components: 10}   # a bare name is {family: name}
+    likelihood: bernoulli
+    guide: diagonal_normal
+    objective: trace_elbo
+    kl_weight: {family: linear, start: 0.0, warmup_epochs: 10}
+    train: {epochs: 100, batch_size: 128, lr: 0.001, seed: 0}
+    data: {name: digits, transform: binarize, test_fraction: 0.2}
+
+:func:`normalize_spec` fills in every default and validates every value,
+raising :class:`~pyrovae.errors.PyrovaeError` with the key path on error.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Importing the family modules fills the registries.
+from pyrovae import guides as _guides  # noqa: F401
+from pyrovae import likelihoods as _likelihoods  # noqa: F401
+from pyrovae import objectives as _objectives  # noqa: F401
+from pyrovae import priors as _priors  # noqa: F401
+from pyrovae.errors import PyrovaeError
+from pyrovae.nets import ACTIVATIONS
+from pyrovae.registry import REGISTRIES, Param, validate_section
+
+_ACT = tuple(sorted(ACTIVATIONS))
+
+#: Plain (non-family) sections and their parameters.
+SECTIONS: dict[str, dict[str, Param]] = {
+    "encoder": {
+        "hidden": Param("int_list", [128, 64], doc="hidden layer sizes ([] = affine)"),
+        "activation": Param("choice", "relu", choices=_ACT, doc="activation"),
+    },
+    "decoder": {
+        "hidden": Param("int_list", [64, 128], doc="hidden layer sizes ([] = affine)"),
+        "activation": Param("choice", "relu", choices=_ACT, doc="activation"),
+    },
+    "train": {
+        "epochs": Param("positive_int", 100, doc="passes over the training set"),
+        "batch_size": Param("positive_int", 128, doc="minibatch size"),
+        "lr": Param("positive_float", 1e-3, doc="Adam learning rate"),
+        "seed": Param("nonneg_int", 0, doc="random seed (init, minibatches, samples)"),
+        "engine": Param(
+            "choice", "fast", choices=("fast", "pyro"),
+            doc="fast: the ELBO estimator computed directly; pyro: stock SVI",
+        ),
+        "clip_norm": Param("positive_float", None, nullable=True, doc="gradient-norm clip"),
+        "eval_every": Param("positive_int", 1, doc="epochs between held-out ELBO evaluations"),
+        "checkpoint_every": Param("positive_int", 10, doc="epochs between checkpoints"),
+        "device": Param("str", "cpu", doc="torch device, e.g. cpu or cuda"),
+    },
+    "data": {
+        "name": Param("str", "digits", doc="digits, mnist5k, mnist (IDX folder) or a file path"),
+        "path": Param("str", None, nullable=True, doc="folder or file for mnist / file data"),
+        "transform": Param(
+            "choice", None, nullable=True, choices=("binarize", "unit", "none"),
+            doc="binarize (x/max > 0.5), unit (x/max), none; null = the data set's default",
+        ),
+        "test_fraction": Param("unit_float", 0.2, doc="held-out fraction"),
+        "split_seed": Param("nonneg_int", 0, doc="seed of the train/test split"),
+    },
+    "eval": {
+        "num_samples": Param("positive_int", 1000, doc="K of the IWAE log-likelihood"),
+    },
+}
+
+TOP: dict[str, Param] = {
+    "data_dim": Param("positive_int", None, nullable=True, doc="null: inferred from data"),
+    "latent_dim": Param("positive_int", 2, doc="dimension of z"),
+}
+
+FAMILY_DEFAULTS: dict[str, str] = {
+    "prior": "normal",
+    "likelihood": "bernoulli",
+    "guide": "diagonal_normal",
+    "objective": "trace_elbo",
+    "kl_weight": "constant",
+}
+
+MODEL_KEYS = ("data_dim", "latent_dim", "encoder", "decoder", "prior", "likelihood", "guide")
+ALL_KEYS = tuple(TOP) + tuple(SECTIONS) + tuple(FAMILY_DEFAULTS)
+
+
+def _normalize_key(key: str, raw: Mapping[str, Any]) -> Any:
+    if key in TOP:
+        return TOP[key].validate(raw.get(key, TOP[key].default), key)
+    if key in SECTIONS:
+        return validate_section(SECTIONS[key], raw.get(key), key)
+    return REGISTRIES[key].normalize(raw.get(key, FAMILY_DEFAULTS[key]), key)
+
+
+def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A complete, validated spec: every section present, every default filled in."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise PyrovaeError(f"spec: expected a mapping, got {type(raw).__name__}")
+    for key in raw:
+        if key not in ALL_KEYS:
+            raise PyrovaeError(f"{key}: unknown spec key; known keys: {', '.join(ALL_KEYS)}")
+    return {key: _normalize_key(key, raw) for key in ALL_KEYS}
+
+
+def normalize_model_spec(
+    raw: Mapping[str, Any], *, require_data_dim: bool = False
+) -> dict[str, Any]:
+    """The model part of a spec (``MODEL_KEYS``), validated; other keys are ignored."""
+    if not isinstance(raw, Mapping):
+        raise PyrovaeError(f"spec: expected a mapping, got {type(raw).__name__}")
+    out = {key: _normalize_key(key, raw) for key in MODEL_KEYS}
+    if require_data_dim and out["data_dim"] is None:
+        raise PyrovaeError("data_dim: missing (pass data_dim or fit on data to infer it)")
+    return out
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """Read a raw spec from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PyrovaeError(f"config file not found: {path}")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise PyrovaeError(f"config file {path}: expected .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise PyrovaeError(f"config file {path} is malformed: {' '.join(first)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise PyrovaeError(f"config file {path}: expected a mapping at the top level")
+    return dict(data)
+
+
+def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a raw spec.
+
+    ``prior.components=10`` on ``prior: mixture`` expands the shorthand first.
+    """
+    out = copy.deepcopy(dict(raw or {}))
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise PyrovaeError(f"--set {item!r}: expected KEY.PATH=VALUE")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise PyrovaeError(f"--set {item!r}: empty key in {key!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and part in REGISTRIES:
+                child = {"family": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise PyrovaeError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def dump_spec(spec: Mapping[str, Any], path: str | Path) -> None:
+    """Write a spec as YAML (the format read back by :func:`load_spec`)."""
+    from pyrovae.runs import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(dict(spec), sort_keys=False))
