@@ -23,7 +23,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 def mlp(d_in: int, hidden: Sequence[int], d_out: int, activation: str = "relu") -> nn.Sequential:
-    """A fully connected network ``d_in → hidden[0] → … → d_out`` (affine if ``hidden`` is empty)."""
+    """Fully connected ``d_in → hidden[0] → … → d_out``; affine if ``hidden`` is empty."""
     act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []
     d = d_in

@@ -118,7 +118,10 @@ def _convert(kind: str, v: Any, choices: tuple | None) -> tuple[bool, Any]:
     if kind in ("float", "positive_float", "nonneg_float", "unit_float"):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return False, None
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:  # an int too large for a float
+            return False, None
         if not math.isfinite(v):
             return False, None
         if kind == "positive_float" and v <= 0:
@@ -208,7 +211,9 @@ class Registry:
         path = path or self.kind
         if not isinstance(name, str) or name not in self._classes:
             known = ", ".join(self.names())
-            raise PyrovaeError(f"{path}.family: unknown {self.kind} family {name!r}; known: {known}")
+            raise PyrovaeError(
+                f"{path}.family: unknown {self.kind} family {name!r}; known: {known}"
+            )
         return self._classes[name]
 
     def normalize(self, entry: Any, path: str | None = None) -> dict[str, Any]:
@@ -233,8 +238,10 @@ class Registry:
     def build(self, entry: Any, path: str | None = None, **context: Any) -> Any:
         """Instantiate the family described by ``entry`` with the model's ``context``."""
         full = self.normalize(entry, path)
-        cls = self._classes[full.pop("family")]
-        return cls(**context, **full)
+        params = {k: v for k, v in full.items() if k != "family"}
+        obj = self._classes[full["family"]](**context, **params)
+        obj.entry = full  # the validated entry it was built from (for specs)
+        return obj
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """``{name: {"doc": first docstring line, "params": {...}}}`` for listings."""

@@ -51,7 +51,7 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "activation": Param("choice", "relu", choices=_ACT, doc="activation"),
     },
     "train": {
-        "epochs": Param("positive_int", 100, doc="passes over the training set"),
+        "epochs": Param("positive_int", 300, doc="passes over the training set"),
         "batch_size": Param("positive_int", 128, doc="minibatch size"),
         "lr": Param("positive_float", 1e-3, doc="Adam learning rate"),
         "seed": Param("nonneg_int", 0, doc="random seed (init, minibatches, samples)"),
@@ -112,7 +112,30 @@ def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
     for key in raw:
         if key not in ALL_KEYS:
             raise PyrovaeError(f"{key}: unknown spec key; known keys: {', '.join(ALL_KEYS)}")
-    return {key: _normalize_key(key, raw) for key in ALL_KEYS}
+    spec = {key: _normalize_key(key, raw) for key in ALL_KEYS}
+    check_combinations(spec)
+    return spec
+
+
+def check_combinations(spec: Mapping[str, Any]) -> None:
+    """Cross-section checks of a normalized spec (each error names the key path)."""
+    from pyrovae.objectives import FREE_BITS_GUIDES, FREE_BITS_NEEDS, FREE_BITS_PRIORS
+
+    free_bits = spec["objective"].get("free_bits") or 0.0
+    if free_bits > 0:
+        if spec["train"]["engine"] != "fast":
+            raise PyrovaeError(
+                "objective.free_bits: needs train.engine: fast (poutine.scale, used by the "
+                "pyro engine, cannot express max(λ, KL_j) per latent dimension)"
+            )
+        if (
+            spec["prior"]["family"] not in FREE_BITS_PRIORS
+            or spec["guide"]["family"] not in FREE_BITS_GUIDES
+        ):
+            raise PyrovaeError(
+                f"objective.free_bits: needs {FREE_BITS_NEEDS}; got prior "
+                f"{spec['prior']['family']!r} and guide {spec['guide']['family']!r}"
+            )
 
 
 def normalize_model_spec(

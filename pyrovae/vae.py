@@ -75,9 +75,9 @@ class VAE(nn.Module):
                 "latent_dim": latent_dim,
                 "encoder": {"hidden": list(encoder), "activation": activation},
                 "decoder": {"hidden": decoder, "activation": decoder_activation or activation},
-                "prior": prior.family if isinstance(prior, Prior) else prior,
-                "likelihood": likelihood.family if isinstance(likelihood, Likelihood) else likelihood,
-                "guide": guide.family if isinstance(guide, GuideFamily) else guide,
+                "prior": _entry(prior),
+                "likelihood": _entry(likelihood),
+                "guide": _entry(guide),
             }
         )
         s = self._spec
@@ -213,6 +213,13 @@ class VAE(nn.Module):
     def guide_parameters(self) -> list[nn.Parameter]:
         """φ: encoder and guide-family parameters."""
         return list(self.encoder.parameters()) + list(self.guide_family.parameters())
+
+
+def _entry(family: Any) -> Any:
+    """A spec entry for a family given as a name, an entry or a built module."""
+    if isinstance(family, nn.Module):
+        return dict(getattr(family, "entry", None) or {"family": family.family})
+    return family
 
 
 def _dist_mean(d: dist.TorchDistribution) -> torch.Tensor:

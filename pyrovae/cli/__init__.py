@@ -1,0 +1,59 @@
+"""``pyrovae`` command line: one module per subcommand.
+
+Each module in :data:`COMMANDS` defines ``register(subparsers)`` which adds its
+parser and sets ``func=run``; ``run(args)`` returns an exit code.  User errors
+(:class:`~pyrovae.errors.PyrovaeError`, missing files) print one line on stderr
+and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pyrovae.errors import PyrovaeError
+
+#: Subcommand modules, in the order ``pyrovae --help`` lists them.
+COMMANDS = ("train", "evaluate", "sample", "families", "check")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pyrovae",
+        description="Variational autoencoders in Pyro: train, evaluate, sample, check.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"pyrovae.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"pyrovae.cli.{name}":
+                continue  # subcommand not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PyrovaeError as exc:
+        print(f"pyrovae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pyrovae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""``pyrovae evaluate RUN``: ELBO and IWAE log-likelihood of a trained run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from pyrovae.pipeline import evaluate_run
+
+
+def register(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("evaluate", help="evaluate a run folder (ELBO, IWAE log-likelihood)",
+                       description="Evaluate a trained run on its held-out (or training) split.")
+    p.add_argument("run_dir", metavar="RUN", help="run folder written by `pyrovae train`")
+    p.add_argument("-k", "--num-samples", type=int, metavar="K",
+                   help="importance samples per example (default: the spec's eval.num_samples)")
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.num_samples is not None and args.num_samples < 1:
+        from pyrovae.errors import PyrovaeError
+
+        raise PyrovaeError(f"--num-samples: expected a positive integer, got {args.num_samples}")
+    m = evaluate_run(args.run_dir, num_samples=args.num_samples, split=args.split)
+    if args.json:
+        print(json.dumps(m, indent=2))
+    else:
+        print(f"{m['split']} split, {m['num_examples']} examples, K = {m['num_samples']}")
+        print(f"  ELBO            {m['elbo']:10.3f} nats/example")
+        print(f"  reconstruction  {m['reconstruction']:10.3f}")
+        print(f"  KL(q ‖ p)       {m['kl']:10.3f}"
+              f"{' (closed form)' if m['kl_closed_form'] else ' (Monte Carlo)'}")
+        print(f"  log p(x) ≥      {m['log_likelihood']:10.3f} ± {m['log_likelihood_se']:.3f}"
+              " (IWAE)")
+    return 0

@@ -1,0 +1,58 @@
+"""``pyrovae sample RUN``: draw from a trained model's generative process."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyrovae import runs
+from pyrovae.errors import PyrovaeError
+
+
+def register(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("sample", help="sample from a trained model",
+                       description="Draw z ~ p(z) and x from p(x|z); write a .png grid "
+                       "(images) or a .npy array.")
+    p.add_argument("run_dir", metavar="RUN", help="run folder written by `pyrovae train`")
+    p.add_argument("-n", "--num", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", metavar="FILE", help="output .png or .npy (default RUN/samples.png)")
+    p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of E[x|z]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.num < 1:
+        raise PyrovaeError(f"--num: expected a positive integer, got {args.num}")
+    vae, spec, _ = runs.load_run(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise PyrovaeError(f"--out {out}: expected a .png or .npy file name")
+    if out.exists() and not args.overwrite:
+        raise PyrovaeError(f"{out} exists; pass --overwrite to replace it")
+    torch.manual_seed(args.seed)
+    x = vae.sample(args.num, mean=not args.draw)
+    if out.suffix.lower() == ".npy":
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, x.cpu().numpy())
+        runs.atomic_write_bytes(out, buf.getvalue())
+    else:
+        from pyrovae.data import load_dataset
+        from pyrovae.plots import save_figure
+        from pyrovae.plots.training import samples
+
+        d = spec["data"]
+        shape = load_dataset(d["name"], path=d["path"], transform=d["transform"]).image_shape
+        if shape is None:
+            raise PyrovaeError("this run's data are not images; use --out FILE.npy")
+        save_figure(samples(x, shape), out)
+    print(f"wrote {args.num} samples to {out}")
+    return 0

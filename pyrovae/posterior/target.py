@@ -1,0 +1,254 @@
+"""One interface to "a model and a guide" for every check.
+
+A :class:`Target` answers, per data point, the questions the checks ask:
+
+* ``log_joint(x, z)``: log p_θ(x, z) for z of shape (..., N, d) -> (..., N);
+* ``sample_guide(x, S)``: z ~ q_φ(z|x), shape (S, N, d), with log q_φ(z|x) (S, N);
+* ``guide_log_prob(x, z)``: log q_φ(z|x) at given z;
+* ``guide_dist(x)``: q_φ(z|x) as a distribution with batch shape (N,), when known;
+* ``exact_log_marginal(x)`` / ``exact_posterior(x)`` when the model knows them.
+
+:func:`as_target` builds one from
+
+* a :class:`pyrovae.VAE` (fast path: its prior, decoder and encoder directly);
+* a toy problem (:mod:`pyrovae.toy`) and a guide (any Pyro guide callable, or an
+  object with ``dist(x)`` such as :class:`~pyrovae.posterior.local.LocalGuide`);
+* any Pyro ``model(x)`` / ``guide(x)`` pair with a latent site ``"z"`` and an
+  observed site ``"x"`` in a plate ``"data"`` (generic path: ``poutine.trace`` with
+  the latent conditioned on given values and an outer particle plate, so the
+  log-densities come back per data point, not summed over the plate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from torch.distributions import constraints
+
+from pyrovae.errors import PyrovaeError
+
+_PARTICLES = "_pyrovae_particles"
+
+
+def _per_point_log_prob(trace, n: int, sites: Callable[[dict], bool]) -> torch.Tensor:
+    trace.compute_log_prob()
+    total = None
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or not sites(site):
+            continue
+        lp = site["log_prob"]
+        if lp.dim() == 0 or lp.shape[-1] != n:
+            raise PyrovaeError(
+                f"site {name!r}: expected a log-density per data point (last dim {n}), "
+                f"got shape {tuple(lp.shape)}; only a latent 'z' and an observed 'x' in "
+                "plate 'data' are supported"
+            )
+        total = lp if total is None else total + lp
+    if total is None:
+        raise PyrovaeError("no sample sites found in the trace")
+    return total
+
+
+class Target:
+    """Base class; see the module docstring."""
+
+    latent_dim: int
+    support: constraints.Constraint = constraints.real_vector
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_guide(self, x: torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def guide_log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def guide_dist(self, x: torch.Tensor):
+        return None
+
+    def exact_log_marginal(self, x: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def exact_posterior(self, x: torch.Tensor):
+        return None
+
+    def grid_box(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+    @property
+    def has_guide(self) -> bool:
+        return True
+
+    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """log p(x, z) − log q(z|x) for z ~ q, shape (S, N)."""
+        z, log_q = self.sample_guide(x, num_samples)
+        return self.log_joint(x, z) - log_q
+
+
+class _DistGuideMixin:
+    """Guide given as ``dist_fn(x) -> q(z|x)`` (batch (N,), event (d,))."""
+
+    _dist_fn: Callable[[torch.Tensor], Any]
+
+    def guide_dist(self, x):
+        return self._dist_fn(x)
+
+    def sample_guide(self, x, num_samples):
+        q = self._dist_fn(x)
+        z = q.rsample((num_samples,)) if q.has_rsample else q.sample((num_samples,))
+        return z, q.log_prob(z)
+
+    def guide_log_prob(self, x, z):
+        return self._dist_fn(x).log_prob(z)
+
+
+class VAETarget(_DistGuideMixin, Target):
+    """Fast path for :class:`pyrovae.VAE`: p(z), p_θ(x|z) and q_φ(z|x) used directly."""
+
+    def __init__(self, vae) -> None:
+        self.vae = vae
+        self.latent_dim = vae.latent_dim
+        self._dist_fn = vae.encode
+
+    def log_joint(self, x, z):
+        return self.vae.prior_dist().log_prob(z) + self.vae.decode(z, x).log_prob(x)
+
+    def grid_box(self):
+        dtype = next(self.vae.parameters()).dtype
+        return (torch.full((self.latent_dim,), -6.0, dtype=dtype),
+                torch.full((self.latent_dim,), 6.0, dtype=dtype))
+
+
+class PyroTarget(Target):
+    """Generic path for any Pyro model/guide pair (see the module docstring)."""
+
+    def __init__(
+        self, model: Callable, guide: Callable | None = None, *, latent_dim: int | None = None,
+        latent: str = "z", observed: str = "x", **kwargs: Any,
+    ) -> None:
+        self.model, self.guide, self.kwargs = model, guide, kwargs
+        self.latent, self.observed = latent, observed
+        self._latent_dim = latent_dim
+
+    @property
+    def latent_dim(self) -> int:  # type: ignore[override]
+        if self._latent_dim is None:
+            raise PyrovaeError("latent_dim unknown: pass latent_dim= or draw from the guide first")
+        return self._latent_dim
+
+    @property
+    def has_guide(self) -> bool:
+        return self.guide is not None
+
+    def _flat(self, z: torch.Tensor, n: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+        batch = z.shape[:-2]
+        return z.reshape(-1, n, z.shape[-1]), batch
+
+    def log_joint(self, x, z):
+        n = x.shape[0]
+        flat, batch = self._flat(z, n)
+        model = poutine.condition(self.model, data={self.latent: flat})
+        with pyro.plate(_PARTICLES, flat.shape[0], dim=-2):
+            tr = poutine.trace(model).get_trace(x, **self.kwargs)
+        lp = _per_point_log_prob(tr, n, lambda s: True)
+        return lp.expand(flat.shape[0], n).reshape(*batch, n)
+
+    def _require_guide(self):
+        if self.guide is None:
+            raise PyrovaeError("this check needs a guide; none was given")
+
+    def sample_guide(self, x, num_samples):
+        self._require_guide()
+        n = x.shape[0]
+        with pyro.plate(_PARTICLES, num_samples, dim=-2):
+            tr = poutine.trace(self.guide).get_trace(x, **self.kwargs)
+        z = tr.nodes[self.latent]["value"].expand(num_samples, n, -1)
+        self._latent_dim = z.shape[-1]
+        lq = _per_point_log_prob(tr, n, lambda s: not s["is_observed"])
+        return z, lq.expand(num_samples, n)
+
+    def guide_log_prob(self, x, z):
+        self._require_guide()
+        n = x.shape[0]
+        flat, batch = self._flat(z, n)
+        guide = poutine.condition(self.guide, data={self.latent: flat})
+        with pyro.plate(_PARTICLES, flat.shape[0], dim=-2):
+            tr = poutine.trace(guide).get_trace(x, **self.kwargs)
+        lq = _per_point_log_prob(tr, n, lambda s: True)
+        return lq.expand(flat.shape[0], n).reshape(*batch, n)
+
+
+class ToyTarget(Target):
+    """A toy problem (exact answers known) with an optional guide."""
+
+    def __init__(self, toy, guide: Any = None) -> None:
+        self.toy = toy
+        self.latent_dim = toy.latent_dim
+        self.support = toy.support
+        self._guide = guide
+        if guide is None:
+            self._impl = None
+        elif hasattr(guide, "dist") and callable(guide.dist):
+            self._impl = _DistGuideTarget(guide.dist)
+        else:
+            self._impl = PyroTarget(toy.model, guide, latent_dim=toy.latent_dim)
+
+    @property
+    def has_guide(self) -> bool:
+        return self._impl is not None
+
+    def _require(self):
+        if self._impl is None:
+            raise PyrovaeError("this check needs a guide; none was given")
+        return self._impl
+
+    def log_joint(self, x, z):
+        return self.toy.log_joint(x, z)
+
+    def sample_guide(self, x, num_samples):
+        return self._require().sample_guide(x, num_samples)
+
+    def guide_log_prob(self, x, z):
+        return self._require().guide_log_prob(x, z)
+
+    def guide_dist(self, x):
+        return None if self._impl is None else self._impl.guide_dist(x)
+
+    def exact_log_marginal(self, x):
+        if self.toy.exact_posterior:
+            return self.toy.log_marginal(x)
+        return None
+
+    def exact_posterior(self, x):
+        return self.toy.posterior(x) if self.toy.exact_posterior else None
+
+    def grid_box(self):
+        return self.toy.grid_box()
+
+
+class _DistGuideTarget(_DistGuideMixin, Target):
+    def __init__(self, dist_fn) -> None:
+        self._dist_fn = dist_fn
+
+
+def as_target(model: Any, guide: Any = None, **kwargs: Any) -> Target:
+    """A :class:`Target` for a VAE, a toy problem (+ guide) or a Pyro model/guide pair."""
+    from pyrovae.toy.base import ToyProblem
+    from pyrovae.vae import VAE
+
+    if isinstance(model, Target):
+        return model
+    if isinstance(model, VAE):
+        if guide is not None:
+            raise PyrovaeError("a VAE carries its own guide; do not pass another")
+        return VAETarget(model)
+    if isinstance(model, ToyProblem):
+        return ToyTarget(model, guide)
+    if callable(model):
+        return PyroTarget(model, guide, **kwargs)
+    raise PyrovaeError(f"cannot check {type(model).__name__}: expected a VAE, a toy or a model")
