@@ -1,8 +1,16 @@
-"""pyrovae: the variational autoencoder, intuitive and checkable, in Pyro."""
+"""pyrovae: the variational autoencoder, intuitive and checkable, in Pyro.
 
+    spec ──> VAE (Pyro model + guide) ──> fit (SVI) ──> run folder
+    run folder or (model, guide, data) ──> evaluate (ELBO, IWAE) / posterior checks
+"""
+
+from pyrovae.data import Dataset, load_dataset, train_test_split
 from pyrovae.errors import PyrovaeError
+from pyrovae.evaluate import evaluate
 from pyrovae.registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, SCHEDULES, Param
+from pyrovae.runs import load_run
 from pyrovae.spec import apply_overrides, load_spec, normalize_spec
+from pyrovae.train import History, Trainer, fit
 from pyrovae.vae import VAE
 
 __version__ = "0.1.0"
@@ -14,9 +22,17 @@ __all__ = [
     "PRIORS",
     "SCHEDULES",
     "VAE",
+    "Dataset",
+    "History",
     "Param",
     "PyrovaeError",
+    "Trainer",
     "apply_overrides",
+    "evaluate",
+    "fit",
+    "load_dataset",
+    "load_run",
     "load_spec",
     "normalize_spec",
+    "train_test_split",
 ]
