@@ -13,6 +13,7 @@ for Bernoulli), ``unit`` (x/max in [0, 1]), ``none``.
 from __future__ import annotations
 
 import gzip
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -153,44 +154,89 @@ def _mnist_idx(path: str | None) -> _Raw:
 
 
 def _load_file(path: Path) -> _Raw:
+    if path.is_dir():
+        raise PyrovaeError(
+            f"data.name: {path} is a folder; for MNIST IDX files use data.name: mnist "
+            "with data.path: FOLDER"
+        )
     if not path.is_file():
         raise PyrovaeError(f"data file not found: {path}")
     suffix = path.suffix.lower()
     y = None
     try:
-        if suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                if "x" not in f:
-                    raise PyrovaeError(f"{path}: expected an array named 'x' (found {list(f)})")
-                x = f["x"]
-                y = f["y"] if "y" in f else None
-        elif suffix == ".csv":
-            x = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-        else:
-            raise PyrovaeError(f"{path}: unsupported data file type; expected .npy, .npz or .csv")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. loadtxt's "input contained no data"
+            if suffix == ".npy":
+                x = np.load(path, allow_pickle=False)
+            elif suffix == ".npz":
+                with np.load(path, allow_pickle=False) as f:
+                    if not hasattr(f, "files"):
+                        raise PyrovaeError(f"{path}: not an .npz archive")
+                    if "x" not in f.files:
+                        raise PyrovaeError(
+                            f"{path}: expected an array named 'x' (found {list(f.files)})"
+                        )
+                    x = f["x"]
+                    y = f["y"] if "y" in f.files else None
+            elif suffix == ".csv":
+                x = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+            else:
+                raise PyrovaeError(
+                    f"{path}: unsupported data file type; expected .npy, .npz or .csv"
+                )
     except PyrovaeError:
         raise
-    except (ValueError, OSError) as exc:
-        raise PyrovaeError(f"{path}: cannot read data ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # whatever numpy raises on a bad file, it is the file's fault
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise PyrovaeError(
+            f"{path}: cannot read data ({lines[0] if lines else type(exc).__name__})"
+        ) from None
     x = as_array(x, what=str(path))
+    if y is not None:
+        y = _labels(y, len(x), f"{path}: labels 'y'")
     image_shape = None
     if x.ndim == 3:
         image_shape = (x.shape[1], x.shape[2])
         x = x.reshape(x.shape[0], -1)
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        n = int((~np.isfinite(x)).sum())
+        raise PyrovaeError(f"{path}: {n} values are too large for float32 (|x| > 3.4e38)")
     top = float(np.max(x)) if x.size else 1.0
-    return _Raw(x.astype(np.float32), y, image_shape, top if top > 0 else 1.0, "none")
+    return _Raw(x, y, image_shape, top if top > 0 else 1.0, "none")
+
+
+def _labels(y: Any, n: int, what: str) -> np.ndarray:
+    """Integer class labels, one per row, or a PyrovaeError."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise PyrovaeError(f"{what}: expected {n} labels (one per row), got shape {y.shape}")
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
+        return y.astype(np.int64)
+    raise PyrovaeError(f"{what}: expected integer class labels, got dtype {y.dtype}")
 
 
 def as_array(x: Any, what: str = "data") -> np.ndarray:
     """Numeric array with at least one row and column, or a PyrovaeError naming the problem."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        if x.is_sparse or x.layout != torch.strided:
+            raise PyrovaeError(f"{what}: expected a dense tensor, got layout {x.layout}")
+        if x.dtype == torch.bfloat16:
+            x = x.float()
+        try:
+            x = x.detach().cpu().resolve_conj().resolve_neg().numpy()
+        except (TypeError, RuntimeError) as exc:
+            raise PyrovaeError(f"{what}: cannot read tensor of dtype {x.dtype} ({exc})") from None
     try:
-        arr = np.asarray(x)
-    except (ValueError, TypeError) as exc:
-        raise PyrovaeError(f"{what}: not an array ({exc})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = np.asarray(x)
+    except (ValueError, TypeError, OverflowError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PyrovaeError(f"{what}: not an array ({first})") from None
     if arr.dtype == bool:
         arr = arr.astype(np.float32)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
@@ -219,7 +265,14 @@ def as_tensor(x: Any, what: str = "data") -> torch.Tensor:
             as_array(x, what)  # raises with counts
         return x
     arr = as_array(x, what)
-    return torch.as_tensor(arr.reshape(arr.shape[0], -1), dtype=torch.float32)
+    with np.errstate(over="ignore"):
+        out = torch.as_tensor(arr.reshape(arr.shape[0], -1).astype(np.float32))
+    if not torch.isfinite(out).all():
+        n = int((~torch.isfinite(out)).sum())
+        raise PyrovaeError(
+            f"{what}: {n} values are too large for float32 (|x| > 3.4e38)"
+        )
+    return out
 
 
 def _apply_transform(x: np.ndarray, transform: str, max_value: float) -> np.ndarray:
@@ -240,7 +293,12 @@ def load_dataset(
     ``transform=None`` uses the data set's default (``binarize`` for images,
     ``none`` for files).
     """
-    if transform is not None and transform not in TRANSFORMS:
+    if not isinstance(name, (str, Path)) or not str(name):
+        raise PyrovaeError(f"data.name: expected a data set name or a file path, got {name!r}")
+    name = str(name)
+    if path is not None and not isinstance(path, (str, Path)):
+        raise PyrovaeError(f"data.path: expected a folder or file path, got {path!r}")
+    if transform is not None and (not isinstance(transform, str) or transform not in TRANSFORMS):
         raise PyrovaeError(
             f"data.transform: expected one of {', '.join(TRANSFORMS)}, got {transform!r}"
         )
@@ -255,9 +313,7 @@ def load_dataset(
         )
     transform = transform or raw.default_transform
     x = _apply_transform(raw.x.astype(np.float32), transform, raw.max_value)
-    y = None if raw.y is None else torch.as_tensor(np.asarray(raw.y).astype(np.int64))
-    if y is not None and len(y) != len(x):
-        raise PyrovaeError(f"{name}: {len(y)} labels for {len(x)} rows")
+    y = None if raw.y is None else torch.as_tensor(_labels(raw.y, len(x), f"{name}: labels"))
     return Dataset(
         x=torch.as_tensor(x, dtype=torch.float32),
         y=y,

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovae.errors import PyrovaeError
+from pyrovae.priors import drop_transform_caches
 from pyrovae.registry import GUIDES, Param
 
 
@@ -107,20 +109,27 @@ class FlowGuide(GuideFamily):
 
     params: ClassVar[dict[str, Param]] = {
         "num_layers": Param("positive_int", 2, doc="number of IAF layers"),
-        "hidden": Param("int_list", [32], doc="hidden sizes of each layer's autoregressive net"),
+        "hidden": Param(
+            "int_list", [32], doc="hidden sizes of each layer's network (widened to >= latent_dim)"
+        ),
         "context_dim": Param("nonneg_int", 8, doc="size of the context h(x) (0: unconditional)"),
     }
+
+    @classmethod
+    def check_params(cls, params: dict, path: str) -> None:
+        if not params["hidden"]:
+            raise PyrovaeError(f"{path}.hidden: expected at least one hidden layer, got []")
 
     def __init__(
         self,
         latent_dim: int,
         num_layers: int = 2,
-        hidden: list[int] | None = None,
+        hidden: tuple[int, ...] | list[int] = (32,),
         context_dim: int = 8,
     ) -> None:
         super().__init__(latent_dim)
         d = self.latent_dim
-        hidden = [max(h, d) for h in (list(hidden) if hidden else [32])]
+        hidden = [max(h, d) for h in hidden]
         self.context_dim = context_dim
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*input_dim = 1.*")
@@ -135,6 +144,10 @@ class FlowGuide(GuideFamily):
 
     def num_outputs(self) -> int:
         return 2 * self.latent_dim + self.context_dim
+
+    def __getstate__(self) -> dict:
+        drop_transform_caches(self)  # deepcopy / pickle after a training step
+        return super().__getstate__()
 
     def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
         d = self.latent_dim

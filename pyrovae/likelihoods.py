@@ -215,7 +215,7 @@ class GaussianLikelihood(Likelihood):
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
         loc, scale = self._loc_scale(out, x)
-        self.last_sigma = scale
+        self.last_sigma = scale.detach()
         return dist.Normal(loc, scale).to_event(1)
 
 

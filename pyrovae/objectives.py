@@ -120,8 +120,8 @@ class _FreeBitsMixin:
     def _check_engine(self) -> None:
         if self.free_bits > 0:
             raise PyrovaeError(
-                "objective.free_bits: free bits needs train.engine: fast; the pyro engine "
-                "applies β by poutine.scale, which cannot express max(λ, KL_j) per dimension"
+                "objective.free_bits: needs train.engine: fast (the pyro engine applies β by "
+                "poutine.scale, which cannot express max(λ, KL_j) per latent dimension)"
             )
 
     def _free_bits_loss(self, vae, x, num_data, kl_weight, closed_form):

@@ -6,7 +6,10 @@ arguments and formats what these return.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,12 @@ import torch
 
 from pyrovae import runs
 from pyrovae.data import Dataset, load_dataset, train_test_split
+from pyrovae.errors import PyrovaeError
 from pyrovae.evaluate import evaluate, summary
 from pyrovae.plots import save_figure
 from pyrovae.plots import training as tplots
 from pyrovae.spec import dump_spec, normalize_spec
-from pyrovae.train import Trainer
+from pyrovae.train import STATE_KEYS, DivergenceError, Trainer, parse_device
 from pyrovae.vae import VAE
 
 
@@ -38,18 +42,27 @@ def fingerprint(x: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def default_likelihood(x: torch.Tensor) -> str:
+    """The likelihood a spec gets when it names none: ``bernoulli`` for binary data,
+    else ``gaussian`` with a learned σ (never a Bernoulli on non-binary values)."""
+    return "bernoulli" if bool(((x == 0) | (x == 1)).all()) else "gaussian"
+
+
 def build(spec_raw: dict[str, Any] | None) -> tuple[dict[str, Any], VAE, Dataset, Dataset | None]:
     """Validate the spec, load the data, check it against the likelihood, build the VAE.
 
     Nothing is written; every user error is raised here, before training.
     """
     spec = normalize_spec(spec_raw)
+    check_train_section(spec)
     _, train, test = load_data(spec)
+    if not (spec_raw or {}).get("likelihood"):
+        spec["likelihood"] = normalize_spec({"likelihood": default_likelihood(train.x)})[
+            "likelihood"
+        ]
     if spec["data_dim"] is None:
         spec["data_dim"] = train.data_dim
     elif spec["data_dim"] != train.data_dim:
-        from pyrovae.errors import PyrovaeError
-
         raise PyrovaeError(
             f"data_dim: spec says {spec['data_dim']}, data {spec['data']['name']!r} "
             f"has {train.data_dim}"
@@ -58,6 +71,17 @@ def build(spec_raw: dict[str, Any] | None) -> tuple[dict[str, Any], VAE, Dataset
     vae = VAE.from_spec(spec)
     vae.likelihood.check_data(train.x, f"data {spec['data']['name']!r}")
     return spec, vae, train, test
+
+
+def check_train_section(spec: dict[str, Any]) -> None:
+    """Checks of ``train`` beyond the spec's types: the seed's range, the device exists."""
+    t = spec["train"]
+    if t["seed"] > 2**32 - 1:
+        raise PyrovaeError(f"train.seed: expected an integer in [0, 4294967295], got {t['seed']}")
+    try:
+        parse_device(t["device"])
+    except PyrovaeError as exc:
+        raise PyrovaeError(f"train.{exc}") from None
 
 
 def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | None,
@@ -72,10 +96,14 @@ def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | 
     )
 
 
-def checkpoint_state(trainer: Trainer, spec: dict[str, Any], data_fingerprint: str) -> dict:
+def checkpoint_state(trainer: Trainer, spec: dict[str, Any], data_fingerprint: str,
+                     data_shape: tuple[int, ...] | None = None) -> dict:
+    """The trainer's state plus what identifies the run: its spec and data fingerprint."""
     state = trainer.state_dict()
-    state["spec"] = spec
+    state["spec"] = copy.deepcopy(spec)
     state["data_fingerprint"] = data_fingerprint
+    if data_shape is not None:
+        state["data_shape"] = list(data_shape)
     return state
 
 
@@ -88,23 +116,168 @@ def train_run(
 ) -> dict[str, Any]:
     """Train the model a spec describes and write the run folder ``out``.
 
-    Returns the final metrics (also in ``out/metrics.json``).
+    Everything is validated (spec, data, likelihood support, device) before
+    anything is written; an existing run folder is replaced only with
+    ``overwrite=True``.  Returns the final metrics (also in ``out/metrics.json``).
     """
     spec, vae, train, test = build(spec_raw)
+    fp = fingerprint(train.x)
+    trainer = trainer_for(spec, vae, train, test, progress=progress)
     out = runs.prepare_run_folder(out, overwrite=overwrite)
     dump_spec(spec, out / runs.SPEC_FILE)
+    return _train_and_finish(out, spec, vae, trainer, train, test, fp)
+
+
+def resume_run(
+    path: str | Path,
+    spec_raw: dict[str, Any] | None = None,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Continue the run in folder ``path`` from its last checkpoint and finish it.
+
+    ``spec_raw=None`` resumes with the run's own spec.  A given spec must equal
+    the run's except that ``train.epochs`` may be raised (to train longer); the
+    training data must have the fingerprint saved with the checkpoint.  The
+    continued run ends with bitwise the same parameters as an uninterrupted one
+    (same machine and thread count).  A finished run is just evaluated again.
+    Returns the final metrics.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise PyrovaeError(f"run folder not found: {path}")
+    if not (path / runs.SPEC_FILE).is_file():
+        raise PyrovaeError(f"{path} is not a pyrovae run folder (no {runs.SPEC_FILE})")
+    ckpt = path / runs.CHECKPOINT_FILE
+    if not ckpt.is_file():
+        raise PyrovaeError(
+            f"{path}: no checkpoint to resume from ({runs.CHECKPOINT_FILE} missing); "
+            "start again with --overwrite"
+        )
+    state = runs.load_checkpoint(ckpt)
+    missing = [k for k in (*STATE_KEYS, "spec", "data_fingerprint") if k not in state]
+    if missing:
+        raise PyrovaeError(f"{ckpt}: cannot resume from it (missing {', '.join(missing)})")
+    try:
+        saved = normalize_spec(state["spec"])
+    except PyrovaeError as exc:
+        raise PyrovaeError(f"{ckpt}: its spec is not valid any more ({exc})") from None
+    on_disk = runs.read_spec(path / runs.SPEC_FILE)
+    edited = spec_diff(saved, on_disk, names=("checkpoint", "spec.yaml"))
+    if edited:
+        raise PyrovaeError(
+            f"{path / runs.SPEC_FILE} no longer matches the checkpoint's spec ({edited}); "
+            "restore it, or start again with --overwrite"
+        )
+
+    spec, vae, train, test = build(saved if spec_raw is None else spec_raw)
+    changed = spec_diff(saved, spec, ignore=("train.epochs",))
+    if changed:
+        raise PyrovaeError(
+            f"cannot resume {path} with a different spec: {changed} (only train.epochs may "
+            "be raised when resuming)"
+        )
+    done = int(state["epoch"])
+    if spec["train"]["epochs"] < done:
+        raise PyrovaeError(
+            f"train.epochs: {spec['train']['epochs']} is fewer than the {done} epochs "
+            f"{path} has already trained"
+        )
     fp = fingerprint(train.x)
+    if fp != state["data_fingerprint"]:
+        was = state.get("data_shape")
+        was = f"shape {tuple(was)}, " if isinstance(was, list) else ""
+        raise PyrovaeError(
+            f"cannot resume {path} with different data: data.name "
+            f"{spec['data']['name']!r} now gives training data of shape "
+            f"{tuple(train.x.shape)}, fingerprint {fp[:12]}; the run was trained on "
+            f"{was}fingerprint {str(state['data_fingerprint'])[:12]}"
+        )
+    trainer = trainer_for(spec, vae, train, test, progress=progress)
+    trainer.load_state_dict(state)
+    threads = state.get("num_threads")
+    if isinstance(threads, int) and threads != torch.get_num_threads():
+        warnings.warn(
+            f"resuming {path} with {torch.get_num_threads()} threads; it ran with {threads}: "
+            "the result may differ in the last bits from an uninterrupted run",
+            stacklevel=2,
+        )
+    if spec["train"]["epochs"] != saved["train"]["epochs"]:
+        dump_spec(spec, path / runs.SPEC_FILE)
+    return _train_and_finish(path, spec, vae, trainer, train, test, fp)
+
+
+def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
+                      train: Dataset, test: Dataset | None, fp: str) -> dict[str, Any]:
+    """Train with history every epoch and checkpoints every ``checkpoint_every`` epochs
+    and at the end (all atomic), then evaluate and write metrics and figures."""
     every = spec["train"]["checkpoint_every"]
+    ckpt = out / runs.CHECKPOINT_FILE
+    shape = tuple(train.x.shape)
+
+    def save_state() -> None:
+        runs.save_checkpoint(ckpt, checkpoint_state(trainer, spec, fp, shape))
 
     def save(trainer: Trainer, record: dict[str, Any]) -> None:
         runs.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
         if record["epoch"] % every == 0 or record["epoch"] == trainer.epochs:
-            runs.save_checkpoint(out / runs.CHECKPOINT_FILE, checkpoint_state(trainer, spec, fp))
+            save_state()
 
-    trainer = trainer_for(spec, vae, train, test, progress=progress, callbacks=[save])
-    history = trainer.run()
-    metrics = finish_run(out, spec, vae, history, train, test)
-    return metrics
+    if trainer.epoch == 0:
+        save_state()  # a run killed before its first periodic checkpoint can resume too
+    trainer.callbacks.append(save)
+    try:
+        history = trainer.run()
+    except DivergenceError as exc:
+        # The trainer holds the last good state (checked finite): keep it.
+        save_state()
+        runs.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
+        lr = spec["train"]["lr"]
+        raise DivergenceError(
+            f"training diverged: {exc.detail}; the last good state (end of epoch "
+            f"{exc.good_epoch}) is kept in {ckpt}; try a smaller train.lr (now {lr:g}), "
+            "train.clip_norm (e.g. 10), a KL warm-up (kl_weight: linear) or rescaled data",
+            epoch=exc.epoch, step=exc.step, what=exc.what, good_epoch=exc.good_epoch,
+            detail=exc.detail,
+        ) from None
+    return finish_run(out, spec, vae, history, train, test)
+
+
+def spec_diff(a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: tuple[str, ...] = (),
+              names: tuple[str, str] = ("run has", "given"), limit: int = 6) -> str:
+    """The keys where two specs differ, ``"train.lr: run has 0.001, given 0.01; ..."``
+    (empty when they agree)."""
+    fa, fb = _flatten(a), _flatten(b)
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if k not in ignore]
+    missing = object()
+    diffs = []
+    for k in keys:
+        va, vb = fa.get(k, missing), fb.get(k, missing)
+        if va != vb or (type(va) is not type(vb) and not _same_number(va, vb)):
+            show = [("(absent)" if v is missing else repr(v)) for v in (va, vb)]
+            diffs.append(f"{k}: {names[0]} {show[0]}, {names[1]} {show[1]}")
+    if len(diffs) > limit:
+        diffs = [*diffs[:limit], f"and {len(diffs) - limit} more"]
+    return "; ".join(diffs)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    num = (int, float)
+    return (isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool)
+            and not isinstance(b, bool) and a == b)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, Mapping):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
 
 
 def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,

@@ -23,6 +23,21 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.registry import PRIORS, Param
 
 
+def drop_transform_caches(module: nn.Module) -> None:
+    """Forget the (x, y) caches of the Pyro/torch transforms inside ``module``.
+
+    Flow layers cache their last input/output (non-leaf tensors) so that scoring a
+    fresh sample costs no inverse; ``copy.deepcopy`` and pickling refuse such
+    tensors, so families holding flow layers call this from ``__getstate__``.
+    """
+    for m in module.modules():
+        if isinstance(m, torch.distributions.Transform):
+            m._cached_x_y = (None, None)
+            for key, value in list(vars(m).items()):
+                if "cache" in key and isinstance(value, torch.Tensor):
+                    setattr(m, key, None)
+
+
 class Prior(nn.Module):
     """Base class: ``forward() -> p(z)`` with event shape ``(latent_dim,)``."""
 
@@ -221,28 +236,36 @@ class FlowPrior(Prior):
     The prior must score any z the guide proposes, so only transforms with an
     inverse are offered (no planar/radial).
     The layers are ``TransformModule`` children of the prior, so they train.
-    Autoregressive layers draw a random variable order at construction (kept as a buffer).
+    Autoregressive layers draw a random variable order at construction (kept as a
+    buffer); elementwise ``spline`` layers start at the identity, so p(z) starts at N(0, I).
     """
 
     params: ClassVar[dict[str, Param]] = {
         "flow": Param("choice", "affine_autoregressive", choices=tuple(_FLOWS), doc="layer type"),
         "num_layers": Param("positive_int", 2, doc="number of flow layers"),
-        "hidden": Param("int_list", [32], doc="hidden sizes of each layer's network"),
+        "hidden": Param(
+            "int_list", [32], doc="hidden sizes of each layer's network (widened to >= latent_dim)"
+        ),
     }
+
+    @classmethod
+    def check_params(cls, params: dict, path: str) -> None:
+        if not params["hidden"]:
+            raise PyrovaeError(f"{path}.hidden: expected at least one hidden layer, got []")
 
     def __init__(
         self,
         latent_dim: int,
         flow: str = "affine_autoregressive",
         num_layers: int = 2,
-        hidden: list[int] | None = None,
+        hidden: tuple[int, ...] | list[int] = (32,),
     ) -> None:
         super().__init__(latent_dim)
         if flow not in _FLOWS:
             raise PyrovaeError(f"prior.flow: expected one of {', '.join(_FLOWS)}, got {flow!r}")
         if flow == "affine_coupling" and self.latent_dim < 2:
             raise PyrovaeError("prior.flow: 'affine_coupling' needs latent_dim >= 2")
-        hidden = list(hidden) if hidden else [32]
+        hidden = list(hidden)
         if flow != "spline":
             hidden = [max(h, self.latent_dim) for h in hidden]  # masks need width >= dim
         with warnings.catch_warnings():
@@ -250,9 +273,19 @@ class FlowPrior(Prior):
             self.layers = nn.ModuleList(
                 _FLOWS[flow](self.latent_dim, hidden) for _ in range(num_layers)
             )
+        if flow == "spline":  # start at the identity (Pyro draws random knots: spiky densities)
+            for layer in self.layers:
+                with torch.no_grad():
+                    for name, value in layer.named_parameters():
+                        # softplus(log(e − 1)) = 1: unit slopes at the knots, a straight line
+                        value.fill_(math.log(math.e - 1) if name.endswith("derivatives") else 0.0)
         self.flow = flow
         self.register_buffer("base_loc", torch.zeros(self.latent_dim))
         self.register_buffer("base_scale", torch.ones(self.latent_dim))
+
+    def __getstate__(self) -> dict[str, Any]:
+        drop_transform_caches(self)  # deepcopy / pickle after a training step
+        return super().__getstate__()
 
     def forward(self) -> dist.TorchDistribution:
         base = dist.Normal(self.base_loc, self.base_scale).to_event(1)

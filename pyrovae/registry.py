@@ -106,7 +106,7 @@ def _convert(kind: str, v: Any, choices: tuple | None) -> tuple[bool, Any]:
     if kind in ("int", "positive_int", "nonneg_int"):
         if isinstance(v, bool):
             return False, None
-        if isinstance(v, float) and v.is_integer():
+        if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53:  # exactly an int
             v = int(v)
         if not isinstance(v, int):
             return False, None

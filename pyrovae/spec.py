@@ -179,7 +179,8 @@ def load_spec(path: str | Path) -> dict[str, Any]:
 def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key.path=value`` overrides (values parsed as YAML) to a raw spec.
 
-    ``prior.components=10`` on ``prior: mixture`` expands the shorthand first.
+    ``prior.components=10`` on ``prior: mixture`` expands the shorthand first;
+    ``objective.free_bits=0.5`` with no ``objective`` starts from the default family.
     """
     out = copy.deepcopy(dict(raw or {}))
     for item in overrides:
@@ -196,10 +197,10 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
         node = out
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
-            if isinstance(child, str) and part in REGISTRIES:
+            if isinstance(child, str) and i == 0 and part in REGISTRIES:
                 child = {"family": child}
-            if child is None:
-                child = {}
+            if child is None:  # a family section not in the file: start from its default
+                child = {"family": FAMILY_DEFAULTS[part]} if i == 0 and part in REGISTRIES else {}
             if not isinstance(child, dict):
                 raise PyrovaeError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
             node[part] = child

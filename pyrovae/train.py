@@ -15,12 +15,16 @@ its own seeded random stream, so evaluating does not change the training path.
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 from tqdm.auto import tqdm
@@ -66,12 +70,149 @@ def _resolve(registry, entry, path: str, base: type) -> Any:
     return registry.build(entry, path)
 
 
+#: Layout version of the states written by :meth:`Trainer.state_dict`.
+CHECKPOINT_FORMAT = 1
+
+#: Entries every resumable state holds.
+STATE_KEYS = (
+    "model", "optimizer", "engine", "epoch", "step", "history", "rng_torch", "rng_shuffle",
+)
+
+
+class DivergenceError(PyrovaeError):
+    """Training produced a non-finite loss, gradient, parameter or optimiser state.
+
+    Attributes: ``epoch`` (the epoch that failed, 1-based), ``step`` (the first bad
+    step, counted like ``History`` steps from the start of training, or ``None``
+    when it could not be pinned down), ``what`` (``"loss"``, ``"gradient"``,
+    ``"parameters"`` or ``"optimiser state"``), ``good_epoch`` (the epoch
+    boundary whose state the trainer holds again) and ``detail`` (what happened
+    and where, one phrase).
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int | None, what: str,
+                 good_epoch: int, detail: str) -> None:
+        super().__init__(message)
+        self.epoch, self.step, self.what = epoch, step, what
+        self.good_epoch, self.detail = good_epoch, detail
+
+
+class _Found(Exception):
+    def __init__(self, what: str, step: int) -> None:
+        super().__init__(what, step)
+        self.what, self.step = what, step
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise PyrovaeError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        bound = f"at least {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise PyrovaeError(f"{name}: expected an integer {bound}, got {value}")
+    return value
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+        or not math.isfinite(value) or value <= 0
+    ):
+        raise PyrovaeError(f"{name}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def parse_device(device: Any) -> torch.device | None:
+    """``torch.device(device)`` if it exists on this machine, else a PyrovaeError."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise PyrovaeError(f"device: expected a name such as 'cpu' or 'cuda', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PyrovaeError(f"device: {device!r} is not a torch device ({first})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PyrovaeError(f"device: {str(device)!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise PyrovaeError(
+                f"device: {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise PyrovaeError(f"device: {str(device)!r} requested but MPS is not available")
+    elif dev.type != "cpu":
+        raise PyrovaeError(f"device: {str(device)!r} is not supported; use cpu, cuda or mps")
+    return dev
+
+
+def _clone(obj: Any) -> Any:
+    """A copy of a nested state: tensors cloned (detached), containers rebuilt."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, Mapping):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_clone(v) for v in obj)
+    return obj
+
+
+def _tensors(obj: Any) -> Iterable[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every floating tensor is finite: one host sync per device."""
+    flags: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        if t.is_floating_point() or t.is_complex():
+            flags.setdefault(t.device, []).append(torch.isfinite(t).all())
+    return all(bool(torch.stack(f).all()) for f in flags.values())
+
+
+def _python_rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss}
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
 class Trainer:
     """The training loop behind :func:`fit`; holds everything needed to resume.
 
-    ``state_dict()`` captures parameters, optimiser state, RNG states, epoch,
-    step and history at an epoch boundary; ``load_state_dict`` restores them so
-    that ``run()`` continues exactly where the saved run stopped.
+    ``state_dict()`` captures, at an epoch boundary, everything that decides the
+    rest of the run: parameters and buffers, optimiser state (the engine is
+    rebuilt fresh on load, so for the pyro engine the param store and Pyro's
+    per-parameter optimisers are too), the global torch RNG (reparameterised
+    draws, dynamic binarisation), the shuffle generator, Python's and NumPy's
+    RNGs, the CUDA RNG on a GPU, epoch and step (the KL-weight schedule is a
+    function of the step) and the history.  ``load_state_dict`` restores them so
+    that ``run()`` continues exactly where the saved run stopped: same seed and
+    thread count give bitwise the same parameters as an uninterrupted run.
+
+    Divergence guard: the state at the start of each epoch is kept (an on-device
+    copy of parameters and optimiser state; no host sync) and after each epoch
+    one check, a single host sync, confirms that the epoch's loss, the
+    parameters, buffers and optimiser state are finite.  If not, the epoch is
+    replayed from the copy with a check after every step, which names the first
+    bad step, the good state is restored and :class:`DivergenceError` is raised.
+    Callbacks (checkpoints) only ever see checked epochs.
     """
 
     def __init__(
@@ -93,22 +234,36 @@ class Trainer:
         device: str | torch.device | None = None,
         callbacks: Iterable[Callable[[Trainer, dict[str, Any]], None]] = (),
     ) -> None:
-        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PyrovaeError(f"{name}: expected a positive integer, got {value!r}")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise PyrovaeError(f"lr: expected a positive number, got {lr!r}")
-        if engine not in ("fast", "pyro"):
+        if not isinstance(vae, torch.nn.Module) or not hasattr(vae, "likelihood"):
+            raise PyrovaeError(f"vae: expected a pyrovae VAE, got {type(vae).__name__}")
+        epochs = _check_int("epochs", epochs, 1)
+        batch_size = _check_int("batch_size", batch_size, 1)
+        seed = _check_int("seed", seed, 0, 2**32 - 1)
+        lr = _check_positive("lr", lr)
+        if clip_norm is not None:
+            clip_norm = _check_positive("clip_norm", clip_norm)
+        if eval_every is not None:
+            eval_every = _check_int("eval_every", eval_every, 0)  # 0: never
+        if not isinstance(engine, str) or engine not in ("fast", "pyro"):
             raise PyrovaeError(f"engine: expected 'fast' or 'pyro', got {engine!r}")
+        dev = parse_device(device)
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise PyrovaeError(f"callbacks: expected callables, got {callbacks!r}") from None
+        for cb in callbacks:
+            if not callable(cb):
+                raise PyrovaeError(f"callbacks: {cb!r} is not callable")
         if isinstance(kl_weight, (int, float)) and not isinstance(kl_weight, bool):
             kl_weight = {"family": "constant", "value": float(kl_weight)}
         self.vae = vae
         self.objective = _resolve(OBJECTIVES, objective, "objective", Objective)
         self.schedule = _resolve(SCHEDULES, kl_weight, "kl_weight", KLSchedule)
-        self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, float(lr), seed
+        self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, lr, seed
         self.clip_norm, self.eval_every, self.progress = clip_norm, eval_every, progress
-        self.device = torch.device(device) if device is not None else _device_of(vae)
-        self.callbacks = list(callbacks)
+        self.device = dev if dev is not None else _device_of(vae)
+        self.callbacks = callbacks
+        self.engine_name = engine
 
         self.x = as_tensor(data, "data")
         vae.likelihood.check_data(self.x, "data")
@@ -123,37 +278,104 @@ class Trainer:
 
         pyro.set_rng_seed(seed)
         self.shuffle = torch.Generator().manual_seed(seed)
-        self.engine = make_engine(engine, vae, self.objective, self.lr, clip_norm)
+        self.engine = self._make_engine()
         self.epoch = 0
         self.step = 0
         self.history = History()
 
+    def _make_engine(self) -> Any:
+        # the fast engine checks once, on a few rows, that vae.model/guide are the
+        # standard pair its estimator assumes (else: warning, stock SVI)
+        return make_engine(self.engine_name, self.vae, self.objective, self.lr, self.clip_norm,
+                           sample=self.x[: min(8, self.num_data)])
+
     # --------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
-        """Everything :meth:`run` needs to continue (tensors and plain data only)."""
+        """Everything :meth:`run` needs to continue: tensors (copies) and plain data only,
+        so that ``torch.load(weights_only=True)`` reads it back."""
         state: dict[str, Any] = {
-            "model": {k: v.detach().clone() for k, v in self.vae.state_dict().items()},
-            "optimizer": self.engine.state_dict(),
+            "format": CHECKPOINT_FORMAT,
+            "model": _clone(self.vae.state_dict()),
+            "optimizer": _clone(self.engine.state_dict()),
             "engine": self.engine.name,
             "epoch": self.epoch,
             "step": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "num_data": self.num_data,
             "history": self.history.to_dict(),
             "rng_torch": torch.get_rng_state(),
             "rng_shuffle": self.shuffle.get_state(),
+            "rng_python": _python_rng_state(),
+            "rng_numpy": _numpy_rng_state(),
+            "num_threads": torch.get_num_threads(),
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.vae.load_state_dict(state["model"])
-        self.engine.load_state_dict(state["optimizer"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.history = History.from_dict(state["history"])
-        torch.set_rng_state(state["rng_torch"])
-        self.shuffle.set_state(state["rng_shuffle"])
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        """Restore a :meth:`state_dict`; a state that does not fit raises PyrovaeError."""
+        if not isinstance(state, Mapping):
+            raise PyrovaeError(f"state: expected a mapping, got {type(state).__name__}")
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise PyrovaeError(
+                f"state: not a resumable pyrovae state (missing {', '.join(missing)})"
+            )
+        if state["engine"] != self.engine.name:
+            raise PyrovaeError(
+                f"state: written by the {state['engine']!r} engine; this trainer uses "
+                f"{self.engine.name!r}"
+            )
+        for key, mine in (("num_data", self.num_data), ("steps_per_epoch", self.steps_per_epoch)):
+            if key in state and state[key] != mine:
+                raise PyrovaeError(
+                    f"state: {key} is {state[key]!r}, this trainer has {mine} "
+                    "(different data or batch size)"
+                )
+        epoch, step = state["epoch"], state["step"]
+        if not (isinstance(epoch, int) and isinstance(step, int) and 0 <= epoch and 0 <= step):
+            raise PyrovaeError(f"state: bad epoch/step {epoch!r}/{step!r}")
+        if epoch > self.epochs:
+            raise PyrovaeError(
+                f"epochs: the state is at epoch {epoch}, beyond this trainer's epochs={self.epochs}"
+            )
+        try:
+            history = History.from_dict(state["history"])
+        except (AttributeError, TypeError, ValueError):
+            raise PyrovaeError("state: unreadable history") from None
+        try:
+            self.vae.load_state_dict(state["model"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PyrovaeError(f"state: parameters do not match the model ({first})") from None
+        # A fresh engine receives the saved optimiser state (for the pyro engine,
+        # Pyro's lazily created per-parameter optimisers pick it up at their first
+        # step).  The state is copied: torch optimisers keep the tensors they load.
+        self.engine = self._make_engine()
+        try:
+            self.engine.load_state_dict(_clone(state["optimizer"]))
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PyrovaeError(f"state: optimiser state does not match ({first})") from None
+        try:
+            torch.set_rng_state(state["rng_torch"])
+            self.shuffle.set_state(state["rng_shuffle"])
+            if "rng_python" in state:
+                p = state["rng_python"]
+                random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()),
+                                 p["gauss_next"]))
+            if "rng_numpy" in state:
+                n = state["rng_numpy"]
+                np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                                     n["has_gauss"], n["cached_gaussian"]))
+            if "rng_cuda" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PyrovaeError(f"state: bad random-number-generator state ({first})") from None
+        self.epoch, self.step = epoch, step
+        self.history = history
 
     # ----------------------------------------------------------------- loop
     def _evaluate(self, x: torch.Tensor) -> float:
@@ -173,7 +395,12 @@ class Trainer:
         return loss, beta
 
     def run(self) -> History:
-        """Train until ``epochs`` epochs are done; returns the history."""
+        """Train until ``epochs`` epochs are done; returns the history.
+
+        Raises :class:`DivergenceError` (the trainer then holds the last good
+        state, an epoch boundary) when a loss, gradient or parameter turns
+        non-finite.
+        """
         start = time.perf_counter() - (self.history.last.get("seconds", 0.0) if self.history else 0)
         bar = tqdm(
             total=self.epochs, initial=self.epoch, disable=not self.progress,
@@ -182,19 +409,17 @@ class Trainer:
         try:
             with pyro.validation_enabled(False):  # support checked once, above
                 while self.epoch < self.epochs:
+                    good = self.state_dict()  # on-device copies; no host sync
                     self.vae.train()
                     loss, beta = self._train_epoch()
                     self.epoch += 1
+                    bad = self._nonfinite(loss)
+                    if bad is not None:
+                        self._diverged(good, bad)
                     record: dict[str, Any] = {
                         "epoch": self.epoch, "step": self.step,
                         "train_loss": loss, "kl_weight": beta,
                     }
-                    if not math.isfinite(loss):
-                        raise PyrovaeError(
-                            f"training diverged: non-finite loss in epoch {self.epoch} "
-                            f"(step {self.step}); try a smaller lr, clip_norm, or a "
-                            "likelihood with a bounded scale"
-                        )
                     if self.eval_every and (
                         self.epoch % self.eval_every == 0 or self.epoch == self.epochs
                     ):
@@ -213,6 +438,72 @@ class Trainer:
             bar.close()
         return self.history
 
+    # ------------------------------------------------------ divergence guard
+    def _nonfinite(self, loss: float) -> str | None:
+        """What is non-finite after an epoch (``None``: all good); one host sync."""
+        if not math.isfinite(loss):
+            return "loss"
+        params = list(self.vae.state_dict().values())
+        opt = list(_tensors(self.engine.state_dict()))
+        if _all_finite(params + opt):
+            return None
+        return "parameters" if not _all_finite(params) else "optimiser state"
+
+    def _replay(self, good: Mapping[str, Any]) -> _Found | None:
+        """Re-run the failed epoch from ``good`` with a check after every step."""
+        self.load_state_dict(good)
+        engine = self.engine
+        original = engine.step
+
+        def checked(x: torch.Tensor, num_data: int, kl_weight: float) -> torch.Tensor:
+            loss = original(x, num_data, kl_weight)
+            step = self.step + 1
+            if not bool(torch.isfinite(loss).all()):
+                raise _Found("loss", step)
+            grads = [p.grad for p in self.vae.parameters() if p.grad is not None]
+            if not _all_finite(grads):
+                raise _Found("gradient", step)
+            if not _all_finite(self.vae.state_dict().values()):
+                raise _Found("parameters", step)
+            if not _all_finite(_tensors(engine.state_dict())):
+                raise _Found("optimiser state", step)
+            return loss
+
+        engine.step = checked  # an instance attribute: this engine is dropped below
+        try:
+            self.vae.train()
+            self._train_epoch()
+        except _Found as found:
+            return found
+        return None
+
+    def _diverged(self, good: Mapping[str, Any], what: str) -> None:
+        epoch, first = self.epoch, int(good["step"]) + 1
+        try:
+            found = self._replay(good)
+        finally:
+            self.load_state_dict(good)
+        names = {
+            "loss": "non-finite loss",
+            "gradient": "non-finite gradient",
+            "parameters": "non-finite parameters after an update",
+            "optimiser state": "non-finite optimiser state",
+        }
+        if found is not None:
+            what = found.what
+            where = (f"at epoch {epoch}, step {found.step} (step {found.step - first + 1} "
+                     f"of {self.steps_per_epoch} in the epoch)")
+        else:
+            where = f"in epoch {epoch} (steps {first}-{first + self.steps_per_epoch - 1})"
+        detail = f"{names[what]} {where}"
+        raise DivergenceError(
+            f"training diverged: {detail}; the trainer holds the last good state (end of "
+            f"epoch {self.epoch}); try a smaller learning rate (lr={self.lr:g}), gradient "
+            "clipping (clip_norm), a KL warm-up, or check the scale of the data",
+            epoch=epoch, step=None if found is None else found.step, what=what,
+            good_epoch=self.epoch, detail=detail,
+        )
+
 
 def _device_of(module: torch.nn.Module) -> torch.device:
     try:
@@ -230,8 +521,19 @@ def fit(vae: Any, data: Any, **kwargs: Any) -> History:
     (or ``"pyro"`` for stock ``SVI``), ``clip_norm=None, eval_every=1,
     progress=True, device=None, callbacks=()``.
 
+    Raises :class:`~pyrovae.errors.PyrovaeError` for bad arguments or data and
+    :class:`DivergenceError` (a PyrovaeError) when training diverges; ``vae``
+    then holds the last good parameters.
+
     Example:
         >>> history = fit(vae, train_x, epochs=50, test_data=test_x, seed=0)
         >>> history["test_elbo"][-1]
     """
+    known = [p for p in inspect.signature(Trainer.__init__).parameters
+             if p not in ("self", "vae", "data")]
+    unknown = sorted(str(k) for k in kwargs if k not in known)
+    if unknown:
+        raise PyrovaeError(
+            f"fit: unknown argument(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
     return Trainer(vae, data, **kwargs).run()

@@ -171,7 +171,7 @@ class VAE(nn.Module):
         batch = batch_size if x is None else x.shape[0]
         device = self.decoder[-1].weight.device
         with self._plate(batch, num_data, device):
-            with poutine.scale(scale=kl_weight):
+            with _kl_scale(kl_weight):
                 z = pyro.sample("z", self.prior_dist())
             return pyro.sample("x", self.decode(z, x), obs=x)
 
@@ -186,7 +186,7 @@ class VAE(nn.Module):
         """Amortised guide q_φ(z|x) (the encoder)."""
         pyro.module("vae", self)
         with self._plate(x.shape[0], num_data, x.device):
-            with poutine.scale(scale=kl_weight):
+            with _kl_scale(kl_weight):
                 return pyro.sample("z", self.encode(x))
 
     # ---------------------------------------------------------- conveniences
@@ -220,6 +220,14 @@ def _entry(family: Any) -> Any:
     if isinstance(family, nn.Module):
         return dict(getattr(family, "entry", None) or {"family": family.family})
     return family
+
+
+def _kl_scale(kl_weight: float):
+    """``poutine.scale(β)``; β = 0 (Pyro refuses scale 0) masks the latent site instead,
+    which drops log p(z) and log q(z|x) from the objective exactly as β = 0 would."""
+    if isinstance(kl_weight, (int, float)) and kl_weight == 0:
+        return poutine.mask(mask=False)
+    return poutine.scale(scale=kl_weight)
 
 
 def _dist_mean(d: dist.TorchDistribution) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 Each module in :data:`COMMANDS` defines ``register(subparsers)`` which adds its
 parser and sets ``func=run``; ``run(args)`` returns an exit code.  User errors
-(:class:`~pyrovae.errors.PyrovaeError`, missing files) print one line on stderr
-and exit with status 2, never a traceback.
+(:class:`~pyrovae.errors.PyrovaeError`, files that cannot be read or written)
+print one line on stderr and exit with status 2, never a traceback; so do
+argument errors (argparse, ``SystemExit(2)``).
 """
 
 from __future__ import annotations
@@ -48,11 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PyrovaeError as exc:
-        print(f"pyrovae {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pyrovae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder the user named cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"pyrovae {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pyrovae {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

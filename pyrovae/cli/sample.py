@@ -12,6 +12,9 @@ import torch
 from pyrovae import runs
 from pyrovae.errors import PyrovaeError
 
+#: Most samples one call draws (a grid of more is unreadable; an array that big, slow).
+MAX_SAMPLES = 100_000
+
 
 def register(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample from a trained model",
@@ -28,8 +31,10 @@ def register(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.num < 1:
-        raise PyrovaeError(f"--num: expected a positive integer, got {args.num}")
+    if not 1 <= args.num <= MAX_SAMPLES:
+        raise PyrovaeError(f"--num: expected an integer in [1, {MAX_SAMPLES}], got {args.num}")
+    if not 0 <= args.seed < 2**63:
+        raise PyrovaeError(f"--seed: expected a non-negative integer below 2**63, got {args.seed}")
     vae, spec, _ = runs.load_run(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
     if out.suffix.lower() not in (".png", ".npy"):

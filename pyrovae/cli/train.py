@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 import time
+from pathlib import Path
 from typing import Any
 
-from pyrovae.pipeline import train_run
+from pyrovae.errors import PyrovaeError
+from pyrovae.pipeline import resume_run, train_run
+from pyrovae.runs import SPEC_FILE, read_spec
 from pyrovae.spec import apply_overrides, load_spec
 
 
@@ -16,7 +20,7 @@ def register(sub: Any) -> argparse.ArgumentParser:
         help="train a VAE and write a run folder",
         description="Train a VAE (digits, binarised, Bernoulli likelihood, 2-d latent by "
         "default) and write RUN/: spec.yaml, checkpoint.pt, history.json, metrics.json, "
-        "figures/.",
+        "figures/.  --resume RUN continues a stopped run from its last checkpoint.",
     )
     p.add_argument("--config", metavar="FILE", help="spec file (.yaml, .yml, .toml, .json)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
@@ -27,23 +31,37 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", metavar="RUN", help="run folder (default: runs/DATA-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue RUN from its last checkpoint (same spec and data; "
+                   "--epochs N may raise the number of epochs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    raw = load_spec(args.config) if args.config else {}
     sets = list(args.overrides)
     for flag, key in (("data", "data.name"), ("epochs", "train.epochs"),
                       ("seed", "train.seed"), ("device", "train.device")):
         value = getattr(args, flag)
         if value is not None:
             sets.append(f"{key}={value}")
-    raw = apply_overrides(raw, sets)
-    name = str((raw.get("data") or {}).get("name", "digits")).replace("/", "_")
-    out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = train_run(raw, out, overwrite=args.overwrite, progress=not args.quiet)
+    if args.resume:
+        if args.out or args.overwrite:
+            raise PyrovaeError("--resume continues RUN in place; it takes no --out or --overwrite")
+        if args.config:
+            raw = apply_overrides(load_spec(args.config), sets)
+        elif sets:  # changes relative to the run's own spec
+            own = Path(args.resume) / SPEC_FILE
+            raw = apply_overrides(read_spec(own) if own.is_file() else {}, sets)
+        else:
+            raw = None
+        out = args.resume
+        metrics = resume_run(out, raw, progress=not args.quiet)
+    else:
+        raw = apply_overrides(load_spec(args.config) if args.config else {}, sets)
+        out = args.out or default_out(raw)
+        metrics = train_run(raw, out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"run folder: {out}")
     print(f"epochs: {metrics['epochs']}, training time: {metrics['seconds']:.1f} s")
     for split in ("train", "test"):
@@ -55,3 +73,11 @@ def run(args: argparse.Namespace) -> int:
                 f"KL {m['kl']:.3f}  nats/example"
             )
     return 0
+
+
+def default_out(raw: dict[str, Any]) -> str:
+    """``runs/DATA-TIMESTAMP`` (DATA: the data set's name, made safe for a file name)."""
+    data = raw.get("data")
+    name = data.get("name", "digits") if isinstance(data, dict) else "digits"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name)).name) or "data"
+    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"

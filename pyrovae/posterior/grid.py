@@ -10,8 +10,9 @@ The rectangle rule on a uniform grid converges faster than any power of the
 spacing for smooth densities that vanish at the edges, so the grid is chosen by
 doubling its resolution until two interleaved half-resolution grids agree with the
 full one to ``tol``; the largest disagreement, plus the posterior mass in the
-outermost ring of cells, is reported as the error bound.  The box is first zoomed
-onto the cells where log p(x, z) (and log q(z|x), when a guide is checked) lies
+outermost ring of cells, is reported as the error bound.  The box is first widened
+(by half its width on each side, at most four times) while more than 1e-12 of the
+mass lies in its outermost cells, then zoomed onto the cells where log p(x, z) (and log q(z|x), when a guide is checked) lies
 within 30 nats of its maximum, padded by three cells.
 
 KL(q ‖ p(z|x)) is computed on the same grid as Σ_g Δ q(u_g) [log q(u_g) − log p(u_g|x)],
@@ -278,7 +279,7 @@ def grid_posterior(
     else:
         lo, hi = (torch.as_tensor(b, dtype=dtype).reshape(latent_dim) for b in box)
     truncated = False
-    zooms = 0
+    zooms = widened = 0
     while True:
         axes = [torch.linspace(float(a), float(b), n, dtype=dtype) for a, b in zip(lo, hi, strict=True)]
         lj = evaluate_on_grid(lambda z: log_joint(z).to(dtype), axes, transform)
@@ -290,10 +291,15 @@ def grid_posterior(
             raise ValueError("log p(x, z) is -inf everywhere on the grid; widen the box")
         logs = [lj] + ([lq] if lq is not None and torch.isfinite(lq).any() else [])
         blo, bhi, _ = _mass_box(logs, axes)
-        if zooms == 0:  # posterior mass on the edge of the box the caller gave
+        if zooms == 0:  # mass on the edge of the box: widen it (a few times at most)
             sp0 = [float(a[1] - a[0]) for a in axes]
             lv0 = sum(math.log(s) for s in sp0)
-            truncated = _edge_mass(lj, _logsumexp(lj) + lv0, lv0) > 1e-9
+            truncated = _edge_mass(lj, _logsumexp(lj) + lv0, lv0) > 1e-12
+            if truncated and widened < 4:
+                width = hi - lo
+                lo, hi = lo - width / 2, hi + width / 2
+                widened += 1
+                continue
         shrink = (bhi - blo) / (hi - lo)
         if zoom and zooms < 4 and bool((shrink < 0.5).any()):
             lo, hi = blo, bhi

@@ -27,6 +27,7 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints
 
 from pyrovae.errors import PyrovaeError
@@ -38,7 +39,7 @@ def _per_point_log_prob(trace, n: int, sites: Callable[[dict], bool]) -> torch.T
     trace.compute_log_prob()
     total = None
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or not sites(site):
+        if site["type"] != "sample" or site_is_subsample(site) or not sites(site):
             continue
         lp = site["log_prob"]
         if lp.dim() == 0 or lp.shape[-1] != n:

@@ -6,6 +6,7 @@ name                model                                          exact by
 ==================  =============================================  ==================
 ``gaussian_mle``    x ~ N(μ, σ²) (no latent; the seed's MLE)       closed form
 ``ppca``            z ~ N(0, I), x ~ N(Wz + μ, σ²I)                closed form
+``ppca_orthogonal`` the same with orthogonal columns of W           closed form
 ``beta_bernoulli``  z ~ Beta(a, b), x_d ~ Bernoulli(z)             closed form
 ``gamma_poisson``   z ~ Gamma(α, β), x_d ~ Poisson(z)              closed form
 ``banana``          z ~ N(0, I₂), x ~ N(z₂ + z₁², σ²)              grid quadrature
@@ -25,7 +26,7 @@ from pyrovae.toy.ppca import PPCA
 
 #: Toy latent-variable models by name (``gaussian_mle`` has no latent and is separate).
 TOYS = {
-    "ppca": lambda: PPCA.example(5, 2, orthogonal=False),
+    "ppca": lambda: PPCA.example(5, 2, correlation=0.8),
     "ppca_orthogonal": lambda: PPCA.example(5, 2, orthogonal=True),
     "beta_bernoulli": BetaBernoulli,
     "gamma_poisson": GammaPoisson,

@@ -37,7 +37,8 @@ class GaussianFit:
 def average_log_likelihood(x: torch.Tensor, mu: float, sigma: float) -> float:
     """(1/n) Σᵢ log N(xᵢ; μ, σ²)."""
     x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
-    return float(dist.Normal(mu, sigma).log_prob(x).mean())
+    mu_t, sigma_t = (torch.tensor(float(v), dtype=torch.float64) for v in (mu, sigma))
+    return float(dist.Normal(mu_t, sigma_t).log_prob(x).mean())
 
 
 def closed_form_mle(x: torch.Tensor) -> GaussianFit:
@@ -79,10 +80,10 @@ def fit_mle_pyro(
         ll = tr.log_prob_sum() / x.shape[0]
         (-ll).backward()
         opt.step()
-        history.append(float(ll))
+        history.append(ll.item())
         if abs(history[-1] - prev) < tol:
             break
         prev = history[-1]
-    mu = float(pyro.param("mu"))
-    sigma = float(pyro.param("log_sigma").exp())
+    mu = pyro.param("mu").item()
+    sigma = pyro.param("log_sigma").exp().item()
     return GaussianFit(mu, sigma, average_log_likelihood(x, mu, sigma), step, history)

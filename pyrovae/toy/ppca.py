@@ -61,15 +61,23 @@ class PPCA(ToyProblem):
     @classmethod
     def example(
         cls, data_dim: int = 5, latent_dim: int = 2, *, orthogonal: bool = False,
-        sigma: float = 0.5, seed: int = 0, dtype: torch.dtype = torch.float64,
+        correlation: float | None = None, sigma: float = 0.5, seed: int = 0,
+        dtype: torch.dtype = torch.float64,
     ) -> PPCA:
         """A random pPCA.  ``orthogonal=True`` gives W with orthogonal columns, so the
-        posterior precision is diagonal and the mean-field floor is zero."""
+        posterior precision is diagonal and the mean-field floor is zero;
+        ``correlation=c`` gives unit columns whose pairwise cosine is c (for a clear,
+        positive floor)."""
         g = torch.Generator().manual_seed(seed)
         W = torch.randn(data_dim, latent_dim, generator=g, dtype=dtype)
-        if orthogonal:
+        if orthogonal or correlation is not None:
             Q, _ = torch.linalg.qr(W)
-            W = Q * torch.linspace(2.0, 1.0, latent_dim, dtype=dtype)
+            if correlation is None:
+                W = Q * torch.linspace(2.0, 1.0, latent_dim, dtype=dtype)
+            else:  # columns = Cholesky rows of the all-c correlation matrix, in Q's basis
+                C = torch.full((latent_dim, latent_dim), float(correlation), dtype=dtype)
+                C.fill_diagonal_(1.0)
+                W = Q @ torch.linalg.cholesky(C).T
         mu = torch.randn(data_dim, generator=g, dtype=dtype)
         return cls(W, mu, sigma, dtype)
 

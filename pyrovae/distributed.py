@@ -1,0 +1,284 @@
+"""Multi-process data-parallel training (``torch.distributed`` DDP), launched with ``torchrun``.
+
+Every process (rank) holds the whole training set and the same model.  Each
+step all ranks index the same *global* minibatch (the shuffle generator is
+seeded identically), each takes its contiguous shard of it, and
+:class:`~torch.nn.parallel.DistributedDataParallel` averages the gradients
+(gloo on CPU, NCCL on GPUs) before every rank takes the same Adam step.
+
+Equal to the single-process run, not merely "statistically similar":
+
+* the loss of rank r is W·(N/B)·Σ_{i∈shard r} ℓ_i (W ranks, global batch B,
+  data set N), so the average DDP takes is (N/B)·Σ_{i∈batch} ℓ_i, the
+  single-process loss, for any shard sizes (uneven and empty shards included);
+* the random draws line up: every rank draws z for the *whole* global batch
+  from the same seeded generator (one ``rsample`` of a guide whose batch is the
+  global batch, the rank's rows filled in and the others constant) and keeps its
+  own rows, so example i gets the same ε_i as in the single process; dynamic
+  binarisation likewise draws the global batch.
+* hence ``DistributedTrainer`` with W ranks gives the parameters of
+  ``pyrovae.fit(..., engine="fast")`` with the same seed and batch size up to
+  float rounding (the gradient sums are split differently);
+  ``tests/test_distributed.py`` checks this for W = 2 on CPU.
+
+Not covered: state that a module updates from its own minibatch during the
+forward pass (the ``calibrated`` Gaussian σ) follows rank 0's shard
+(``broadcast_buffers``), like batch statistics without SyncBatchNorm; objectives
+other than ``trace_elbo`` / ``trace_meanfield_elbo`` without free bits, and VAE
+subclasses whose model/guide are not the standard pair, are refused.
+
+Run (one node, 4 processes; CPU)::
+
+    torchrun --nproc_per_node 4 -m pyrovae.distributed --data mnist5k --epochs 20 \\
+        --set train.batch_size=512 --out ddp.pt
+
+GPUs: one process per GPU, ``--device cuda`` (rank r uses ``cuda:LOCAL_RANK``,
+NCCL).  Several nodes: the same command on every node with ``--nnodes N
+--node_rank i --rdzv_backend c10d --rdzv_endpoint HOST:PORT`` (see ``torchrun --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributions import kl_divergence
+
+from pyrovae.errors import PyrovaeError
+from pyrovae.train import Trainer
+
+
+def shard_bounds(batch: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows [lo, hi) of a global batch of ``batch`` rows that rank ``rank`` takes
+    (contiguous; sizes differ by at most one; may be empty)."""
+    return rank * batch // world, (rank + 1) * batch // world
+
+
+class ShardLoss(nn.Module):
+    """One rank's part of the ELBO loss; wrapped by DDP (its forward is the step).
+
+    ``forward(x_global, num_data, kl_weight)`` returns ``(loss_for_ddp, part)``:
+    ``part`` = −(N/B)·Σ_{i∈shard} ELBO_i (the rank's share of the single-process
+    loss; the shares add up to it) and ``loss_for_ddp`` = W·part (DDP averages).
+    """
+
+    def __init__(self, vae: Any, objective: Any, rank: int, world: int) -> None:
+        super().__init__()
+        self.vae = vae
+        self.rank, self.world = rank, world
+        self.particles = objective.num_particles
+        self.closed_form_kl = objective.family == "trace_meanfield_elbo"
+
+    def forward(
+        self, x_global: torch.Tensor, num_data: int, kl_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        vae, P = self.vae, self.particles
+        B = x_global.shape[0]
+        lo, hi = shard_bounds(B, self.rank, self.world)
+        x = x_global[lo:hi]
+        out = vae.encoder(x)
+        # the guide over the global batch: this rank's rows, constants elsewhere, so
+        # that one rsample draws exactly the single-process ε for every row
+        pad = out.detach().new_zeros(())
+        out_g = torch.cat(
+            [pad.expand(lo, out.shape[-1]), out, pad.expand(B - hi, out.shape[-1])]
+        )
+        q = vae.guide_family(out_g)
+        z_g = q.rsample((P,)) if P > 1 else q.rsample()
+        z = z_g[..., lo:hi, :]
+        prior = vae.prior_dist()
+        log_px = vae.decode(z, x).log_prob(x)
+        if self.closed_form_kl:
+            try:
+                kl = kl_divergence(q, prior.expand(q.batch_shape))[lo:hi].sum() * P
+            except NotImplementedError:
+                kl = (q.log_prob(z_g)[..., lo:hi] - prior.log_prob(z)).sum()
+            total = log_px.sum() - kl_weight * kl
+        else:
+            log_ratio = prior.log_prob(z) - q.log_prob(z_g)[..., lo:hi]
+            total = (
+                log_px.sum() + kl_weight * log_ratio.sum()
+                if kl_weight != 1.0 else (log_px + log_ratio).sum()
+            )
+        part = -total * (num_data / (B * P))
+        return part * self.world, part.detach()
+
+
+class DDPEngine:
+    """The fast engine's estimator, data-parallel: DDP-wrapped :class:`ShardLoss` + Adam."""
+
+    name = "ddp"
+
+    def __init__(self, vae: Any, objective: Any, lr: float, clip_norm: float | None,
+                 device: torch.device) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.module = ShardLoss(vae, objective, self.rank, self.world)
+        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        self.ddp = DistributedDataParallel(self.module, device_ids=ids)
+        self.params = [p for p in vae.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=lr)
+        self.clip_norm = clip_norm
+
+    def step(self, x_global: torch.Tensor, num_data: int, kl_weight: float) -> torch.Tensor:
+        loss, part = self.ddp(x_global, num_data, kl_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # DDP all-reduces (averages) the gradients here
+        if self.clip_norm is not None:  # same averaged gradients on every rank
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        self.optimizer.step()
+        return part
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def check_supported(vae: Any, objective: Any, sample: torch.Tensor) -> None:
+    """Raise PyrovaeError unless DDP training reproduces the single-process fast engine."""
+    from pyrovae.engines import check_standard_pair
+    from pyrovae.vae import VAE
+
+    family = getattr(objective, "family", "")
+    if family not in ("trace_elbo", "trace_meanfield_elbo"):
+        raise PyrovaeError(
+            f"distributed: objective {family or type(objective).__name__!r} is not supported "
+            "(use trace_elbo or trace_meanfield_elbo)"
+        )
+    if getattr(objective, "free_bits", 0.0) > 0:
+        raise PyrovaeError("distributed: free bits needs the batch mean KL over all ranks; "
+                           "not supported")
+    if not isinstance(vae, VAE) or any(
+        getattr(type(vae), m) is not getattr(VAE, m) for m in ("encode", "decode", "prior_dist")
+    ):
+        raise PyrovaeError("distributed: needs a VAE with the stock encode/decode/prior_dist")
+    reason = check_standard_pair(vae, sample)
+    if reason is not None:
+        raise PyrovaeError(f"distributed: model/guide are not the standard VAE pair ({reason})")
+
+
+class DistributedTrainer(Trainer):
+    """:class:`~pyrovae.train.Trainer` over ``torch.distributed`` ranks (DDP).
+
+    Call inside an initialised process group (:func:`init_process_group`); the
+    arguments are :class:`Trainer`'s, ``batch_size`` being the *global* minibatch
+    (split over the ranks).  Histories, evaluation and checkpoints are identical on
+    every rank; the epoch loss is all-reduced.
+    """
+
+    def __init__(self, vae: Any, data: Any, **kwargs: Any) -> None:
+        if not dist.is_initialized():
+            raise PyrovaeError("distributed: no process group; launch with torchrun "
+                               "(python -m pyrovae.distributed --help)")
+        kwargs["engine"] = "fast"
+        super().__init__(vae, data, **kwargs)
+
+    def _make_engine(self) -> DDPEngine:
+        check_supported(self.vae, self.objective, self.x[: min(8, self.num_data)])
+        return DDPEngine(self.vae, self.objective, self.lr, self.clip_norm, self.device)
+
+    def _train_epoch(self) -> tuple[float, float]:
+        perm = torch.randperm(self.num_data, generator=self.shuffle).to(self.device)
+        total = torch.zeros((), device=self.device)
+        beta = 1.0
+        for b in range(self.steps_per_epoch):
+            idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
+            # the global batch on every rank (same draws as one process); the engine shards it
+            xb = self.vae.likelihood.prepare_batch(self.x[idx])
+            beta = self.schedule.weight(self.step, self.steps_per_epoch)
+            total = total + self.engine.step(xb, self.num_data, beta)
+            self.step += 1
+        dist.all_reduce(total)  # the ranks' shares add up to the global loss
+        loss = float(total) / (self.num_data * self.steps_per_epoch)
+        return loss, beta
+
+
+def init_process_group(device: str | None = None) -> tuple[int, int, torch.device]:
+    """Join the group torchrun describes (env ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...).
+
+    ``device`` ``"cuda"`` → NCCL and ``cuda:LOCAL_RANK``; otherwise gloo on CPU.
+    Returns ``(rank, world_size, device)``.
+    """
+    use_cuda = device is not None and str(device).startswith("cuda")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pyrovae.pipeline import build
+    from pyrovae.spec import apply_overrides, load_spec
+
+    p = argparse.ArgumentParser(
+        prog="python -m pyrovae.distributed",
+        description="Data-parallel VAE training over torchrun processes (DDP): "
+        "torchrun --nproc_per_node N -m pyrovae.distributed [options]. "
+        "The global minibatch (train.batch_size) is split over the processes; the "
+        "result equals single-process training with the same spec.",
+    )
+    p.add_argument("--config", metavar="FILE", help="spec file (.yaml, .toml, .json)")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a spec entry, e.g. --set train.batch_size=512 (repeatable)")
+    p.add_argument("--data", metavar="NAME", help="data set: digits, mnist5k, mnist, or a file")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per process)")
+    p.add_argument("--out", metavar="FILE", help="write the trained state (rank 0) with torch.save")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    try:
+        raw = load_spec(args.config) if args.config else {}
+        sets = list(args.overrides)
+        for flag, key in (("data", "data.name"), ("epochs", "train.epochs"), ("seed", "train.seed")):
+            value = getattr(args, flag)
+            if value is not None:
+                sets.append(f"{key}={value}")
+        raw = apply_overrides(raw, sets)
+        rank, world, device = init_process_group(args.device)
+        spec, vae, train, test = build(raw)
+        t = spec["train"]
+        trainer = DistributedTrainer(
+            vae, train.x, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
+            seed=t["seed"], test_data=None if test is None else test.x,
+            objective=spec["objective"], kl_weight=spec["kl_weight"], clip_norm=t["clip_norm"],
+            eval_every=t["eval_every"], progress=not args.quiet and rank == 0, device=device,
+        )
+        history = trainer.run()
+    except PyrovaeError as exc:
+        print(f"pyrovae.distributed: error: {exc}", file=sys.stderr)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return 2
+    if rank == 0:
+        last = history.last
+        print(f"world size {world} ({dist.get_backend()}), global batch {t['batch_size']}, "
+              f"{trainer.step} steps, {last.get('seconds', 0.0):.1f} s, "
+              f"train loss {last.get('train_loss', float('nan')):.3f} nats/example"
+              + (f", test ELBO {last['test_elbo']:.3f}" if "test_elbo" in last else ""))
+        if args.out:
+            torch.save({"model": vae.state_dict(), "spec": spec, "history": history.to_dict(),
+                        "world_size": world}, args.out)
+            print(f"saved {args.out}")
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Figures for the posterior checks (matplotlib object API, no pyplot state).
+
+Every function returns a :class:`matplotlib.figure.Figure`; save it with
+``fig.savefig(path)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+GOOD, OK = 0.5, 0.7
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().double().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def theta_fixed_figure(result, title: str = "θ fixed, φ optimised") -> Figure:
+    """Left: log p(x) (flat) and the ELBO rising to it, the gap shaded.  Right: the
+    exact KL(q ‖ p(z|x)) falling to the guide family's floor (log scale)."""
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    s = np.asarray(result.steps)
+    elbo, lp, kl = map(np.asarray, (result.elbo, result.log_px, result.kl))
+    ax1.plot(s, lp, color="k", lw=2, label="log p(x) (exact)")
+    ax1.plot(s, elbo, color="C0", lw=1.5, label="ELBO (Monte Carlo)")
+    ax1.fill_between(s, elbo, lp, color="C1", alpha=0.25, label="gap = KL(q‖p(z|x))")
+    lo = min(elbo[len(elbo) // 10:].min(), lp.min())
+    ax1.set_ylim(lo - 0.1 * (lp.max() - lo + 1e-3), lp.max() + 0.1 * (lp.max() - lo + 1e-3))
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("nats per point")
+    ax1.set_title(title)
+    ax1.legend(fontsize=8, loc="lower right")
+    ax2.semilogy(s, np.maximum(kl, 1e-6), color="C1", lw=1.5, label="KL(q‖p(z|x)) (exact)")
+    if result.floor is not None:
+        ax2.axhline(max(result.floor, 1e-6), color="k", ls="--",
+                    label=f"floor of the family = {result.floor:.4f}")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("nats per point")
+    ax2.set_title(f"final KL − floor = {result.final_kl_above_floor:.2e}")
+    ax2.legend(fontsize=8)
+    return fig
+
+
+def gaussian_mle_figure(x, closed, fitted) -> Figure:
+    """Histogram of x with the closed-form and the Pyro-optimised Gaussian fits."""
+    x = _np(x).reshape(-1)
+    fig = Figure(figsize=(5.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    ax.hist(x, bins=40, density=True, color="0.8", label="data")
+    t = np.linspace(x.min() - 1, x.max() + 1, 400)
+    for fit, style, name in ((closed, "-", "closed form"), (fitted, "--", "Pyro + Adam")):
+        pdf = np.exp(-0.5 * ((t - fit.mu) / fit.sigma) ** 2) / (math.sqrt(2 * math.pi) * fit.sigma)
+        ax.plot(t, pdf, style, lw=2,
+                label=f"{name}: μ={fit.mu:.4f}, σ={fit.sigma:.4f}, ℓ={fit.log_likelihood:.5f}")
+    ax.set_title("Maximum likelihood for one Gaussian")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _contour_pair(ax, g, levels: int = 6, show_guide: bool = True):
+    """Filled contours of p(z|x) and line contours of q on one 2-D grid."""
+    u0, u1 = (_np(a) for a in g.axes)
+    p = np.exp(_np(g.log_density))
+    ax.contourf(u0, u1, p.T, levels=levels, cmap="Greys")
+    if show_guide and g.log_q is not None:
+        q = np.exp(_np(g.log_q))
+        if np.isfinite(q).all() and q.max() > 0:
+            ax.contour(u0, u1, q.T, levels=levels, colors="C3", linewidths=1.0)
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def posterior_grid_figure(
+    grids: Sequence,
+    *,
+    images: Sequence[np.ndarray] | None = None,
+    titles: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    rows: Sequence[Sequence] | None = None,
+    zoom: float | None = None,
+) -> Figure:
+    """Exact posterior (grey, filled) against the guide (red lines) per data point.
+
+    ``grids`` is one row of :class:`~pyrovae.posterior.grid.GridPosterior`; pass
+    ``rows`` (a list of such rows, e.g. one per guide family) to stack several, with
+    ``row_labels``.  ``images`` (optional) are drawn above each column.
+    """
+    rows = list(rows) if rows is not None else [list(grids)]
+    ncol = len(rows[0])
+    extra = 1 if images is not None else 0
+    fig = Figure(figsize=(2.3 * ncol, 2.3 * (len(rows) + 0.6 * extra)), layout="constrained")
+    axes = fig.subplots(
+        len(rows) + extra, ncol, squeeze=False,
+        gridspec_kw={"height_ratios": ([0.6] if extra else []) + [1] * len(rows)},
+    )
+    if images is not None:
+        for j, img in enumerate(images):
+            axes[0, j].imshow(img, cmap="gray_r")
+            axes[0, j].set_axis_off()
+    for r, row in enumerate(rows):
+        for j, g in enumerate(row):
+            ax = axes[r + extra, j]
+            _contour_pair(ax, g)
+            if zoom is not None:
+                m = _np(g.mean())
+                ax.set_xlim(m[0] - zoom, m[0] + zoom)
+                ax.set_ylim(m[1] - zoom, m[1] + zoom)
+            if titles is not None:
+                ax.set_title(titles[r * ncol + j] if len(titles) > ncol else titles[j], fontsize=8)
+            ax.tick_params(labelsize=6)
+        if row_labels is not None:
+            axes[r + extra, 0].set_ylabel(row_labels[r], fontsize=9)
+    return fig
+
+
+def posterior_1d_figure(grids: Sequence, *, titles: Sequence[str] | None = None) -> Figure:
+    """1-D posteriors: exact p(z|x) (black) against the guide q (red), in z."""
+    fig = Figure(figsize=(2.6 * len(grids), 2.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(grids)))
+    for j, g in enumerate(grids):
+        u = g.points_u()
+        z = g.transform(u)
+        ladj = g.transform.log_abs_det_jacobian(u, z).reshape(len(z), -1).sum(-1)
+        zz = _np(z).reshape(-1)
+        axes[j].plot(zz, np.exp(_np(g.log_density.reshape(-1) - ladj)), "k", lw=2, label="exact")
+        if g.log_q is not None:
+            axes[j].plot(zz, np.exp(_np(g.log_q.reshape(-1) - ladj)), "C3", lw=1.5, label="guide")
+        if titles is not None:
+            axes[j].set_title(titles[j], fontsize=8)
+        axes[j].set_xlabel("z")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def khat_figure(khat, labels: Sequence[str] | None = None, title: str = "PSIS k̂") -> Figure:
+    """k̂ per data point with the 0.5 and 0.7 thresholds."""
+    k = _np(khat).reshape(-1)
+    fig = Figure(figsize=(5, 2.8), layout="constrained")
+    ax = fig.subplots()
+    colors = ["C2" if v < GOOD else "C1" if v < OK else "C3" for v in k]
+    ax.scatter(np.arange(len(k)), k, c=colors, s=18)
+    ax.axhline(GOOD, color="C1", ls="--", lw=1, label="0.5")
+    ax.axhline(OK, color="C3", ls="--", lw=1, label="0.7")
+    if labels is not None:
+        ax.set_xticks(np.arange(len(k)), labels, fontsize=7)
+    ax.set_xlabel("data point")
+    ax.set_ylabel("k̂")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def gaps_figure(results: dict) -> Figure:
+    """Mean approximation and amortization gaps per guide family (stacked bars).
+
+    ``results`` maps a label to :func:`pyrovae.posterior.amortization.amortization_gap`'s
+    output (or any dict with ``approximation_gap`` and ``amortization_gap``)."""
+    labels = list(results)
+    approx = [float(_np(results[k]["approximation_gap"]).mean()) for k in labels]
+    amort = [float(_np(results[k]["amortization_gap"]).mean()) for k in labels]
+    fig = Figure(figsize=(1.6 * len(labels) + 2.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    xs = np.arange(len(labels))
+    ax.bar(xs, approx, color="C0", label="approximation gap  log p(x) − ELBO[q*]")
+    ax.bar(xs, amort, bottom=approx, color="C1", label="amortization gap  ELBO[q*] − ELBO[q_φ]")
+    ax.set_xticks(xs, labels)
+    ax.set_ylabel("nats per point")
+    ax.set_title("Inference gap = approximation + amortization (Cremer et al. 2018)", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig

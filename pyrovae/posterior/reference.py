@@ -1,0 +1,131 @@
+"""Reference posterior samples by NUTS, exported with the guide's samples to ArviZ.
+
+For small latent dimensions, Pyro's NUTS (Hoffman & Gelman 2014) samples
+p_θ(z|x) for a handful of data points with θ fixed (the potential is −log p(x, z)
+on the unconstrained value of z, Jacobian included).  Several chains are run one
+after another, so ArviZ can compute r-hat and the effective sample size, and the
+guide's draws are stored next to them in the same :class:`arviz.InferenceData`
+(group ``posterior`` = NUTS, group ``guide`` = q_φ(z|x)).
+
+This is the package's one ArviZ module.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from pyro.infer import MCMC, NUTS
+from torch.distributions import biject_to
+
+from pyrovae.posterior.target import as_target
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+
+def nuts_reference(
+    target, x: torch.Tensor, *, num_samples: int = 500, warmup: int = 300,
+    num_chains: int = 4, seed: int = 0, init_scale: float = 1.0,
+) -> np.ndarray:
+    """NUTS draws of z for every row of ``x`` (jointly; the rows are independent).
+
+    Returns an array of shape (chains, draws, N, latent_dim).
+    """
+    target = as_target(target)
+    transform = biject_to(target.support)
+    n, d = x.shape[0], target.latent_dim
+    dtype = x.dtype
+
+    def potential(params):
+        u = params["u"]
+        z = transform(u)
+        ladj = transform.log_abs_det_jacobian(u, z)
+        if ladj.dim() == u.dim():
+            ladj = ladj.sum(-1)
+        return -(target.log_joint(x, z) + ladj).sum()
+
+    chains = []
+    for c in range(num_chains):
+        g = torch.Generator().manual_seed(seed + c)
+        init = {"u": init_scale * torch.randn(n, d, generator=g, dtype=dtype)}
+        torch.manual_seed(seed + 1000 + c)
+        mcmc = MCMC(
+            NUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True),
+            num_samples=num_samples, warmup_steps=warmup, initial_params=init,
+            disable_progbar=True,
+        )
+        mcmc.run()
+        u = mcmc.get_samples()["u"].detach()
+        chains.append(transform(u).numpy())
+    return np.stack(chains)
+
+
+def guide_samples(target, x: torch.Tensor, num_samples: int) -> np.ndarray:
+    """Draws of z ~ q_φ(z|x), shape (1, draws, N, latent_dim)."""
+    target = as_target(target)
+    with torch.no_grad():
+        z, _ = target.sample_guide(x, num_samples)
+    return z.detach().double().numpy()[None]
+
+
+def to_inference_data(nuts: np.ndarray, guide: np.ndarray | None = None):
+    """An ``arviz.InferenceData`` with NUTS draws as ``posterior`` and the guide's as
+    the ``guide`` group; variable ``z`` with dims (point, latent)."""
+    dims = {"z": ["point", "latent"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = az.from_dict(posterior={"z": nuts}, dims=dims)
+        if guide is not None:
+            idata.add_groups(
+                {"guide": {"z": guide}}, dims=dims, warn_on_custom_groups=False
+            )
+    return idata
+
+
+def compare_moments(idata) -> dict:
+    """Per point and latent coordinate: NUTS mean/sd with r-hat and bulk ESS, the
+    guide's mean/sd, and the differences in units of the NUTS sd."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rhat = az.rhat(idata.posterior)["z"].values
+        ess = az.ess(idata.posterior)["z"].values
+    post = idata.posterior["z"].values
+    p_mean = post.mean(axis=(0, 1))
+    p_sd = post.std(axis=(0, 1))
+    out = {
+        "nuts_mean": p_mean, "nuts_sd": p_sd, "rhat": rhat, "ess_bulk": ess,
+        "max_rhat": float(np.nanmax(rhat)), "min_ess": float(np.nanmin(ess)),
+    }
+    if "guide" in idata.groups():
+        g = idata.guide["z"].values
+        g_mean, g_sd = g.mean(axis=(0, 1)), g.std(axis=(0, 1))
+        out.update({
+            "guide_mean": g_mean, "guide_sd": g_sd,
+            "mean_diff_in_sd": (g_mean - p_mean) / p_sd,
+            "sd_ratio": g_sd / p_sd,
+        })
+    return out
+
+
+def reference_check(
+    target, x: torch.Tensor, *, num_samples: int = 500, warmup: int = 300,
+    num_chains: int = 4, seed: int = 0,
+) -> tuple[object, dict]:
+    """NUTS + guide draws for ``x`` -> (InferenceData, :func:`compare_moments`)."""
+    target = as_target(target)
+    nuts = nuts_reference(
+        target, x, num_samples=num_samples, warmup=warmup, num_chains=num_chains, seed=seed
+    )
+    guide = guide_samples(target, x, num_samples * num_chains) if target.has_guide else None
+    idata = to_inference_data(nuts, guide)
+    return idata, compare_moments(idata)
+
+
+def summary(idata):
+    """``arviz.summary`` of the NUTS draws (a pandas DataFrame)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return az.summary(idata, kind="all")
