@@ -212,6 +212,7 @@ def speed(args, x: torch.Tensor, device: torch.device) -> list[dict[str, Any]]:
                     times[m].append(sec / n)
                     cpu[m].append(CPU[0] / n)
                     steps[m] = n
+            print(f"  speed: threads {threads}, batch {B} done", file=sys.stderr, flush=True)
             base = times["torch"]
             for m in METHODS:
                 per_step = statistics.median(times[m])
@@ -534,7 +535,7 @@ def parse(argv=None) -> argparse.Namespace:
     if args.quick:
         args.batch_sizes = args.batch_sizes if argv and "--batch-sizes" in argv else [32, 128]
         args.threads = args.threads if argv and "--threads" in argv else [1]
-        args.repeats = min(args.repeats, 2)
+        args.repeats = 1
         args.eval_k, args.eval_n, args.eval_repeats = 8, 64, 1
         args.grid_n, args.grid_size, args.grid_epochs = 2, 41, 1
         args.quality_epochs, args.quality_seeds, args.quality_k = 1, 2, 8

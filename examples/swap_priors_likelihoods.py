@@ -80,7 +80,7 @@ def run(
         vae = pyrovae.VAE.from_spec(spec, data_dim=train.data_dim)
         start = time.perf_counter()
         pyrovae.fit(vae, train, epochs=epochs, batch_size=128, lr=1e-3, seed=seed,
-                    progress=False)
+                    eval_every=0, progress=False)
         seconds = time.perf_counter() - start
         result = pyrovae.evaluate(vae, test, num_samples=num_samples)
         row = {

@@ -91,6 +91,9 @@ class ShardLoss(nn.Module):
         )
         q = vae.guide_family(out_g)
         z_g = q.rsample((P,)) if P > 1 else q.rsample()
+        if hi == lo:  # empty shard (B < W): keep the draw in step, contribute zero
+            zero = sum((p.sum() * 0.0 for p in vae.parameters()), out.sum() * 0.0)
+            return zero, zero.detach()
         z = z_g[..., lo:hi, :]
         prior = vae.prior_dist()
         log_px = vae.decode(z, x).log_prob(x)
@@ -245,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         raw = load_spec(args.config) if args.config else {}
         sets = list(args.overrides)
-        for flag, key in (("data", "data.name"), ("epochs", "train.epochs"), ("seed", "train.seed")):
+        flags = (("data", "data.name"), ("epochs", "train.epochs"), ("seed", "train.seed"))
+        for flag, key in flags:
             value = getattr(args, flag)
             if value is not None:
                 sets.append(f"{key}={value}")

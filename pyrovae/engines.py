@@ -195,11 +195,14 @@ def check_standard_pair(
                     f"model sample sites {sorted(_sample_sites(model_tr))} "
                     "(expected latent 'z' and observed 'x')"
                 )
-            seed = int(torch.randint(0, 2**31 - 1, ()).item())
-            torch.manual_seed(seed)
+            # the same draw for both: replay the generator state (no reseeding)
+            cpu_state = torch.get_rng_state()
+            cuda_state = torch.cuda.get_rng_state(x.device) if devices else None
             elbo = pyro.infer.Trace_ELBO()
             stock = float(elbo.differentiable_loss(vae.model, vae.guide, x, **kwargs))
-            torch.manual_seed(seed)
+            torch.set_rng_state(cpu_state)
+            if cuda_state is not None:
+                torch.cuda.set_rng_state(cuda_state, x.device)
             fast = float(loss_fn(vae, x, num_data, beta))
     except Exception as exc:  # any failure means: not the standard pair
         return f"tracing the model/guide failed ({type(exc).__name__}: {exc})"

@@ -19,6 +19,7 @@ whatever K.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -66,14 +67,19 @@ def evaluate(
 
     Random draws use their own seeded stream; the global RNG is left untouched.
     """
+    from pyrovae.errors import PyrovaeError
+
+    for name, value, lo, hi in (("num_samples", num_samples, 1, None),
+                                ("max_elements", max_elements, 1, None),
+                                ("seed", seed, 0, 2**63 - 1)):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                or value < lo or (hi is not None and value > hi)):
+            raise PyrovaeError(f"{name}: expected an integer >= {lo}, got {value!r}"
+                               + (f" (at most {hi})" if hi is not None else ""))
     x_all = as_tensor(data)
     vae.likelihood.check_data(x_all)
     device = _device(vae)
     K = int(num_samples)
-    if K < 1:
-        from pyrovae.errors import PyrovaeError
-
-        raise PyrovaeError(f"num_samples: expected a positive integer, got {num_samples!r}")
     width = _width(vae)
     per_draw = max(1, max_elements // width)  # (sample, example) pairs per chunk
     data_chunk = max(1, min(len(x_all), per_draw))

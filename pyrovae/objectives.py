@@ -91,10 +91,11 @@ def free_bits_term(
 ) -> torch.Tensor:
     """Σ_j max(λ, KL_j) with KL_j the batch-mean KL of latent dimension j (Kingma et al. 2016).
 
-    KL_j is averaged over the minibatch (and particles) before the floor, as in
-    "Improved Variational Inference with Inverse Autoregressive Flow", §C.8:
-    dimensions already using more than λ nats are penalised as usual; the others
-    get no gradient from the KL term, so they are not pushed to collapse onto the prior.
+    KL_j is averaged over the minibatch (and particles) before the floor, as in the
+    free-bits objective of "Improved Variational Inference with Inverse Autoregressive
+    Flow" (one group per dimension): dimensions using more than λ nats are penalised
+    as usual; the others get no gradient from the KL term, so they are not pushed to
+    collapse onto the prior.
     ``closed_form`` uses the analytic per-dimension KL where torch registers one.
     """
     q1, p1 = _per_dim(q), _per_dim(prior)

@@ -170,6 +170,19 @@ def resume_run(
             "restore it, or start again with --overwrite"
         )
 
+    if spec_raw is not None:  # a first comparison before the data are loaded
+        given = normalize_spec(spec_raw)
+        inferred = ["train.epochs"]
+        if given["data_dim"] is None:
+            inferred.append("data_dim")
+        if not spec_raw.get("likelihood"):
+            inferred.append("likelihood")  # build() picks it from the data
+        changed = spec_diff(saved, given, ignore=tuple(inferred))
+        if changed:
+            raise PyrovaeError(
+                f"cannot resume {path} with a different spec: {changed} (only train.epochs "
+                "may be raised when resuming)"
+            )
     spec, vae, train, test = build(saved if spec_raw is None else spec_raw)
     changed = spec_diff(saved, spec, ignore=("train.epochs",))
     if changed:
@@ -246,9 +259,10 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
 def spec_diff(a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: tuple[str, ...] = (),
               names: tuple[str, str] = ("run has", "given"), limit: int = 6) -> str:
     """The keys where two specs differ, ``"train.lr: run has 0.001, given 0.01; ..."``
-    (empty when they agree)."""
+    (empty when they agree); ``ignore`` names keys or whole sections to skip."""
     fa, fb = _flatten(a), _flatten(b)
-    keys = [k for k in dict.fromkeys([*fa, *fb]) if k not in ignore]
+    keys = [k for k in dict.fromkeys([*fa, *fb])
+            if not any(k == i or k.startswith(f"{i}.") for i in ignore)]
     missing = object()
     diffs = []
     for k in keys:

@@ -20,6 +20,7 @@ import math
 import numbers
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -407,7 +408,9 @@ class Trainer:
             desc="fit", unit="epoch", dynamic_ncols=True,
         )
         try:
-            with pyro.validation_enabled(False):  # support checked once, above
+            with pyro.validation_enabled(False), warnings.catch_warnings():
+                # support is checked once, above; non-finite losses by the guard below
+                warnings.filterwarnings("ignore", message="Encountered NaN")
                 while self.epoch < self.epochs:
                     good = self.state_dict()  # on-device copies; no host sync
                     self.vae.train()

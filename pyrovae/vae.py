@@ -114,17 +114,31 @@ class VAE(nn.Module):
         if s.get("data_dim") is None and data_dim is not None:
             s["data_dim"] = data_dim
         s = normalize_model_spec(s, require_data_dim=True)
-        return cls(
-            s["data_dim"],
-            s["latent_dim"],
-            encoder=s["encoder"]["hidden"],
-            decoder=s["decoder"]["hidden"],
-            activation=s["encoder"]["activation"],
-            decoder_activation=s["decoder"]["activation"],
-            prior=s["prior"],
-            likelihood=s["likelihood"],
-            guide=s["guide"],
-        )
+        try:
+            return cls(
+                s["data_dim"],
+                s["latent_dim"],
+                encoder=s["encoder"]["hidden"],
+                decoder=s["decoder"]["hidden"],
+                activation=s["encoder"]["activation"],
+                decoder_activation=s["decoder"]["activation"],
+                prior=s["prior"],
+                likelihood=s["likelihood"],
+                guide=s["guide"],
+            )
+        except (RuntimeError, MemoryError, OverflowError, TypeError) as exc:
+            # sizes too large to allocate (torch: "can't allocate", "Overflow when unpacking")
+            text = str(exc)
+            if not isinstance(exc, (MemoryError, OverflowError)) and not any(
+                w in text for w in ("allocate", "Overflow", "overflow", "out of memory")
+            ):
+                raise
+            from pyrovae.errors import PyrovaeError
+
+            sizes = (f"data_dim {s['data_dim']}, latent_dim {s['latent_dim']}, encoder "
+                     f"{s['encoder']['hidden']}, decoder {s['decoder']['hidden']}")
+            raise PyrovaeError(f"cannot build a VAE of these sizes ({sizes}): too large "
+                               "to allocate") from None
 
     @property
     def spec(self) -> dict[str, Any]:

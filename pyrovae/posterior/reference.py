@@ -124,6 +124,16 @@ def reference_check(
     return idata, compare_moments(idata)
 
 
+def arviz_khat(log_weights: np.ndarray) -> np.ndarray:
+    """ArviZ's own PSIS k̂ (``arviz.psislw``) for log-weights of shape (S, N), per column;
+    a cross-check of :func:`pyrovae.posterior.psis.khat`."""
+    lw = np.ascontiguousarray(np.asarray(log_weights, dtype=float).T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, k = az.psislw(lw)
+    return np.asarray(k)
+
+
 def summary(idata):
     """``arviz.summary`` of the NUTS draws (a pandas DataFrame)."""
     with warnings.catch_warnings():

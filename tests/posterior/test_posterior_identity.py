@@ -34,8 +34,8 @@ def test_identity_on_ppca_with_closed_form_kl(ppca):
     assert r["kl_method"] == "closed_form" and r["log_px_method"] == "exact"
     assert bool((r["kl"] > 0.3).all())
     assert bool(r["ok"].all()), r["residual"]
-    # the test has teeth: a KL that is off by 0.05 nats is caught
-    assert not bool((r["residual"] + 0.05).abs().le(r["allowed"]).all())
+    # the check has teeth: a KL off by 0.3 nats would be caught at every point
+    assert not bool((r["residual"] + 0.3).abs().le(r["allowed"]).any())
 
 
 def test_kl_closed_form_equals_quadrature(ppca):

@@ -1,0 +1,52 @@
+"""The benchmark script runs end to end in quick mode and prints finite numbers.
+
+No timing is asserted: the numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+
+
+def _numbers(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+    elif isinstance(obj, float):
+        yield obj
+
+
+def test_benchmark_quick_mode_prints_the_tables(tmp_path):
+    out = tmp_path / "bench.json"
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = res.stdout
+    for heading in ("## Training speed", "## Evaluation", "## Grid quadrature", "## Quality"):
+        assert heading in text
+    rows = [line for line in text.splitlines() if re.match(r"\|\s+\d+ \|\s+\d+ \| \(", line)]
+    assert len(rows) == 3 * 2  # three methods × two batch sizes × one thread count
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for cell in cells[3:7]:  # ms/step, steps/s, examples/s, ratio
+            value = float(cell.split()[0])
+            assert math.isfinite(value) and value > 0, line
+    results = json.loads(out.read_text())
+    assert {r["method"] for r in results["speed"]} == {"torch", "pyro", "pyrovae"}
+    for key in ("ms_per_step", "steps_per_s", "examples_per_s", "ratio"):
+        assert all(math.isfinite(r[key]) and r[key] > 0 for r in results["speed"])
+    assert all(math.isfinite(v) for v in _numbers(results["eval"]) if v is not None)
+    assert all(math.isfinite(r["pyrovae"]) and math.isfinite(r["hand"])
+               for r in results["quality"])

@@ -1,0 +1,82 @@
+"""``pyrovae check``: toy problems and run folders, JSON report and figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pyrovae.cli import main
+
+
+def test_check_toy_writes_report_and_figures(tmp_path, capsys):
+    out = tmp_path / "banana"
+    assert main(["check", "banana", "--out", str(out), "--quick", "--points", "3"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["toy"] == "banana"
+    ident = report["identity"]
+    assert len(ident["gap"]) == 3 and all(ident["ok"])
+    assert ident["kl_method"] == "grid" and ident["log_px_method"] == "grid"
+    assert all(e < 1e-3 for e in ident["log_px_error"])
+    assert len(report["psis"]["khat"]) == 3
+    for name in ("banana_posterior.png", "banana_khat.png"):
+        assert (out / name).stat().st_size > 1000
+    assert "identity_ok: True" in capsys.readouterr().out
+
+
+def test_check_ppca_reports_theta_fixed_and_closed_forms(tmp_path):
+    out = tmp_path / "ppca"
+    assert main(["check", "ppca", "--out", str(out), "--quick", "--points", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    tf = report["theta_fixed"]
+    assert tf["floor"] > 0.2 and tf["kl"][-1] < tf["kl"][0]
+    ident = report["identity"]
+    for a, b in zip(ident["log_px"], ident["log_px_closed_form"], strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
+    for a, b in zip(ident["kl"], ident["kl_closed_form"], strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
+    assert (out / "ppca_theta_fixed.png").is_file()
+
+
+def test_refuses_existing_output_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["check", "gaussian_mle", "--out", str(out), "--quick"]) == 0
+    capsys.readouterr()
+    assert main(["check", "gaussian_mle", "--out", str(out), "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "exists; pass --overwrite" in err and err.count("\n") == 1
+    assert main(["check", "gaussian_mle", "--out", str(out), "--quick", "--overwrite"]) == 0
+    # a non-empty folder that is not a check output is never cleared
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    assert main(["check", "gaussian_mle", "--out", str(other), "--overwrite"]) == 2
+    assert (other / "keep.txt").is_file()
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    assert main(["check", "no_such_toy", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "neither a toy problem" in err and err.count("\n") == 1
+    assert main(["check", "ppca"]) == 2
+    assert "--out DIR is required" in capsys.readouterr().err
+    assert main(["check", str(tmp_path)]) == 2  # a folder that is not a run
+    assert "not a pyrovae run folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_check_run_folder(tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(
+        [sys.executable, "-c", "import sys; from pyrovae.cli import main; sys.exit(main())",
+         "train", "--epochs", "3", "--out", str(run), "--quiet"],
+        check=True, capture_output=True, timeout=300,
+    )
+    assert main(["check", str(run), "--quick", "--points", "2", "--samples", "500"]) == 0
+    report = json.loads((run / "check" / "report.json").read_text())
+    assert report["split"] == "test" and report["latent_dim"] == 2
+    assert len(report["gap"]) == 2 and all(report["ok"])
+    assert "amortization" in report
+    assert (run / "check" / "posterior.png").is_file()
