@@ -37,8 +37,8 @@ def main() -> None:
                   f"residual {r['residual'][i]:+.4f} k̂ {k[i]:.2f}")
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            titles = [f"KL {float(v):.3f}, k̂ {float(kk):.2f}" for v, kk in zip(r["kl"], k,
-                                                                                strict=True)]
+            titles = [f"KL {float(v):.3f}, $\\hat{{k}}$ {float(kk):.2f}"
+                      for v, kk in zip(r["kl"], k, strict=True)]
             posterior_1d_figure(r["grids"], titles=titles).savefig(
                 Path(args.out) / f"{toy.name}_posterior.png", dpi=80)
 

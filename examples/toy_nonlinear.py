@@ -40,8 +40,8 @@ def main() -> None:
                   f"residual {r['residual'][i]:+.4f}  k̂ {k[i]:.2f}")
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            titles = [f"gap {float(v):.2f}, k̂ {float(kk):.2f}" for v, kk in zip(r["gap"], k,
-                                                                                 strict=True)]
+            titles = [f"gap {float(v):.2f}, $\\hat{{k}}$ {float(kk):.2f}"
+                      for v, kk in zip(r["gap"], k, strict=True)]
             fig = (posterior_grid_figure(r["grids"], titles=titles) if toy.latent_dim == 2
                    else posterior_1d_figure(r["grids"], titles=titles))
             fig.savefig(Path(args.out) / f"{kind}_posterior.png", dpi=80)

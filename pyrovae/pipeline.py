@@ -163,12 +163,15 @@ def resume_run(
     except PyrovaeError as exc:
         raise PyrovaeError(f"{ckpt}: its spec is not valid any more ({exc})") from None
     on_disk = runs.read_spec(path / runs.SPEC_FILE)
-    edited = spec_diff(saved, on_disk, names=("checkpoint", "spec.yaml"))
+    edited = spec_diff(saved, on_disk, ignore=("train.epochs",), names=("checkpoint", "spec.yaml"))
     if edited:
         raise PyrovaeError(
             f"{path / runs.SPEC_FILE} no longer matches the checkpoint's spec ({edited}); "
             "restore it, or start again with --overwrite"
         )
+    # spec.yaml is rewritten when a resume raises train.epochs, before the next
+    # checkpoint: the larger number is the latest intent.
+    saved["train"]["epochs"] = max(saved["train"]["epochs"], on_disk["train"]["epochs"])
 
     if spec_raw is not None:  # a first comparison before the data are loaded
         given = normalize_spec(spec_raw)
@@ -215,7 +218,7 @@ def resume_run(
             "the result may differ in the last bits from an uninterrupted run",
             stacklevel=2,
         )
-    if spec["train"]["epochs"] != saved["train"]["epochs"]:
+    if spec["train"]["epochs"] != on_disk["train"]["epochs"]:
         dump_spec(spec, path / runs.SPEC_FILE)
     return _train_and_finish(path, spec, vae, trainer, train, test, fp)
 

@@ -283,6 +283,9 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.history = History()
+        #: (step, optimiser state) of the last load: until the next step, the state to save
+        #: (Pyro's per-parameter optimisers only take a loaded state at their first step).
+        self._loaded_optimizer: tuple[int, Any] | None = None
 
     def _make_engine(self) -> Any:
         # the fast engine checks once, on a few rows, that vae.model/guide are the
@@ -297,7 +300,7 @@ class Trainer:
         state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "model": _clone(self.vae.state_dict()),
-            "optimizer": _clone(self.engine.state_dict()),
+            "optimizer": _clone(self._optimizer_state()),
             "engine": self.engine.name,
             "epoch": self.epoch,
             "step": self.step,
@@ -313,6 +316,11 @@ class Trainer:
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
+
+    def _optimizer_state(self) -> Any:
+        if self._loaded_optimizer is not None and self._loaded_optimizer[0] == self.step:
+            return self._loaded_optimizer[1]  # nothing stepped since the load
+        return self.engine.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; a state that does not fit raises PyrovaeError."""
@@ -377,6 +385,7 @@ class Trainer:
             raise PyrovaeError(f"state: bad random-number-generator state ({first})") from None
         self.epoch, self.step = epoch, step
         self.history = history
+        self._loaded_optimizer = (step, _clone(state["optimizer"]))
 
     # ----------------------------------------------------------------- loop
     def _evaluate(self, x: torch.Tensor) -> float:

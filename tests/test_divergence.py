@@ -136,11 +136,12 @@ def _spec(data, **train):
 
 @pytest.fixture
 def nan_in_epoch_6(monkeypatch):
-    """The constant schedule returns NaN at step 27 (0-based): epoch 6, its 3rd step."""
+    """The constant schedule returns β = inf at step 27 (0-based): epoch 6, its 3rd step
+    (inf, not NaN: Pyro's poutine.scale refuses a NaN scale outright)."""
     original = ConstantSchedule.weight
 
     def weight(self, step, steps_per_epoch):
-        return math.nan if step == 27 else original(self, step, steps_per_epoch)
+        return math.inf if step == 27 else original(self, step, steps_per_epoch)
 
     monkeypatch.setattr(ConstantSchedule, "weight", weight)
 
@@ -173,6 +174,21 @@ def test_run_folder_keeps_last_good_checkpoint(tmp_path, data, nan_in_epoch_6):
         assert torch.equal(state["model"][k], v), k
     # the run folder still evaluates
     assert math.isfinite(pipeline.evaluate_run(run, num_samples=2)["elbo"])
+
+
+def test_pyro_engine_keeps_its_optimiser_state_in_the_kept_checkpoint(
+    tmp_path, data, nan_in_epoch_6
+):
+    run = tmp_path / "r"
+    with pytest.raises(DivergenceError, match="epoch 6"):
+        pipeline.train_run(_spec(data, engine="pyro"), run, progress=False)
+    state = runs.load_checkpoint(run / runs.CHECKPOINT_FILE)
+    assert state["epoch"] == 5 and state["engine"] == "pyro"
+    assert len(state["optimizer"]) == len(state["model"])  # one Adam state per parameter
+    pipeline.train_run(_spec(data, epochs=5, engine="pyro"), tmp_path / "ref", progress=False)
+    ref = runs.load_checkpoint(tmp_path / "ref" / runs.CHECKPOINT_FILE)
+    for k, v in ref["optimizer"].items():
+        assert torch.equal(state["optimizer"][k]["state"][0]["exp_avg"], v["state"][0]["exp_avg"])
 
 
 def test_cli_divergence_is_one_line_exit_2(tmp_path, data, nan_in_epoch_6, capsys):

@@ -141,12 +141,13 @@ def test_sigkill_mid_run_then_resume_is_bitwise_identical(tmp_path):
 
 
 # ------------------------------------------------ in-process interruption
+@pytest.mark.parametrize("engine", ["fast", "pyro"])
 def test_interrupted_before_first_periodic_checkpoint_resumes_from_epoch_0(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, engine
 ):
     """A run stopped in epoch 3 with checkpoint_every=10 resumes from the epoch-0 checkpoint."""
     data = _data(tmp_path / "x.npy")
-    spec = _spec(data, epochs=4, checkpoint_every=10)
+    spec = _spec(data, epochs=4, checkpoint_every=10, engine=engine)
     original = Trainer._train_epoch
     calls = {"n": 0}
 
@@ -237,6 +238,19 @@ def test_resume_may_extend_epochs_bitwise(tmp_path):
     assert runs.read_spec(tmp_path / "short" / runs.SPEC_FILE)["train"]["epochs"] == 5
     pipeline.train_run(_spec(data, epochs=5), tmp_path / "long", progress=False)
     _assert_same_state(_final(tmp_path / "short"), _final(tmp_path / "long"))
+
+
+def test_killed_after_extending_epochs_resumes_to_the_new_number(tmp_path, monkeypatch):
+    """spec.yaml already says 5 epochs, the checkpoint (epoch 3) still 3: resume goes to 5."""
+    data = _data(tmp_path / "x.npy")
+    run = tmp_path / "r"
+    pipeline.train_run(_spec(data, epochs=3, engine="pyro"), run, progress=False)
+    spec = yaml.safe_load((run / runs.SPEC_FILE).read_text())
+    spec["train"]["epochs"] = 5
+    (run / runs.SPEC_FILE).write_text(yaml.safe_dump(spec))
+    assert pipeline.resume_run(run, progress=False)["epochs"] == 5
+    pipeline.train_run(_spec(data, epochs=5, engine="pyro"), tmp_path / "ref", progress=False)
+    _assert_same_state(_final(run), _final(tmp_path / "ref"))
 
 
 def test_resume_finished_run_only_reevaluates(tmp_path):

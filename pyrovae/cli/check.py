@@ -109,7 +109,7 @@ def _check_run(run_dir: Path, out_path: Path, args: argparse.Namespace) -> dict:
               **report}
     figures: dict[str, str | None] = {}
     if grids is not None and vae.latent_dim == 2:
-        titles = [f"gap {float(g):.2f}, k̂ {float(k):.2f}"
+        titles = [f"gap {float(g):.2f}, $\\hat{{k}}$ {float(k):.2f}"
                   for g, k in zip(report["gap"], report["khat"], strict=True)]
         images = None
         if data.image_shape is not None:

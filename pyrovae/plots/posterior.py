@@ -63,16 +63,39 @@ def gaussian_mle_figure(x, closed, fitted) -> Figure:
     return fig
 
 
-def _contour_pair(ax, g, levels: int = 6, show_guide: bool = True):
+def _levels(d: np.ndarray) -> np.ndarray:
+    """Contour levels at fixed fractions of the peak (never the empty zero level)."""
+    return d.max() * np.array([0.01, 0.05, 0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def _limits(g, window: float = 7.0, pad: float = 0.15):
+    """Axis limits around the cells where p(z|x) or q is within ``window`` nats of its peak."""
+    keep = _np(g.log_density) > _np(g.log_density).max() - window
+    if g.log_q is not None and np.isfinite(_np(g.log_q)).any():
+        keep |= _np(g.log_q) > np.nanmax(_np(g.log_q)) - window
+    lims = []
+    for dim, ax in enumerate(g.axes):
+        line = keep.any(axis=1 - dim)
+        idx = np.nonzero(line)[0]
+        a, b = float(ax[idx.min()]), float(ax[idx.max()])
+        lims.append((a, b))
+    half = max(b - a for a, b in lims) * (0.5 + pad)
+    return [((a + b) / 2 - half, (a + b) / 2 + half) for a, b in lims]
+
+
+def _contour_pair(ax, g, show_guide: bool = True):
     """Filled contours of p(z|x) and line contours of q on one 2-D grid."""
     u0, u1 = (_np(a) for a in g.axes)
     p = np.exp(_np(g.log_density))
-    ax.contourf(u0, u1, p.T, levels=levels, cmap="Greys")
+    ax.contourf(u0, u1, p.T, levels=_levels(p), cmap="Greys")
     if show_guide and g.log_q is not None:
         q = np.exp(_np(g.log_q))
         if np.isfinite(q).all() and q.max() > 0:
-            ax.contour(u0, u1, q.T, levels=levels, colors="C3", linewidths=1.0)
-    ax.set_aspect("equal", adjustable="datalim")
+            ax.contour(u0, u1, q.T, levels=_levels(q)[:-1], colors="C3", linewidths=0.9)
+    (x0, x1), (y0, y1) = _limits(g)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
 
 
 def posterior_grid_figure(
@@ -82,9 +105,9 @@ def posterior_grid_figure(
     titles: Sequence[str] | None = None,
     row_labels: Sequence[str] | None = None,
     rows: Sequence[Sequence] | None = None,
-    zoom: float | None = None,
 ) -> Figure:
-    """Exact posterior (grey, filled) against the guide (red lines) per data point.
+    """Exact posterior (grey, filled) against the guide (red lines) per data point,
+    each panel zoomed onto where either has mass.
 
     ``grids`` is one row of :class:`~pyrovae.posterior.grid.GridPosterior`; pass
     ``rows`` (a list of such rows, e.g. one per guide family) to stack several, with
@@ -106,10 +129,6 @@ def posterior_grid_figure(
         for j, g in enumerate(row):
             ax = axes[r + extra, j]
             _contour_pair(ax, g)
-            if zoom is not None:
-                m = _np(g.mean())
-                ax.set_xlim(m[0] - zoom, m[0] + zoom)
-                ax.set_ylim(m[1] - zoom, m[1] + zoom)
             if titles is not None:
                 ax.set_title(titles[r * ncol + j] if len(titles) > ncol else titles[j], fontsize=8)
             ax.tick_params(labelsize=6)
@@ -137,7 +156,9 @@ def posterior_1d_figure(grids: Sequence, *, titles: Sequence[str] | None = None)
     return fig
 
 
-def khat_figure(khat, labels: Sequence[str] | None = None, title: str = "PSIS k̂") -> Figure:
+def khat_figure(
+    khat, labels: Sequence[str] | None = None, title: str = r"PSIS $\hat{k}$"
+) -> Figure:
     """k̂ per data point with the 0.5 and 0.7 thresholds."""
     k = _np(khat).reshape(-1)
     fig = Figure(figsize=(5, 2.8), layout="constrained")
@@ -149,7 +170,7 @@ def khat_figure(khat, labels: Sequence[str] | None = None, title: str = "PSIS k�
     if labels is not None:
         ax.set_xticks(np.arange(len(k)), labels, fontsize=7)
     ax.set_xlabel("data point")
-    ax.set_ylabel("k̂")
+    ax.set_ylabel(r"$\hat{k}$")
     ax.set_title(title)
     ax.legend(fontsize=7)
     return fig

@@ -12,11 +12,12 @@ doubling its resolution until two interleaved half-resolution grids agree with t
 full one to ``tol``; the largest disagreement, plus the posterior mass in the
 outermost ring of cells, is reported as the error bound.  The box is first widened
 (by half its width on each side, at most four times) while more than 1e-12 of the
-mass lies in its outermost cells, then zoomed onto the cells where log p(x, z) (and log q(z|x), when a guide is checked) lies
-within 30 nats of its maximum, padded by three cells.
+mass lies in its outermost cells, then zoomed onto the cells where log p(x, z) (and
+log q(z|x), when a guide is checked) lies within 30 nats of its maximum, padded by
+three cells.
 
-KL(q ‖ p(z|x)) is computed on the same grid as Σ_g Δ q(u_g) [log q(u_g) − log p(u_g|x)],
-independently of any ELBO estimate.
+KL(q ‖ p(z|x)) is computed on the same grid as
+Σ_g Δ q(u_g) [log q(u_g) − log p(u_g|x)], independently of any ELBO estimate.
 """
 
 from __future__ import annotations
@@ -281,7 +282,10 @@ def grid_posterior(
     truncated = False
     zooms = widened = 0
     while True:
-        axes = [torch.linspace(float(a), float(b), n, dtype=dtype) for a, b in zip(lo, hi, strict=True)]
+        axes = [
+            torch.linspace(float(a), float(b), n, dtype=dtype)
+            for a, b in zip(lo, hi, strict=True)
+        ]
         lj = evaluate_on_grid(lambda z: log_joint(z).to(dtype), axes, transform)
         lq = (
             evaluate_on_grid(lambda z: log_q(z).to(dtype), axes, transform)

@@ -32,7 +32,7 @@ def khat(log_weights: torch.Tensor) -> float:
     if s < 50:
         return math.inf
     lw = torch.sort(lw - lw.max())[0]
-    m = int(math.ceil(min(0.2 * s, 3.0 * math.sqrt(s))))
+    m = math.ceil(min(0.2 * s, 3.0 * math.sqrt(s)))
     cutoff = float(lw[-m - 1])
     tail = lw[-m:]
     exceed = tail.exp() - math.exp(cutoff)

@@ -28,11 +28,13 @@ with warnings.catch_warnings():
 
 def nuts_reference(
     target, x: torch.Tensor, *, num_samples: int = 500, warmup: int = 300,
-    num_chains: int = 4, seed: int = 0, init_scale: float = 1.0,
+    num_chains: int = 4, seed: int = 0, init_scale: float = 1.0, init: str = "auto",
 ) -> np.ndarray:
     """NUTS draws of z for every row of ``x`` (jointly; the rows are independent).
 
-    Returns an array of shape (chains, draws, N, latent_dim).
+    Chains start from draws of the guide (``init="guide"``; the default when the
+    target has one), else from ``init_scale`` × N(0, I) on the unconstrained z
+    (``init="prior"``).  Returns an array of shape (chains, draws, N, latent_dim).
     """
     target = as_target(target)
     transform = biject_to(target.support)
@@ -47,14 +49,21 @@ def nuts_reference(
             ladj = ladj.sum(-1)
         return -(target.log_joint(x, z) + ladj).sum()
 
+    use_guide = init == "guide" or (init == "auto" and target.has_guide)
+    if use_guide:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            z0, _ = target.sample_guide(x, num_chains)
+        u0 = transform.inv(z0.detach().to(dtype))
     chains = []
     for c in range(num_chains):
         g = torch.Generator().manual_seed(seed + c)
-        init = {"u": init_scale * torch.randn(n, d, generator=g, dtype=dtype)}
+        u_init = u0[c] if use_guide else init_scale * torch.randn(n, d, generator=g, dtype=dtype)
+        params0 = {"u": u_init}
         torch.manual_seed(seed + 1000 + c)
         mcmc = MCMC(
             NUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True),
-            num_samples=num_samples, warmup_steps=warmup, initial_params=init,
+            num_samples=num_samples, warmup_steps=warmup, initial_params=params0,
             disable_progbar=True,
         )
         mcmc.run()

@@ -203,14 +203,14 @@ def check_toy(
         grids = grid_posteriors(target, x)
     if grids is not None:
         titles = [
-            f"gap {float(g):.3f}, k̂ {float(k):.2f}"
+            f"gap {float(g):.3f}, $\\hat{{k}}$ {float(k):.2f}"
             for g, k in zip(ident["gap"], ps["khat"], strict=True)
         ]
         fig = (P.posterior_grid_figure(grids, titles=titles) if toy.latent_dim == 2
                else P.posterior_1d_figure(grids, titles=titles))
         figures["posterior"] = _save(fig, folder, f"{name}_posterior.png")
         report["grid"] = [g.summary() for g in grids]
-    figures["khat"] = _save(P.khat_figure(ps["khat"], title=f"PSIS k̂ ({name})"), folder,
+    figures["khat"] = _save(P.khat_figure(ps["khat"], title=rf"PSIS $\hat{{k}}$ ({name})"), folder,
                             f"{name}_khat.png")
     report["figures"] = figures
     report["seconds"] = time.perf_counter() - t0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.posterior.amortization import frozen
 from pyrovae.posterior.exact import gaussian_kl, grid_posteriors
 from pyrovae.posterior.target import VAETarget
@@ -97,7 +98,7 @@ def _default_exact(vae) -> ExactFn:
     try:
         ppca_floor(vae)
         return ppca_exact
-    except Exception:  # noqa: BLE001 - not a linear-Gaussian VAE
+    except PyrovaeError:  # not a linear-Gaussian VAE
         if vae.latent_dim <= 2:
             return grid_exact
         raise ValueError("no exact KL: pass exact= for latent_dim > 2") from None

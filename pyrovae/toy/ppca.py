@@ -148,7 +148,7 @@ class PPCA(ToyProblem):
         """The maximum of (1/N) Σ log p(xᵢ) over pPCA models with ``latent_dim`` factors:
         −½ (D log 2π + Σ_{j≤k} log λⱼ + (D − k) log σ̂² + D)."""
         x = torch.as_tensor(x, dtype=torch.float64)
-        n, d = x.shape
+        d = x.shape[1]
         S = torch.cov(x.T, correction=0)
         evals = torch.linalg.eigvalsh(S).flip(0)
         sigma2 = evals[latent_dim:].mean()

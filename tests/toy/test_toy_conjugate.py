@@ -17,7 +17,7 @@ def _quad_log_marginal(toy, xi, lo, hi):
     def f(z):
         zt = torch.tensor([[z]], dtype=torch.float64)
         return math.exp(float(toy.log_joint(xi[None], zt)))
-    val, err = integrate.quad(f, lo, hi, epsabs=0, epsrel=1e-12, limit=200)
+    val, _ = integrate.quad(f, lo, hi, epsabs=0, epsrel=1e-12, limit=200)
     return math.log(val)
 
 
