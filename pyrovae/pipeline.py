@@ -137,7 +137,8 @@ def resume_run(
     """Continue the run in folder ``path`` from its last checkpoint and finish it.
 
     ``spec_raw=None`` resumes with the run's own spec.  A given spec must equal
-    the run's except that ``train.epochs`` may be raised (to train longer); the
+    the run's except for ``train.epochs`` (e.g. raised, to train longer; never
+    below the epochs done); the
     training data must have the fingerprint saved with the checkpoint.  The
     continued run ends with bitwise the same parameters as an uninterrupted one
     (same machine and thread count).  A finished run is just evaluated again.
@@ -184,16 +185,18 @@ def resume_run(
         if changed:
             raise PyrovaeError(
                 f"cannot resume {path} with a different spec: {changed} (only train.epochs "
-                "may be raised when resuming)"
+                "may change when resuming)"
             )
     spec, vae, train, test = build(saved if spec_raw is None else spec_raw)
     changed = spec_diff(saved, spec, ignore=("train.epochs",))
     if changed:
         raise PyrovaeError(
             f"cannot resume {path} with a different spec: {changed} (only train.epochs may "
-            "be raised when resuming)"
+            "change when resuming)"
         )
-    done = int(state["epoch"])
+    done = state["epoch"]
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        raise PyrovaeError(f"{ckpt}: cannot resume from it (bad epoch {done!r})")
     if spec["train"]["epochs"] < done:
         raise PyrovaeError(
             f"train.epochs: {spec['train']['epochs']} is fewer than the {done} epochs "
@@ -264,9 +267,13 @@ def spec_diff(a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: tuple[str, 
     """The keys where two specs differ, ``"train.lr: run has 0.001, given 0.01; ..."``
     (empty when they agree); ``ignore`` names keys or whole sections to skip."""
     fa, fb = _flatten(a), _flatten(b)
-    keys = [k for k in dict.fromkeys([*fa, *fb])
-            if not any(k == i or k.startswith(f"{i}.") for i in ignore)]
     missing = object()
+    # a changed family makes its parameters differ too: name the family only
+    families = [k[: -len(".family")] for k in fa
+                if k.endswith(".family") and fa[k] != fb.get(k, missing)]
+    keys = [k for k in dict.fromkeys([*fa, *fb])
+            if not any(k == i or k.startswith(f"{i}.") for i in ignore)
+            and not any(k.startswith(f"{f}.") and k != f"{f}.family" for f in families)]
     diffs = []
     for k in keys:
         va, vb = fa.get(k, missing), fb.get(k, missing)

@@ -184,9 +184,9 @@ def test_pyro_engine_keeps_its_optimiser_state_in_the_kept_checkpoint(
         pipeline.train_run(_spec(data, engine="pyro"), run, progress=False)
     state = runs.load_checkpoint(run / runs.CHECKPOINT_FILE)
     assert state["epoch"] == 5 and state["engine"] == "pyro"
-    assert len(state["optimizer"]) == len(state["model"])  # one Adam state per parameter
     pipeline.train_run(_spec(data, epochs=5, engine="pyro"), tmp_path / "ref", progress=False)
     ref = runs.load_checkpoint(tmp_path / "ref" / runs.CHECKPOINT_FILE)
+    assert state["optimizer"].keys() == ref["optimizer"].keys() and len(ref["optimizer"]) == 10
     for k, v in ref["optimizer"].items():
         assert torch.equal(state["optimizer"][k]["state"][0]["exp_avg"], v["state"][0]["exp_avg"])
 

@@ -75,10 +75,13 @@ def _limits(g, window: float = 7.0, pad: float = 0.15):
         keep |= _np(g.log_q) > np.nanmax(_np(g.log_q)) - window
     lims = []
     for dim, ax in enumerate(g.axes):
-        line = keep.any(axis=1 - dim)
+        line = keep.any(axis=1 - dim) if keep.ndim == 2 else keep
         idx = np.nonzero(line)[0]
         a, b = float(ax[idx.min()]), float(ax[idx.max()])
         lims.append((a, b))
+    if len(lims) == 1:
+        (a, b), = lims
+        return [(a - pad * (b - a), b + pad * (b - a))]
     half = max(b - a for a, b in lims) * (0.5 + pad)
     return [((a + b) / 2 - half, (a + b) / 2 + half) for a, b in lims]
 
@@ -138,20 +141,29 @@ def posterior_grid_figure(
 
 
 def posterior_1d_figure(grids: Sequence, *, titles: Sequence[str] | None = None) -> Figure:
-    """1-D posteriors: exact p(z|x) (black) against the guide q (red), in z."""
+    """1-D posteriors: exact p(z|x) (black) against the guide q (red).
+
+    Densities are drawn over the unconstrained value u = T⁻¹(z) the grid lives on
+    (z itself when z is real; e.g. logit z for z in (0, 1)), where a Gaussian guide
+    is Gaussian and densities stay finite at the edges of the support."""
+    from torch.distributions import transforms as T
+
     fig = Figure(figsize=(2.6 * len(grids), 2.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(grids)))
     for j, g in enumerate(grids):
-        u = g.points_u()
-        z = g.transform(u)
-        ladj = g.transform.log_abs_det_jacobian(u, z).reshape(len(z), -1).sum(-1)
-        zz = _np(z).reshape(-1)
-        axes[j].plot(zz, np.exp(_np(g.log_density.reshape(-1) - ladj)), "k", lw=2, label="exact")
+        u = _np(g.points_u()).reshape(-1)
+        axes[j].plot(u, np.exp(_np(g.log_density.reshape(-1))), "k", lw=2, label="exact")
         if g.log_q is not None:
-            axes[j].plot(zz, np.exp(_np(g.log_q.reshape(-1) - ladj)), "C3", lw=1.5, label="guide")
+            axes[j].plot(u, np.exp(_np(g.log_q.reshape(-1))), "C3", lw=1.5, label="guide")
+        (a, b), = _limits(g)
+        axes[j].set_xlim(a, b)
         if titles is not None:
             axes[j].set_title(titles[j], fontsize=8)
-        axes[j].set_xlabel("z")
+        t = g.transform
+        while isinstance(t, T.IndependentTransform):
+            t = t.base_transform
+        identity = t is T.identity_transform
+        axes[j].set_xlabel("z" if identity else "u = T⁻¹(z) (unconstrained)", fontsize=8)
     axes[0].legend(fontsize=7)
     return fig
 
