@@ -1,18 +1,18 @@
 """Toy problems with exact answers: log p(x) and p(z|x) known in closed form or by
 quadrature, so a learned guide can be checked against the truth.
 
-==================  =============================================  ==================
-name                model                                          exact by
-==================  =============================================  ==================
-``gaussian_mle``    x ~ N(μ, σ²) (no latent; the seed's MLE)       closed form
-``ppca``            z ~ N(0, I), x ~ N(Wz + μ, σ²I)                closed form
-``ppca_orthogonal`` the same with orthogonal columns of W           closed form
-``beta_bernoulli``  z ~ Beta(a, b), x_d ~ Bernoulli(z)             closed form
-``gamma_poisson``   z ~ Gamma(α, β), x_d ~ Poisson(z)              closed form
-``banana``          z ~ N(0, I₂), x ~ N(z₂ + z₁², σ²)              grid quadrature
-``bimodal``         z ~ N(0, I₂), x ~ N((z₁², z₂), σ²I)            grid quadrature
-``square``          z ~ N(0, 1), x ~ N(z², σ²)                     grid quadrature
-==================  =============================================  ==================
+====================  =================================================  ===============
+name                  model                                              exact by
+====================  =================================================  ===============
+``gaussian_mle``      x ~ N(μ, σ²) (no latent; the seed's MLE)           closed form
+``ppca``              z ~ N(0, I), x ~ N(Wz + μ, σ²I), correlated W       closed form
+``ppca_orthogonal``   the same with orthogonal columns of W               closed form
+``beta_bernoulli``    z ~ Beta(a, b), x_d ~ Bernoulli(z)                  closed form
+``gamma_poisson``     z ~ Gamma(α, β), x_d ~ Poisson(z)                   closed form
+``banana``            z ~ N(0, I₂), x ~ N(z₂ + z₁², σ²)                   grid quadrature
+``bimodal``           z ~ N(0, I₂), x ~ N((z₁², z₂), σ²I)                 grid quadrature
+``square``            z ~ N(0, 1), x ~ N(z², σ²)                          grid quadrature
+====================  =================================================  ===============
 """
 
 from __future__ import annotations
