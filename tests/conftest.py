@@ -6,7 +6,15 @@ import pyro
 import pytest
 import torch
 
-torch.set_num_threads(1)  # small tensors: one thread is fastest and deterministic
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: the models in tests are tiny (one thread is fastest), the
+    2 cores are shared with subprocess tests, and results do not depend on the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

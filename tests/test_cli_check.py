@@ -7,17 +7,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from pyrovae.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # many tiny tensor operations: one thread is faster
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_check_toy_writes_report_and_figures(tmp_path, capsys):

@@ -16,14 +16,6 @@ from pyrovae.objectives import ConstantSchedule, KLSchedule, TraceELBOObjective
 from pyrovae.train import DivergenceError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class NaNAt(KLSchedule):
     """β = 1, except NaN at one global step (0-based): an injected failure that a
     replay of the epoch reproduces exactly."""

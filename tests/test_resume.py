@@ -21,15 +21,6 @@ from pyrovae.cli import main
 from pyrovae.train import STATE_KEYS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny models train faster, and the 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(path: Path, n: int = 96, d: int = 12, seed: int = 0) -> Path:
     """Intensities in [0, 1] (trained with dynamic binarisation: a per-step RNG use)."""
     rng = np.random.default_rng(seed)

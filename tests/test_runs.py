@@ -9,19 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from pyrovae import PyrovaeError, pipeline, runs
 from pyrovae.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

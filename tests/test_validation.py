@@ -30,14 +30,6 @@ from pyrovae import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _save(path: Path, arr) -> str:
     np.save(path, arr)
     return str(path)
