@@ -7,6 +7,8 @@
 from pyrovae.data import Dataset, load_dataset, train_test_split
 from pyrovae.errors import PyrovaeError
 from pyrovae.evaluate import evaluate
+from pyrovae.families import list_families
+from pyrovae.pipeline import resume_run, train_run
 from pyrovae.registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, SCHEDULES, Param
 from pyrovae.runs import load_run
 from pyrovae.spec import apply_overrides, load_spec, normalize_spec
@@ -30,9 +32,12 @@ __all__ = [
     "apply_overrides",
     "evaluate",
     "fit",
+    "list_families",
     "load_dataset",
     "load_run",
     "load_spec",
     "normalize_spec",
+    "resume_run",
+    "train_run",
     "train_test_split",
 ]

@@ -33,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"pyrovae.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"pyrovae.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"pyrovae.cli.{name}").register(sub)
     return parser
 
 
