@@ -190,20 +190,11 @@ class DistributedTrainer(Trainer):
         check_supported(self.vae, self.objective, self.x[: min(8, self.num_data)])
         return DDPEngine(self.vae, self.objective, self.lr, self.clip_norm, self.device)
 
-    def _train_epoch(self) -> tuple[float, float]:
-        perm = torch.randperm(self.num_data, generator=self.shuffle).to(self.device)
-        total = torch.zeros((), device=self.device)
-        beta = 1.0
-        for b in range(self.steps_per_epoch):
-            idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
-            # the global batch on every rank (same draws as one process); the engine shards it
-            xb = self.vae.likelihood.prepare_batch(self.x[idx])
-            beta = self.schedule.weight(self.step, self.steps_per_epoch)
-            total = total + self.engine.step(xb, self.num_data, beta)
-            self.step += 1
-        dist.all_reduce(total)  # the ranks' shares add up to the global loss
-        loss = float(total) / (self.num_data * self.steps_per_epoch)
-        return loss, beta
+    def _reduce_loss(self, total: torch.Tensor) -> torch.Tensor:
+        # Every rank draws the global batch (same draws as one process) and the
+        # engine shards it; the ranks' shares add up to the global loss.
+        dist.all_reduce(total)
+        return total
 
 
 def init_process_group(device: str | None = None) -> tuple[int, int, torch.device]:

@@ -401,8 +401,12 @@ class Trainer:
             beta = self.schedule.weight(self.step, self.steps_per_epoch)
             total = total + self.engine.step(xb, self.num_data, beta)
             self.step += 1
-        loss = float(total) / (self.num_data * self.steps_per_epoch)
+        loss = float(self._reduce_loss(total)) / (self.num_data * self.steps_per_epoch)
         return loss, beta
+
+    def _reduce_loss(self, total: torch.Tensor) -> torch.Tensor:
+        """The epoch's summed loss over all workers (one process: itself)."""
+        return total
 
     def run(self) -> History:
         """Train until ``epochs`` epochs are done; returns the history.

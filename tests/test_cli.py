@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,8 +65,8 @@ def test_missing_run_is_one_line_error(tmp_path, capsys):
 
 
 def test_console_script_help():
-    exe = shutil.which("pyrovae")
-    assert exe is not None, "the `pyrovae` console script is installed"
-    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    exe = Path(sys.executable).with_name("pyrovae")  # installed beside this interpreter
+    assert exe.is_file(), "the `pyrovae` console script is installed"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ("train", "evaluate", "sample"):
         assert cmd in out

@@ -35,6 +35,5 @@ def test_linear_vae_reaches_ppca_mle_and_floor():
     floor = ppca_floor(vae)
     assert abs(gap - float(kl.mean())) < 0.01
     assert abs(gap - floor) < 0.02, (gap, floor)
-    assert seconds < 60  # about 2-7 s on 2 cores
     print(f"linear VAE: {best - learned:.4f} nats below the MLE, gap {gap:.4f}, "
           f"floor {floor:.4f}, {seconds:.1f}s")
