@@ -150,14 +150,18 @@ class PyroTarget(Target):
         batch = z.shape[:-2]
         return z.reshape(-1, n, z.shape[-1]), batch
 
-    def log_joint(self, x, z):
+    def _conditioned_log_prob(self, fn, x, z):
+        """Σ of every site's log-density per data point, with the latent fixed at ``z``."""
         n = x.shape[0]
         flat, batch = self._flat(z, n)
-        model = poutine.condition(self.model, data={self.latent: flat})
+        conditioned = poutine.condition(fn, data={self.latent: flat})
         with pyro.plate(_PARTICLES, flat.shape[0], dim=-2):
-            tr = poutine.trace(model).get_trace(x, **self.kwargs)
+            tr = poutine.trace(conditioned).get_trace(x, **self.kwargs)
         lp = _per_point_log_prob(tr, n, lambda s: True)
         return lp.expand(flat.shape[0], n).reshape(*batch, n)
+
+    def log_joint(self, x, z):
+        return self._conditioned_log_prob(self.model, x, z)
 
     def _require_guide(self):
         if self.guide is None:
@@ -175,13 +179,7 @@ class PyroTarget(Target):
 
     def guide_log_prob(self, x, z):
         self._require_guide()
-        n = x.shape[0]
-        flat, batch = self._flat(z, n)
-        guide = poutine.condition(self.guide, data={self.latent: flat})
-        with pyro.plate(_PARTICLES, flat.shape[0], dim=-2):
-            tr = poutine.trace(guide).get_trace(x, **self.kwargs)
-        lq = _per_point_log_prob(tr, n, lambda s: True)
-        return lq.expand(flat.shape[0], n).reshape(*batch, n)
+        return self._conditioned_log_prob(self.guide, x, z)
 
 
 class ToyTarget(Target):
