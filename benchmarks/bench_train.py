@@ -12,10 +12,10 @@ minibatches, and prints per-step time, steps/s, examples/s and the ratio to (a)
 a child process running one method alone; on CUDA, ``max_memory_allocated``),
 for each batch size and thread count.  Then:
 
-* evaluation: ``pyrovae.evaluate`` (IWAE, K = 1000, 1,000 examples) against a
+* evaluation: ``pyrovae.estimators.evaluate`` (IWAE, K = 1000, 1,000 examples) against a
   hand-vectorised PyTorch computation of the same estimate, and its peak memory
   for several chunk sizes (``max_elements``) and K;
-* grid quadrature for a 2-D latent (``pyrovae.posterior.grid``, if present) and a
+* grid quadrature for a 2-D latent (``pyrovae.quadrature``, if present) and a
   fully vectorised (grid points × data points) log p(x) for comparison;
 * quality: held-out IWAE log-likelihood of pyrovae's default VAE against the
   hand-written PyTorch VAE with the same architecture, epochs and seed, on
@@ -100,7 +100,7 @@ class HandVAE(nn.Module):
 @torch.no_grad()
 def hand_iwae(encoder, decoder, latent_dim, x, K, max_elements=2**24, seed=0):
     """Hand-vectorised IWAE log p(x) per example: all examples at once, K in chunks of
-    the same element budget as ``pyrovae.evaluate`` (s × n × D ≤ max_elements)."""
+    the same element budget as ``pyrovae.estimators.evaluate`` (s × n × D ≤ max_elements)."""
     gen_state = torch.get_rng_state()
     torch.manual_seed(seed)
     n, D = x.shape
@@ -383,7 +383,7 @@ def print_eval(e: dict[str, Any]) -> None:
           f"({e['threads']} threads)\n")
     print("| implementation                 | seconds | × hand | log p(x) (nats) |")
     print("|:-------------------------------|--------:|-------:|:----------------|")
-    print(f"| pyrovae.evaluate               | {e['pyrovae_s']:7.2f} | {e['ratio']:6.2f} "
+    print(f"| pyrovae.estimators.evaluate               | {e['pyrovae_s']:7.2f} | {e['ratio']:6.2f} "
           f"| {e['ll_pyrovae']:.2f} ± {e['ll_pyrovae_se']:.2f} |")
     print(f"| hand-vectorised torch          | {e['hand_s']:7.2f} |   1.00 "
           f"| {e['ll_hand']:.2f} ± {e['ll_hand_se']:.2f} |")
@@ -400,7 +400,7 @@ def print_eval(e: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------- grid
 def grid_bench(args) -> dict[str, Any] | None:
-    """2-D latent on digits: pyrovae.posterior.grid per data point (adaptive), and one fully
+    """2-D latent on digits: pyrovae.quadrature per data point (adaptive), and one fully
     vectorised fixed-grid log p(x) over grid points × data points."""
     try:
         from pyrovae.posterior import grid as G
@@ -452,7 +452,7 @@ def grid_bench(args) -> dict[str, Any] | None:
 def print_grid(g: dict[str, Any] | None) -> None:
     print("\n## Grid quadrature, 2-D latent (digits, per data point)\n")
     if g is None:
-        print("pyrovae.posterior.grid not available")
+        print("pyrovae.quadrature not available")
         return
     print("| method                                      | ms/point | grid points "
           "| mean log p(x) |")

@@ -23,8 +23,8 @@ import torch
 
 import pyrovae
 from pyrovae.plots import posterior as P
-from pyrovae.posterior.report import check_vae, jsonable
-from pyrovae.posterior.theta_fixed import theta_fixed
+from pyrovae.runs.check import check_vae, jsonable
+from pyrovae.experiments.theta_fixed import theta_fixed
 
 GUIDES = ["diagonal_normal", "full_covariance", "flow"]
 

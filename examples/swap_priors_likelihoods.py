@@ -2,7 +2,7 @@
 
 Every model below is the same spec with one or two words changed; each is trained
 with ``pyrovae.fit`` on the bundled 8x8 digits and scored on a held-out split with
-``pyrovae.evaluate``: the ELBO and the IWAE estimate of log p(x) with K samples
+``pyrovae.estimators.evaluate``: the ELBO and the IWAE estimate of log p(x) with K samples
 (Burda et al. 2016), both in nats per image (higher is better).
 
 Numbers are comparable only between rows with the same ``data`` column: binary

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from pyrovae.plots.posterior import theta_fixed_figure
-from pyrovae.posterior.theta_fixed import theta_fixed
+from pyrovae.experiments.theta_fixed import theta_fixed
 from pyrovae.toy import PPCA
 
 

@@ -17,7 +17,7 @@ from pyrovae.plots.posterior import posterior_grid_figure
 from pyrovae.posterior.exact import check_identity, elbo, grid_posteriors
 from pyrovae.posterior.local import fit_local_guide
 from pyrovae.posterior.target import as_target
-from pyrovae.posterior.theta_fixed import ppca_exact, ppca_floor
+from pyrovae.experiments.theta_fixed import ppca_exact, ppca_floor
 from pyrovae.toy import PPCA
 
 

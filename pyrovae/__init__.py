@@ -2,20 +2,52 @@
 
     spec ──> VAE (Pyro model + guide) ──> fit (SVI) ──> run folder
     run folder or (model, guide, data) ──> evaluate (ELBO, IWAE) / posterior checks
+
+The public names below are imported lazily (PEP 562), so ``import pyrovae`` is
+fast and loads torch, Pyro or matplotlib only when a name that needs them is used.
+The package's layers are described in ``docs/architecture.md``.
 """
 
-from pyrovae.data import Dataset, load_dataset, train_test_split
-from pyrovae.errors import PyrovaeError
-from pyrovae.evaluate import evaluate
-from pyrovae.families import list_families
-from pyrovae.pipeline import resume_run, train_run
-from pyrovae.registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, SCHEDULES, Param
-from pyrovae.runs import load_run
-from pyrovae.spec import apply_overrides, load_spec, normalize_spec
-from pyrovae.train import History, Trainer, fit
-from pyrovae.vae import VAE
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pyrovae.errors import PyrovaeError
+
+__version__ = "0.2.0"
+
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "GUIDES": "pyrovae.registry",
+    "LIKELIHOODS": "pyrovae.registry",
+    "OBJECTIVES": "pyrovae.registry",
+    "PRIORS": "pyrovae.registry",
+    "SCHEDULES": "pyrovae.registry",
+    "Param": "pyrovae.registry",
+    "Dataset": "pyrovae.data",
+    "load_dataset": "pyrovae.data",
+    "train_test_split": "pyrovae.data",
+    "VAE": "pyrovae.model.vae",
+    "evaluate": "pyrovae.estimators.evaluate",
+    "History": "pyrovae.training.trainer",
+    "Trainer": "pyrovae.training.trainer",
+    "DivergenceError": "pyrovae.training.trainer",
+    "fit": "pyrovae.training.trainer",
+    "apply_overrides": "pyrovae.runs.spec",
+    "load_spec": "pyrovae.runs.spec",
+    "normalize_spec": "pyrovae.runs.spec",
+    "list_families": "pyrovae.runs.families",
+    "load_run": "pyrovae.runs.folder",
+    "resume_run": "pyrovae.runs.pipeline",
+    "train_run": "pyrovae.runs.pipeline",
+}
+
+#: sub-packages reachable as attributes (``pyrovae.posterior``, ``pyrovae.toy``, ...)
+_SUBPACKAGES = (
+    "data", "estimators", "io", "model", "plots", "posterior", "quadrature", "registry",
+    "runs", "toy", "training", "cli",
+)
 
 __all__ = [
     "GUIDES",
@@ -25,6 +57,7 @@ __all__ = [
     "SCHEDULES",
     "VAE",
     "Dataset",
+    "DivergenceError",
     "History",
     "Param",
     "PyrovaeError",
@@ -41,3 +74,29 @@ __all__ = [
     "train_run",
     "train_test_split",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"pyrovae.{name}")
+    raise AttributeError(f"module 'pyrovae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBPACKAGES))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
+    from pyrovae.data import Dataset, load_dataset, train_test_split
+    from pyrovae.estimators.evaluate import evaluate
+    from pyrovae.model.vae import VAE
+    from pyrovae.registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, SCHEDULES, Param
+    from pyrovae.runs.families import list_families
+    from pyrovae.runs.folder import load_run
+    from pyrovae.runs.pipeline import resume_run, train_run
+    from pyrovae.runs.spec import apply_overrides, load_spec, normalize_spec
+    from pyrovae.training.trainer import DivergenceError, History, Trainer, fit

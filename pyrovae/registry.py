@@ -3,7 +3,7 @@
 Adding a family is one class plus one registration::
 
     from pyrovae.registry import PRIORS, Param
-    from pyrovae.priors import Prior
+    from pyrovae.model.priors import Prior
 
     @PRIORS.register("laplace")
     class LaplacePrior(Prior):

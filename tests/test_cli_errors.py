@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyrovae import Trainer, pipeline
+from pyrovae import Trainer
+from pyrovae.runs import pipeline
 from pyrovae.cli import main
 
 

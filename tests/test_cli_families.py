@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pyrovae.cli import main
-from pyrovae.families import format_families, list_families
+from pyrovae.runs.families import format_families, list_families
 from pyrovae.registry import REGISTRIES
 
 

@@ -3,7 +3,7 @@
 * in-process: the ranks' shares of the loss (``ShardLoss``) add up to the
   single-process fast loss, value and gradients, on the same draws, for uneven
   and empty shards;
-* end to end: ``torchrun --nproc_per_node 2 -m pyrovae.distributed`` (gloo, CPU,
+* end to end: ``torchrun --nproc_per_node 2 -m pyrovae.cli.distributed`` (gloo, CPU,
   127.0.0.1 only) trains to the parameters of the single-process ``pyrovae train``
   path (same spec, seed and global batch size), up to float rounding.
 """
@@ -20,10 +20,10 @@ import pytest
 import torch
 
 import pyrovae
-from pyrovae.distributed import DistributedTrainer, ShardLoss, shard_bounds
-from pyrovae.engines import trace_elbo_standard
+from pyrovae.training.distributed import DistributedTrainer, ShardLoss, shard_bounds
+from pyrovae.training.engines import trace_elbo_standard
 from pyrovae.errors import PyrovaeError
-from pyrovae.objectives import TraceELBOObjective, TraceMeanFieldObjective
+from pyrovae.training.objectives import TraceELBOObjective, TraceMeanFieldObjective
 
 
 def test_shard_bounds_cover_the_batch():
@@ -90,7 +90,7 @@ def test_two_processes_equal_one(tmp_path):
            "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--nnodes", "1", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "pyrovae.distributed", "--quiet", "--out", str(out)]
+           "-m", "pyrovae.cli.distributed", "--quiet", "--out", str(out)]
     for s in SETS:
         cmd += ["--set", s]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
@@ -101,8 +101,8 @@ def test_two_processes_equal_one(tmp_path):
     assert saved["world_size"] == 2
 
     # the single-process run of the same spec (what `pyrovae train` does)
-    from pyrovae.pipeline import build, trainer_for
-    from pyrovae.spec import apply_overrides
+    from pyrovae.runs.pipeline import build, trainer_for
+    from pyrovae.runs.spec import apply_overrides
 
     spec, vae, train, test = build(apply_overrides({}, SETS))
     history = trainer_for(spec, vae, train, test, progress=False).run()

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae import VAE, PyrovaeError, Trainer, fit, pipeline, runs
+from pyrovae import io as pio
+from pyrovae import VAE, PyrovaeError, Trainer, fit
+from pyrovae.runs import pipeline
+from pyrovae.runs import folder as runs
 from pyrovae.cli import main
-from pyrovae.objectives import ConstantSchedule, KLSchedule, TraceELBOObjective
-from pyrovae.train import DivergenceError
+from pyrovae.training.objectives import ConstantSchedule, KLSchedule, TraceELBOObjective
+from pyrovae.training.trainer import DivergenceError
 
 
 class NaNAt(KLSchedule):
@@ -153,7 +156,7 @@ def test_run_folder_keeps_last_good_checkpoint(tmp_path, data, nan_in_epoch_6):
     assert "epoch 6, step 28 (step 3 of 5 in the epoch)" in msg
     assert str(run / runs.CHECKPOINT_FILE) in msg and "end of epoch 5" in msg
     assert "train.lr" in msg and "train.clip_norm" in msg
-    state = runs.load_checkpoint(run / runs.CHECKPOINT_FILE)
+    state = pio.load_checkpoint(run / runs.CHECKPOINT_FILE)
     assert state["epoch"] == 5 and state["step"] == 25
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     history = json.loads((run / runs.HISTORY_FILE).read_text())["records"]
@@ -161,7 +164,7 @@ def test_run_folder_keeps_last_good_checkpoint(tmp_path, data, nan_in_epoch_6):
     assert not (run / runs.METRICS_FILE).exists()
     # the kept state is the undisturbed run's state after epoch 5
     pipeline.train_run(_spec(data, epochs=5), tmp_path / "ref", progress=False)
-    ref = runs.load_checkpoint(tmp_path / "ref" / runs.CHECKPOINT_FILE)
+    ref = pio.load_checkpoint(tmp_path / "ref" / runs.CHECKPOINT_FILE)
     for k, v in ref["model"].items():
         assert torch.equal(state["model"][k], v), k
     # the run folder still evaluates
@@ -174,10 +177,10 @@ def test_pyro_engine_keeps_its_optimiser_state_in_the_kept_checkpoint(
     run = tmp_path / "r"
     with pytest.raises(DivergenceError, match="epoch 6"):
         pipeline.train_run(_spec(data, engine="pyro"), run, progress=False)
-    state = runs.load_checkpoint(run / runs.CHECKPOINT_FILE)
+    state = pio.load_checkpoint(run / runs.CHECKPOINT_FILE)
     assert state["epoch"] == 5 and state["engine"] == "pyro"
     pipeline.train_run(_spec(data, epochs=5, engine="pyro"), tmp_path / "ref", progress=False)
-    ref = runs.load_checkpoint(tmp_path / "ref" / runs.CHECKPOINT_FILE)
+    ref = pio.load_checkpoint(tmp_path / "ref" / runs.CHECKPOINT_FILE)
     assert state["optimizer"].keys() == ref["optimizer"].keys() and len(ref["optimizer"]) == 10
     for k, v in ref["optimizer"].items():
         assert torch.equal(state["optimizer"][k]["state"][0]["exp_avg"], v["state"][0]["exp_avg"])

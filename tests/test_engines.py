@@ -21,7 +21,7 @@ import torch
 from pyro import poutine
 
 import pyrovae
-from pyrovae.engines import (
+from pyrovae.training.engines import (
     FastEngine,
     PyroEngine,
     check_standard_pair,
@@ -29,7 +29,7 @@ from pyrovae.engines import (
     standard_kernel,
     trace_elbo_standard,
 )
-from pyrovae.objectives import TraceELBOObjective, TraceMeanFieldObjective
+from pyrovae.training.objectives import TraceELBOObjective, TraceMeanFieldObjective
 
 D, L, H = 20, 3, [16]
 
@@ -189,7 +189,7 @@ def test_engine_choice():
     vae, x = _vae(), _data(8)
     assert isinstance(make_engine("fast", vae, TraceELBOObjective(), 1e-3, sample=x), FastEngine)
     assert isinstance(make_engine("pyro", vae, TraceELBOObjective(), 1e-3), PyroEngine)
-    from pyrovae.objectives import TraceGraphObjective
+    from pyrovae.training.objectives import TraceGraphObjective
 
     assert isinstance(make_engine("fast", vae, TraceGraphObjective(), 1e-3), PyroEngine)
 

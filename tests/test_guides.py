@@ -10,9 +10,9 @@ import scipy.stats
 import torch
 
 from pyrovae import GUIDES, VAE, PyrovaeError, normalize_spec
-from pyrovae.evaluate import evaluate
-from pyrovae.guides import MIN_SCALE
-from pyrovae.objectives import TraceELBOObjective, TraceMeanFieldObjective
+from pyrovae.estimators.evaluate import evaluate
+from pyrovae.model.guides import MIN_SCALE
+from pyrovae.training.objectives import TraceELBOObjective, TraceMeanFieldObjective
 
 ENTRIES = [
     "diagonal_normal",

@@ -11,8 +11,8 @@ import scipy.stats
 import torch
 
 from pyrovae import LIKELIHOODS, VAE, PyrovaeError, normalize_spec
-from pyrovae.evaluate import evaluate
-from pyrovae.objectives import TraceELBOObjective
+from pyrovae.estimators.evaluate import evaluate
+from pyrovae.training.objectives import TraceELBOObjective
 
 D = 6
 

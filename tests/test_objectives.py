@@ -11,7 +11,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from pyrovae import OBJECTIVES, SCHEDULES, VAE, PyrovaeError, normalize_spec
-from pyrovae.engines import make_engine
+from pyrovae.training.engines import make_engine
 
 N_DATA, BATCH, BETA = 50, 8, 0.3
 

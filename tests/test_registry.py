@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pyrovae import PRIORS, VAE, Param, PyrovaeError, normalize_spec
-from pyrovae.families import list_families
-from pyrovae.priors import Prior
+from pyrovae.runs.families import list_families
+from pyrovae.model.priors import Prior
 from pyrovae.registry import REGISTRIES, Registry, validate_section
 
 CONTEXT = {"prior": {"latent_dim"}, "likelihood": {"data_dim"}, "guide": {"latent_dim"},

@@ -16,9 +16,12 @@ import pytest
 import torch
 import yaml
 
-from pyrovae import VAE, PyrovaeError, Trainer, pipeline, runs
+from pyrovae import io as pio
+from pyrovae import VAE, PyrovaeError, Trainer
+from pyrovae.runs import pipeline
+from pyrovae.runs import folder as runs
 from pyrovae.cli import main
-from pyrovae.train import STATE_KEYS
+from pyrovae.training.trainer import STATE_KEYS
 
 
 def _data(path: Path, n: int = 96, d: int = 12, seed: int = 0) -> Path:
@@ -68,7 +71,7 @@ def runs_tensors(obj):
 
 
 def _final(run: Path) -> dict:
-    return runs.load_checkpoint(run / runs.CHECKPOINT_FILE)
+    return pio.load_checkpoint(run / runs.CHECKPOINT_FILE)
 
 
 # ------------------------------------------------------------ the real kill
@@ -85,7 +88,7 @@ def test_sigkill_mid_run_then_resume_is_bitwise_identical(tmp_path):
     code = (
         "import time, torch\n"
         f"torch.set_num_threads({threads})\n"
-        "from pyrovae.likelihoods import BernoulliLikelihood as B\n"
+        "from pyrovae.model.likelihoods import BernoulliLikelihood as B\n"
         "prepare = B.prepare_batch\n"
         "B.prepare_batch = lambda self, x: (time.sleep(0.01), prepare(self, x))[1]\n"
         "from pyrovae.cli import main\n"
@@ -100,7 +103,7 @@ def test_sigkill_mid_run_then_resume_is_bitwise_identical(tmp_path):
         while True:  # poll until the first periodic checkpoint (epoch 3) is in place
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "no checkpoint in time"
-            if ckpt.is_file() and runs.load_checkpoint(ckpt)["epoch"] >= 3:
+            if ckpt.is_file() and pio.load_checkpoint(ckpt)["epoch"] >= 3:
                 break
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
@@ -110,7 +113,7 @@ def test_sigkill_mid_run_then_resume_is_bitwise_identical(tmp_path):
         proc.wait()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    at_kill = runs.load_checkpoint(ckpt)
+    at_kill = pio.load_checkpoint(ckpt)
     assert 3 <= at_kill["epoch"] < 60, "the run must be killed mid-run"
     assert not (killed / runs.METRICS_FILE).exists()
 
@@ -192,7 +195,7 @@ def test_trainer_state_round_trip_is_bitwise(tmp_path, options):
 
     def save(tr, rec):
         if rec["epoch"] == 2:
-            runs.save_checkpoint(tmp_path / "c.pt", tr.state_dict())
+            pio.save_checkpoint(tmp_path / "c.pt", tr.state_dict())
 
     t.callbacks.append(save)
     t.run()
@@ -201,7 +204,7 @@ def test_trainer_state_round_trip_is_bitwise(tmp_path, options):
     torch.manual_seed(12345)  # a resumed process starts from other RNG states
     vae2 = new_vae(7)
     t2 = Trainer(vae2, x, test_data=x[:10], **kw)
-    t2.load_state_dict(runs.load_checkpoint(tmp_path / "c.pt"))
+    t2.load_state_dict(pio.load_checkpoint(tmp_path / "c.pt"))
     assert t2.epoch == 2 and len(t2.history) == 2
     t2.run()
     _assert_same_state(t2.state_dict(), saved["end"])

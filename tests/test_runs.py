@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pyrovae import PyrovaeError, pipeline, runs
+from pyrovae import io as pio
+from pyrovae import PyrovaeError
+from pyrovae.runs import pipeline
+from pyrovae.runs import folder as runs
 from pyrovae.cli import main
 
 
@@ -38,8 +41,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 # ----------------------------------------------------------- atomic writes
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
     path = tmp_path / "sub" / "f.json"
-    runs.atomic_write_json(path, {"a": 1})
-    runs.atomic_write_json(path, {"a": 2})
+    pio.atomic_write_json(path, {"a": 1})
+    pio.atomic_write_json(path, {"a": 2})
     assert path.read_text() == '{\n  "a": 2\n}\n'
     assert [p.name for p in path.parent.iterdir()] == ["f.json"]
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -48,27 +51,27 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
 
 def test_atomic_write_failure_keeps_old_content(tmp_path, monkeypatch):
     path = tmp_path / "f.txt"
-    runs.atomic_write_text(path, "old")
+    pio.atomic_write_text(path, "old")
 
     def broken_replace(src, dst):
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError):
-        runs.atomic_write_text(path, "new")
+        pio.atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
 def test_checkpoints_every_n_epochs_and_at_the_end(tmp_path, data, monkeypatch):
     saved = []
-    original = runs.save_checkpoint
+    original = pio.save_checkpoint
 
     def spy(path, state):
         saved.append(state["epoch"])
         original(path, state)
 
-    monkeypatch.setattr(runs, "save_checkpoint", spy)
+    monkeypatch.setattr(pio, "save_checkpoint", spy)
     pipeline.train_run(_spec(data, epochs=5, checkpoint_every=2), tmp_path / "r",
                        progress=False)
     assert saved == [0, 2, 4, 5]

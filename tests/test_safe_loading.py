@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae import PyrovaeError, load_run, pipeline, runs
+from pyrovae import io as pio
+from pyrovae import PyrovaeError, load_run
+from pyrovae.runs import pipeline
+from pyrovae.runs import folder as runs
 from pyrovae.cli import main
 
 
@@ -46,7 +49,7 @@ def test_load_checkpoint_refuses_code_and_does_not_run_it(tmp_path):
     path = tmp_path / "evil.pt"
     path.write_bytes(_evil_bytes(marker))
     with pytest.raises(PyrovaeError) as err:
-        runs.load_checkpoint(path)
+        pio.load_checkpoint(path)
     msg = str(err.value)
     assert "refused to load checkpoint" in msg and "could run code" in msg
     assert "makedirs" in msg and "\n" not in msg
@@ -76,7 +79,7 @@ def test_cli_refuses_a_poisoned_run(tmp_path, run_folder, argv, capsys):
 
     run = tmp_path / "run"
     shutil.copytree(run_folder, run)
-    legit = runs.load_checkpoint(run / runs.CHECKPOINT_FILE)
+    legit = pio.load_checkpoint(run / runs.CHECKPOINT_FILE)
     marker = tmp_path / "ran"
     (run / runs.CHECKPOINT_FILE).write_bytes(_evil_bytes(marker, legit))
     code = main([a.format(run=run, tmp=tmp_path) for a in argv])
@@ -94,7 +97,7 @@ def test_load_run_and_resume_refuse_code(tmp_path, run_folder):
     shutil.copytree(run_folder, run)
     marker = tmp_path / "ran"
     (run / runs.CHECKPOINT_FILE).write_bytes(
-        _evil_bytes(marker, runs.load_checkpoint(run / runs.CHECKPOINT_FILE))
+        _evil_bytes(marker, pio.load_checkpoint(run / runs.CHECKPOINT_FILE))
     )
     with pytest.raises(PyrovaeError, match="could run code"):
         load_run(run)
@@ -122,13 +125,13 @@ def test_corrupt_checkpoints_are_refused_cleanly(tmp_path, run_folder, content):
         content = buf.getvalue()
     path.write_bytes(content)
     with pytest.raises(PyrovaeError) as err:
-        runs.load_checkpoint(path)
+        pio.load_checkpoint(path)
     assert str(err.value).startswith(str(path))
     assert "\n" not in str(err.value)
 
 
 def test_a_legit_checkpoint_loads(run_folder):
-    state = runs.load_checkpoint(run_folder / runs.CHECKPOINT_FILE)
+    state = pio.load_checkpoint(run_folder / runs.CHECKPOINT_FILE)
     assert state["epoch"] == 1 and isinstance(state["model"], dict)
     _vae, spec, history = load_run(run_folder)
     assert len(history) == 1 and spec["latent_dim"] == 2

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrovae import VAE, PyrovaeError, apply_overrides, load_spec, normalize_spec
-from pyrovae.objectives import FREE_BITS_GUIDES, FREE_BITS_PRIORS
+from pyrovae.training.objectives import FREE_BITS_GUIDES, FREE_BITS_PRIORS
 from pyrovae.registry import REGISTRIES, Param
-from pyrovae.spec import MODEL_KEYS, SECTIONS
+from pyrovae.runs.spec import MODEL_KEYS, SECTIONS
 
 CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
 SETTINGS = settings(

@@ -26,8 +26,8 @@ from pyrovae import (
     load_dataset,
     load_spec,
     normalize_spec,
-    pipeline,
 )
+from pyrovae.runs import pipeline
 
 
 def _save(path: Path, arr) -> str:

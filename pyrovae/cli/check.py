@@ -62,7 +62,7 @@ def _prepare(out: Path, overwrite: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pyrovae.posterior.report import check_toy, jsonable
+    from pyrovae.runs.check import check_toy, jsonable
     from pyrovae.toy import TOYS
 
     if args.points < 1:
@@ -91,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
 def _check_run(run_dir: Path, out_path: Path, args: argparse.Namespace) -> dict:
     import torch
 
-    from pyrovae.pipeline import load_data
     from pyrovae.plots import posterior as P
-    from pyrovae.posterior.report import _save, check_vae
-    from pyrovae.runs import load_run
+    from pyrovae.runs.check import _save, check_vae
+    from pyrovae.runs.folder import load_run
+    from pyrovae.runs.pipeline import load_data
 
     vae, spec, _ = load_run(run_dir)  # raises PyrovaeError for a non-run folder
     out = _prepare(out_path, args.overwrite)

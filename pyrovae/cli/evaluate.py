@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.pipeline import evaluate_run
+from pyrovae.runs.pipeline import evaluate_run
 
 #: Most importance samples per example (K = 5,000 is already a precise IWAE bound).
 MAX_K = 10_000_000

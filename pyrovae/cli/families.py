@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from pyrovae.families import KINDS, format_families, list_families
+from pyrovae.runs.families import KINDS, format_families, list_families
 
 
 def register(sub: Any) -> argparse.ArgumentParser:

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrovae import runs
+from pyrovae import io as pio
 from pyrovae.errors import PyrovaeError
+from pyrovae.runs import folder as runs
 
 #: Most samples one call draws (a grid of more is unreadable; an array that big, slow).
 MAX_SAMPLES = 100_000
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
         buf = io.BytesIO()
         np.save(buf, x.cpu().numpy())
-        runs.atomic_write_bytes(out, buf.getvalue())
+        pio.atomic_write_bytes(out, buf.getvalue())
     else:
         from pyrovae.data import load_dataset
         from pyrovae.plots import save_figure

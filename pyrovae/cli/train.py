@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.pipeline import resume_run, train_run
-from pyrovae.runs import SPEC_FILE, read_spec
-from pyrovae.spec import apply_overrides, load_spec
+from pyrovae.runs.folder import SPEC_FILE, read_spec
+from pyrovae.runs.pipeline import resume_run, train_run
+from pyrovae.runs.spec import apply_overrides, load_spec
 
 
 def register(sub: Any) -> argparse.ArgumentParser:

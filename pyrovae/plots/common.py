@@ -18,7 +18,7 @@ def new_figure(width: float = 6.0, height: float = 4.0) -> Figure:
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Render ``fig`` to PNG and write it atomically."""
-    from pyrovae.runs import atomic_write_bytes
+    from pyrovae.io import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

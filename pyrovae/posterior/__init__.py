@@ -6,17 +6,17 @@
 module              idea
 ==================  ===========================================================
 ``target``          one interface to a VAE, a toy + guide, or any Pyro pair
-``grid``            exact posteriors by quadrature (latent_dim ≤ 2), error bound
 ``exact``           ELBO, IWAE, log p(x), KL(q ‖ p(z|x)), the identity check
 ``psis``            PSIS k̂ per data point, importance-sampling ESS
 ``local``           per-data-point guides and the loop that fits them
 ``amortization``    amortization vs approximation gap (Cremer et al. 2018)
-``theta_fixed``     the seed's experiment: θ frozen, φ optimised
 ``reference``       NUTS reference draws and the ArviZ export (the one ArviZ module)
-``report``          every check at once, as JSON plus figures (``pyrovae check``)
 ==================  ===========================================================
 
-``reference`` is not imported here, so ArviZ loads only when it is used.
+``reference`` is not imported here, so ArviZ loads only when it is used.  Grid
+quadrature lives in :mod:`pyrovae.quadrature` (the toys use it too); the θ-fixed
+experiment in :mod:`pyrovae.experiments.theta_fixed`; the full report that
+``pyrovae check`` writes in :mod:`pyrovae.runs.check`.
 """
 
 from __future__ import annotations
@@ -32,18 +32,16 @@ from pyrovae.posterior.exact import (
     kl_to_posterior,
     log_marginal,
 )
-from pyrovae.posterior.grid import GridPosterior, grid_posterior
 from pyrovae.posterior.local import LocalGuide, fit_local_guide
 from pyrovae.posterior.psis import ess, khat, psis_per_point
 from pyrovae.posterior.target import Target, as_target
-from pyrovae.posterior.theta_fixed import ThetaFixedResult, theta_fixed
+from pyrovae.quadrature import GridPosterior, grid_posterior
 
 __all__ = [
     "Estimate",
     "GridPosterior",
     "LocalGuide",
     "Target",
-    "ThetaFixedResult",
     "amortization_gap",
     "as_target",
     "check_identity",
@@ -58,5 +56,4 @@ __all__ = [
     "kl_to_posterior",
     "log_marginal",
     "psis_per_point",
-    "theta_fixed",
 ]

@@ -23,8 +23,8 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import biject_to, kl_divergence
 
-from pyrovae.posterior.grid import GridPosterior, grid_posterior
 from pyrovae.posterior.target import Target, as_target
+from pyrovae.quadrature import GridPosterior, grid_posterior
 
 
 @dataclass

@@ -22,7 +22,7 @@ A :class:`Target` answers, per data point, the questions the checks ask:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pyro
 import torch
@@ -182,6 +182,25 @@ class PyroTarget(Target):
         return self._conditioned_log_prob(self.guide, x, z)
 
 
+@runtime_checkable
+class ExactProblem(Protocol):
+    """What a problem with exact answers provides (the toys in :mod:`pyrovae.toy` do).
+
+    The posterior layer never imports the toys: anything with these members is
+    checked as one.
+    """
+
+    latent_dim: int
+    support: Any
+    exact_posterior: bool
+
+    def model(self, x: torch.Tensor | None = None, *, batch_size: int = 1) -> torch.Tensor: ...
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor: ...
+    def posterior(self, x: torch.Tensor) -> Any: ...
+    def grid_box(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class ToyTarget(Target):
     """A toy problem (exact answers known) with an optional guide."""
 
@@ -237,8 +256,7 @@ class _DistGuideTarget(_DistGuideMixin, Target):
 
 def as_target(model: Any, guide: Any = None, **kwargs: Any) -> Target:
     """A :class:`Target` for a VAE, a toy problem (+ guide) or a Pyro model/guide pair."""
-    from pyrovae.toy.base import ToyProblem
-    from pyrovae.vae import VAE
+    from pyrovae.model.vae import VAE
 
     if isinstance(model, Target):
         return model
@@ -246,7 +264,7 @@ def as_target(model: Any, guide: Any = None, **kwargs: Any) -> Target:
         if guide is not None:
             raise PyrovaeError("a VAE carries its own guide; do not pass another")
         return VAETarget(model)
-    if isinstance(model, ToyProblem):
+    if isinstance(model, ExactProblem):
         return ToyTarget(model, guide)
     if callable(model):
         return PyroTarget(model, guide, **kwargs)

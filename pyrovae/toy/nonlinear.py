@@ -7,7 +7,7 @@ z ~ N(0, I_d), x | z ~ N(f(z), σ² I) with a fixed, known f:
 * ``square``:   d = 1, x = z² + ε                  (two modes in 1-D)
 
 There is no closed form; log p(x) and p(z|x) come from grid quadrature
-(:mod:`pyrovae.posterior.grid`) with the grid refined until its error is below
+(:mod:`pyrovae.quadrature`) with the grid refined until its error is below
 1e-3 nats, and the error bound is returned with every answer.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pyro.distributions as dist
 import torch
 
-from pyrovae.posterior.grid import GridPosterior, grid_posterior
+from pyrovae.quadrature import GridPosterior, grid_posterior
 from pyrovae.toy.base import ToyProblem
 
 

@@ -179,8 +179,8 @@ class PPCA(ToyProblem):
         ``optimal_encoder=True`` also sets the diagonal-Gaussian encoder to the
         mean-field optimum (:meth:`optimal_meanfield`), so KL(q ‖ p(z|x)) is the floor.
         """
-        from pyrovae.guides import MIN_SCALE
-        from pyrovae.vae import VAE
+        from pyrovae.model.guides import MIN_SCALE
+        from pyrovae.model.vae import VAE
 
         vae = VAE(
             self.data_dim, self.latent_dim, encoder=[],

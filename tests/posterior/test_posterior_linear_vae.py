@@ -9,7 +9,7 @@ import torch
 
 import pyrovae
 from pyrovae.posterior.exact import elbo
-from pyrovae.posterior.theta_fixed import ppca_exact, ppca_floor
+from pyrovae.experiments.theta_fixed import ppca_exact, ppca_floor
 from pyrovae.toy import PPCA
 
 

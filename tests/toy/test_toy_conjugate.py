@@ -9,7 +9,7 @@ import torch
 from scipy import integrate
 from torch.distributions import biject_to
 
-from pyrovae.posterior.grid import grid_posterior
+from pyrovae.quadrature import grid_posterior
 from pyrovae.toy import BetaBernoulli, GammaPoisson
 
 

@@ -32,7 +32,7 @@ def test_coarse_grid_against_finer_grid(kind):
     def lj(z):
         return toy.log_joint(x1, z.unsqueeze(-2)).squeeze(-1)
 
-    from pyrovae.posterior.grid import grid_posterior
+    from pyrovae.quadrature import grid_posterior
 
     coarse = grid_posterior(lj, toy.latent_dim, points=25, max_points=25)
     fine = grid_posterior(lj, toy.latent_dim, tol=1e-9)

@@ -11,8 +11,8 @@ from scipy import stats
 from scipy.optimize import minimize
 
 from pyrovae.posterior.exact import gaussian_kl
-from pyrovae.posterior.grid import grid_posterior
-from pyrovae.posterior.theta_fixed import ppca_exact
+from pyrovae.quadrature import grid_posterior
+from pyrovae.experiments.theta_fixed import ppca_exact
 from pyrovae.toy import PPCA
 
 

@@ -31,11 +31,11 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.data import as_tensor
-from pyrovae.engines import make_engine
 from pyrovae.errors import PyrovaeError
-from pyrovae.evaluate import evaluate
-from pyrovae.objectives import KLSchedule, Objective
+from pyrovae.estimators.evaluate import evaluate
 from pyrovae.registry import OBJECTIVES, SCHEDULES
+from pyrovae.training.engines import make_engine
+from pyrovae.training.objectives import KLSchedule, Objective
 
 
 @dataclass

@@ -32,7 +32,7 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.registry import OBJECTIVES, SCHEDULES, Param
 
 if TYPE_CHECKING:
-    from pyrovae.vae import VAE
+    from pyrovae.model.vae import VAE
 
 
 class Objective:

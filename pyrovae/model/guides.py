@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.priors import drop_transform_caches
+from pyrovae.model.priors import drop_transform_caches
 from pyrovae.registry import GUIDES, Param
 
 

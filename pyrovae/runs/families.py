@@ -1,6 +1,6 @@
 """List the registered families and their parameters (API behind ``pyrovae families``).
 
->>> from pyrovae.families import list_families
+>>> from pyrovae.runs.families import list_families
 >>> sorted(list_families()["prior"])[:3]
 ['flow', 'laplace', 'mixture']
 >>> list_families("prior")["prior"]["mixture"]["params"]["components"]["default"]
@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 # Importing the spec imports every family module, which fills the registries.
-from pyrovae import spec as _spec  # noqa: F401
+from pyrovae.runs import spec as _spec  # noqa: F401
 from pyrovae.errors import PyrovaeError
 from pyrovae.registry import REGISTRIES
 

@@ -27,10 +27,10 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from pyrovae.guides import GuideFamily
-from pyrovae.likelihoods import Likelihood
-from pyrovae.nets import mlp
-from pyrovae.priors import Prior
+from pyrovae.model.guides import GuideFamily
+from pyrovae.model.likelihoods import Likelihood
+from pyrovae.model.nets import mlp
+from pyrovae.model.priors import Prior
 from pyrovae.registry import GUIDES, LIKELIHOODS, PRIORS
 
 
@@ -66,7 +66,7 @@ class VAE(nn.Module):
         guide: str | Mapping[str, Any] | GuideFamily = "diagonal_normal",
     ) -> None:
         super().__init__()
-        from pyrovae.spec import normalize_model_spec
+        from pyrovae.model.spec import normalize_model_spec
 
         decoder = list(reversed(list(encoder))) if decoder is None else list(decoder)
         self._spec = normalize_model_spec(
@@ -104,11 +104,11 @@ class VAE(nn.Module):
     # ------------------------------------------------------------------ spec
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None) -> VAE:
-        """Build from a spec (a full spec or its model part; see ``pyrovae.spec``).
+        """Build from a spec (a full spec or its model part; see ``pyrovae.runs.spec``).
 
         ``data_dim`` fills in a spec whose ``data_dim`` is null (inferred from data).
         """
-        from pyrovae.spec import normalize_model_spec
+        from pyrovae.model.spec import normalize_model_spec
 
         s = dict(spec)
         if s.get("data_dim") is None and data_dim is not None:

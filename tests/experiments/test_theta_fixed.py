@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyrovae.posterior.theta_fixed import ppca_exact, theta_fixed
+from pyrovae.experiments.theta_fixed import ppca_exact, theta_fixed
 from pyrovae.toy import PPCA
 
 

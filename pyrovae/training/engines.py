@@ -50,8 +50,8 @@ from pyro.infer import SVI
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
-    from pyrovae.objectives import Objective
-    from pyrovae.vae import VAE
+    from pyrovae.model.vae import VAE
+    from pyrovae.training.objectives import Objective
 
 LossFn = Callable[[Any, torch.Tensor, int, float], torch.Tensor]
 
@@ -82,7 +82,7 @@ def trace_elbo_standard(
     and gradients are those of ``Trace_ELBO().differentiable_loss`` up to rounding.
     ``eps`` may be given (shape of z) instead of drawing it.
     """
-    from pyrovae.guides import MIN_SCALE
+    from pyrovae.model.guides import MIN_SCALE
 
     latent = vae.latent_dim
     out = vae.encoder(x)
@@ -114,11 +114,11 @@ def standard_kernel(vae: Any, objective: Objective) -> LossFn | None:
     and the objective is ``trace_elbo`` without free bits.  Otherwise the
     objective's generic ``fast_loss`` (built from distribution objects) is used.
     """
-    from pyrovae.guides import DiagonalNormalGuide
-    from pyrovae.likelihoods import BernoulliLikelihood
-    from pyrovae.objectives import TraceELBOObjective
-    from pyrovae.priors import StandardNormalPrior
-    from pyrovae.vae import VAE
+    from pyrovae.model.guides import DiagonalNormalGuide
+    from pyrovae.model.likelihoods import BernoulliLikelihood
+    from pyrovae.model.priors import StandardNormalPrior
+    from pyrovae.model.vae import VAE
+    from pyrovae.training.objectives import TraceELBOObjective
 
     if not isinstance(vae, VAE):
         return None
@@ -166,7 +166,7 @@ def check_standard_pair(
     minibatch scale and a KL weight ≠ 1 so that scaling is checked too.  Random
     state, the param store and module buffers are left as they were.
     """
-    from pyrovae.objectives import TraceELBOObjective
+    from pyrovae.training.objectives import TraceELBOObjective
 
     if loss_fn is None:
         loss_fn = TraceELBOObjective(num_particles=1).fast_loss
@@ -315,6 +315,6 @@ def make_engine(
 
 
 def _has_fast_form(objective: Objective, vae: VAE) -> bool:
-    from pyrovae.objectives import Objective as Base
+    from pyrovae.training.objectives import Objective as Base
 
     return type(objective).fast_loss is not Base.fast_loss

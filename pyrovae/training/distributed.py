@@ -29,7 +29,7 @@ subclasses whose model/guide are not the standard pair, are refused.
 
 Run (one node, 4 processes; CPU)::
 
-    torchrun --nproc_per_node 4 -m pyrovae.distributed --data mnist5k --epochs 20 \\
+    torchrun --nproc_per_node 4 -m pyrovae.training.distributed --data mnist5k --epochs 20 \\
         --set train.batch_size=512 --out ddp.pt
 
 GPUs: one process per GPU, ``--device cuda`` (rank r uses ``cuda:LOCAL_RANK``,
@@ -39,10 +39,7 @@ NCCL).  Several nodes: the same command on every node with ``--nnodes N
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -51,7 +48,7 @@ from torch import nn
 from torch.distributions import kl_divergence
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.train import Trainer
+from pyrovae.training.trainer import Trainer
 
 
 def shard_bounds(batch: int, rank: int, world: int) -> tuple[int, int]:
@@ -149,8 +146,8 @@ class DDPEngine:
 
 def check_supported(vae: Any, objective: Any, sample: torch.Tensor) -> None:
     """Raise PyrovaeError unless DDP training reproduces the single-process fast engine."""
-    from pyrovae.engines import check_standard_pair
-    from pyrovae.vae import VAE
+    from pyrovae.model.vae import VAE
+    from pyrovae.training.engines import check_standard_pair
 
     family = getattr(objective, "family", "")
     if family not in ("trace_elbo", "trace_meanfield_elbo"):
@@ -182,7 +179,7 @@ class DistributedTrainer(Trainer):
     def __init__(self, vae: Any, data: Any, **kwargs: Any) -> None:
         if not dist.is_initialized():
             raise PyrovaeError("distributed: no process group; launch with torchrun "
-                               "(python -m pyrovae.distributed --help)")
+                               "(python -m pyrovae.training.distributed --help)")
         kwargs["engine"] = "fast"
         super().__init__(vae, data, **kwargs)
 
@@ -213,67 +210,3 @@ def init_process_group(device: str | None = None) -> tuple[int, int, torch.devic
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return dist.get_rank(), dist.get_world_size(), dev
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from pyrovae.pipeline import build
-    from pyrovae.spec import apply_overrides, load_spec
-
-    p = argparse.ArgumentParser(
-        prog="python -m pyrovae.distributed",
-        description="Data-parallel VAE training over torchrun processes (DDP): "
-        "torchrun --nproc_per_node N -m pyrovae.distributed [options]. "
-        "The global minibatch (train.batch_size) is split over the processes; the "
-        "result equals single-process training with the same spec.",
-    )
-    p.add_argument("--config", metavar="FILE", help="spec file (.yaml, .toml, .json)")
-    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
-                   help="override a spec entry, e.g. --set train.batch_size=512 (repeatable)")
-    p.add_argument("--data", metavar="NAME", help="data set: digits, mnist5k, mnist, or a file")
-    p.add_argument("--epochs", type=int, metavar="N")
-    p.add_argument("--seed", type=int, metavar="S")
-    p.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per process)")
-    p.add_argument("--out", metavar="FILE", help="write the trained state (rank 0) with torch.save")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    try:
-        raw = load_spec(args.config) if args.config else {}
-        sets = list(args.overrides)
-        flags = (("data", "data.name"), ("epochs", "train.epochs"), ("seed", "train.seed"))
-        for flag, key in flags:
-            value = getattr(args, flag)
-            if value is not None:
-                sets.append(f"{key}={value}")
-        raw = apply_overrides(raw, sets)
-        rank, world, device = init_process_group(args.device)
-        spec, vae, train, test = build(raw)
-        t = spec["train"]
-        trainer = DistributedTrainer(
-            vae, train.x, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-            seed=t["seed"], test_data=None if test is None else test.x,
-            objective=spec["objective"], kl_weight=spec["kl_weight"], clip_norm=t["clip_norm"],
-            eval_every=t["eval_every"], progress=not args.quiet and rank == 0, device=device,
-        )
-        history = trainer.run()
-    except PyrovaeError as exc:
-        print(f"pyrovae.distributed: error: {exc}", file=sys.stderr)
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        return 2
-    if rank == 0:
-        last = history.last
-        print(f"world size {world} ({dist.get_backend()}), global batch {t['batch_size']}, "
-              f"{trainer.step} steps, {last.get('seconds', 0.0):.1f} s, "
-              f"train loss {last.get('train_loss', float('nan')):.3f} nats/example"
-              + (f", test ELBO {last['test_elbo']:.3f}" if "test_elbo" in last else ""))
-        if args.out:
-            torch.save({"model": vae.state_dict(), "spec": spec, "history": history.to_dict(),
-                        "world_size": world}, args.out)
-            print(f"saved {args.out}")
-    dist.barrier()
-    dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

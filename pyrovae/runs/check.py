@@ -168,7 +168,7 @@ def check_toy(
     report: dict[str, Any] = {"toy": name, "model": toy.describe()}
     steps = 150 if quick else 1000
     if name.startswith("ppca"):
-        from pyrovae.posterior.theta_fixed import theta_fixed
+        from pyrovae.experiments.theta_fixed import theta_fixed
 
         vae = toy.to_linear_vae()
         xs = toy.sample(256, seed=seed + 1)
@@ -185,7 +185,7 @@ def check_toy(
     ident = check_identity(target, x, num_samples=500 if quick else 4000)
     grids = ident.pop("grids")
     if name.startswith("ppca"):  # closed forms through the PPCA the VAE encodes
-        from pyrovae.posterior.theta_fixed import ppca_exact
+        from pyrovae.experiments.theta_fixed import ppca_exact
 
         lp, kl = ppca_exact(vae, x)
         ident["kl_closed_form"] = kl

@@ -29,27 +29,25 @@ from typing import Any
 
 import yaml
 
-# Importing the family modules fills the registries.
-from pyrovae import guides as _guides  # noqa: F401
-from pyrovae import likelihoods as _likelihoods  # noqa: F401
-from pyrovae import objectives as _objectives  # noqa: F401
-from pyrovae import priors as _priors  # noqa: F401
 from pyrovae.errors import PyrovaeError
-from pyrovae.nets import ACTIVATIONS
+from pyrovae.model.spec import (
+    MODEL_FAMILY_DEFAULTS,
+    MODEL_KEYS,
+    MODEL_SECTIONS,
+    TOP,
+    normalize_model_key,
+)
 from pyrovae.registry import REGISTRIES, Param, validate_section
 
-_ACT = tuple(sorted(ACTIVATIONS))
+# Importing the objectives module fills the objective and schedule registries.
+from pyrovae.training import objectives as _objectives  # noqa: F401
+
+__all__ = ["MODEL_KEYS", "SECTIONS", "apply_overrides", "dump_spec", "load_spec",
+           "normalize_spec"]
+
 
 #: Plain (non-family) sections and their parameters.
-SECTIONS: dict[str, dict[str, Param]] = {
-    "encoder": {
-        "hidden": Param("int_list", [128, 64], doc="hidden layer sizes ([] = affine)"),
-        "activation": Param("choice", "relu", choices=_ACT, doc="activation"),
-    },
-    "decoder": {
-        "hidden": Param("int_list", [64, 128], doc="hidden layer sizes ([] = affine)"),
-        "activation": Param("choice", "relu", choices=_ACT, doc="activation"),
-    },
+RUN_SECTIONS: dict[str, dict[str, Param]] = {
     "train": {
         "epochs": Param("positive_int", 300, doc="passes over the training set"),
         "batch_size": Param("positive_int", 128, doc="minibatch size"),
@@ -79,26 +77,20 @@ SECTIONS: dict[str, dict[str, Param]] = {
     },
 }
 
-TOP: dict[str, Param] = {
-    "data_dim": Param("positive_int", None, nullable=True, doc="null: inferred from data"),
-    "latent_dim": Param("positive_int", 2, doc="dimension of z"),
-}
+SECTIONS: dict[str, dict[str, Param]] = {**MODEL_SECTIONS, **RUN_SECTIONS}
 
 FAMILY_DEFAULTS: dict[str, str] = {
-    "prior": "normal",
-    "likelihood": "bernoulli",
-    "guide": "diagonal_normal",
+    **MODEL_FAMILY_DEFAULTS,
     "objective": "trace_elbo",
     "kl_weight": "constant",
 }
 
-MODEL_KEYS = ("data_dim", "latent_dim", "encoder", "decoder", "prior", "likelihood", "guide")
 ALL_KEYS = tuple(TOP) + tuple(SECTIONS) + tuple(FAMILY_DEFAULTS)
 
 
 def _normalize_key(key: str, raw: Mapping[str, Any]) -> Any:
-    if key in TOP:
-        return TOP[key].validate(raw.get(key, TOP[key].default), key)
+    if key in TOP or key in MODEL_SECTIONS or key in MODEL_FAMILY_DEFAULTS:
+        return normalize_model_key(key, raw)
     if key in SECTIONS:
         return validate_section(SECTIONS[key], raw.get(key), key)
     return REGISTRIES[key].normalize(raw.get(key, FAMILY_DEFAULTS[key]), key)
@@ -119,7 +111,7 @@ def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 def check_combinations(spec: Mapping[str, Any]) -> None:
     """Cross-section checks of a normalized spec (each error names the key path)."""
-    from pyrovae.objectives import FREE_BITS_GUIDES, FREE_BITS_NEEDS, FREE_BITS_PRIORS
+    from pyrovae.training.objectives import FREE_BITS_GUIDES, FREE_BITS_NEEDS, FREE_BITS_PRIORS
 
     free_bits = spec["objective"].get("free_bits") or 0.0
     if free_bits > 0:
@@ -136,18 +128,6 @@ def check_combinations(spec: Mapping[str, Any]) -> None:
                 f"objective.free_bits: needs {FREE_BITS_NEEDS}; got prior "
                 f"{spec['prior']['family']!r} and guide {spec['guide']['family']!r}"
             )
-
-
-def normalize_model_spec(
-    raw: Mapping[str, Any], *, require_data_dim: bool = False
-) -> dict[str, Any]:
-    """The model part of a spec (``MODEL_KEYS``), validated; other keys are ignored."""
-    if not isinstance(raw, Mapping):
-        raise PyrovaeError(f"spec: expected a mapping, got {type(raw).__name__}")
-    out = {key: _normalize_key(key, raw) for key in MODEL_KEYS}
-    if require_data_dim and out["data_dim"] is None:
-        raise PyrovaeError("data_dim: missing (pass data_dim or fit on data to infer it)")
-    return out
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:
@@ -211,6 +191,6 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
 
 def dump_spec(spec: Mapping[str, Any], path: str | Path) -> None:
     """Write a spec as YAML (the format read back by :func:`load_spec`)."""
-    from pyrovae.runs import atomic_write_text
+    from pyrovae.io import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(dict(spec), sort_keys=False))

@@ -16,15 +16,16 @@ from typing import Any
 import pyro
 import torch
 
-from pyrovae import runs
+from pyrovae import io as pio
+from pyrovae.runs import folder as runs
 from pyrovae.data import Dataset, load_dataset, train_test_split
 from pyrovae.errors import PyrovaeError
-from pyrovae.evaluate import evaluate, summary
+from pyrovae.estimators.evaluate import evaluate, summary
 from pyrovae.plots import save_figure
 from pyrovae.plots import training as tplots
-from pyrovae.spec import dump_spec, normalize_spec
-from pyrovae.train import STATE_KEYS, DivergenceError, Trainer, parse_device
-from pyrovae.vae import VAE
+from pyrovae.runs.spec import dump_spec, normalize_spec
+from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
+from pyrovae.model.vae import VAE
 
 
 def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
@@ -155,7 +156,7 @@ def resume_run(
             f"{path}: no checkpoint to resume from ({runs.CHECKPOINT_FILE} missing); "
             "start again with --overwrite"
         )
-    state = runs.load_checkpoint(ckpt)
+    state = pio.load_checkpoint(ckpt)
     missing = [k for k in (*STATE_KEYS, "spec", "data_fingerprint") if k not in state]
     if missing:
         raise PyrovaeError(f"{ckpt}: cannot resume from it (missing {', '.join(missing)})")
@@ -235,10 +236,10 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
     shape = tuple(train.x.shape)
 
     def save_state() -> None:
-        runs.save_checkpoint(ckpt, checkpoint_state(trainer, spec, fp, shape))
+        pio.save_checkpoint(ckpt, checkpoint_state(trainer, spec, fp, shape))
 
     def save(trainer: Trainer, record: dict[str, Any]) -> None:
-        runs.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
+        pio.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
         if record["epoch"] % every == 0 or record["epoch"] == trainer.epochs:
             save_state()
 
@@ -250,7 +251,7 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
     except DivergenceError as exc:
         # The trainer holds the last good state (checked finite): keep it.
         save_state()
-        runs.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
+        pio.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
         lr = spec["train"]["lr"]
         raise DivergenceError(
             f"training diverged: {exc.detail}; the last good state (end of epoch "
@@ -316,7 +317,7 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     }
     if test is not None:
         metrics["test"] = summary(evaluate(vae, test.x, num_samples=k))
-    runs.atomic_write_json(out / runs.METRICS_FILE, metrics)
+    pio.atomic_write_json(out / runs.METRICS_FILE, metrics)
     write_figures(out / runs.FIGURES_DIR, vae, history, train, test)
     return metrics
 
@@ -342,7 +343,7 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
 
 
 def _latent_means(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    from pyrovae.vae import _dist_mean
+    from pyrovae.model.vae import _dist_mean
 
     return _dist_mean(vae.encode(x))
 
