@@ -18,7 +18,7 @@ import torch
 
 from pyrovae import io as pio
 from pyrovae.runs import folder as runs
-from pyrovae.data import Dataset, load_dataset, train_test_split
+from pyrovae.data import Dataset, TensorSource, load_dataset, train_test_split
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate, summary
 from pyrovae.plots import save_figure
@@ -38,9 +38,7 @@ def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
 
 def fingerprint(x: torch.Tensor) -> str:
     """SHA-256 of the data's shape and float32 bytes (identifies a data set)."""
-    h = hashlib.sha256(str(tuple(x.shape)).encode())
-    h.update(x.detach().cpu().contiguous().to(torch.float32).numpy().tobytes())
-    return h.hexdigest()
+    return TensorSource(x).fingerprint()
 
 
 def default_likelihood(x: torch.Tensor) -> str:

@@ -1,0 +1,32 @@
+"""Data: bundled and file data sets (:mod:`~pyrovae.data.datasets`) and the one
+interface through which training and evaluation read them, in-memory or streamed
+(:mod:`~pyrovae.data.source`)."""
+
+from pyrovae.data.datasets import (
+    TRANSFORMS,
+    Dataset,
+    as_array,
+    as_tensor,
+    dataset_names,
+    load_dataset,
+    read_idx,
+    register_dataset,
+    train_test_split,
+)
+from pyrovae.data.source import Batch, DataSource, TensorSource, as_source
+
+__all__ = [
+    "TRANSFORMS",
+    "Batch",
+    "DataSource",
+    "Dataset",
+    "TensorSource",
+    "as_array",
+    "as_source",
+    "as_tensor",
+    "dataset_names",
+    "load_dataset",
+    "read_idx",
+    "register_dataset",
+    "train_test_split",
+]
