@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "swap_priors_likelihoods.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "swap_priors_likelihoods.py"
 
 
 def _load():

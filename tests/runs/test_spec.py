@@ -17,7 +17,7 @@ from pyrovae.training.objectives import FREE_BITS_GUIDES, FREE_BITS_PRIORS
 from pyrovae.registry import REGISTRIES, Param
 from pyrovae.runs.spec import MODEL_KEYS, SECTIONS
 
-CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 SETTINGS = settings(
     max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
 
 
 def _numbers(obj):
