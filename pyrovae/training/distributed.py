@@ -184,15 +184,15 @@ class DistributedTrainer(Trainer):
         kwargs["engine"] = "fast"
         super().__init__(vae, data, **kwargs)
 
-    def _make_engine(self) -> DDPEngine:
-        check_supported(self.vae, self.objective, self.x[: min(8, self.num_data)])
+    def make_engine(self) -> DDPEngine:
+        check_supported(self.vae, self.objective, self.source.head(8).x)
         return DDPEngine(self.vae, self.objective, self.lr, self.clip_norm, self.device)
 
-    def _reduce_loss(self, total: torch.Tensor) -> torch.Tensor:
+    def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
         # Every rank draws the global batch (same draws as one process) and the
-        # engine shards it; the ranks' shares add up to the global loss.
-        dist.all_reduce(total)
-        return total
+        # engine shards it; the ranks' shares add up to the global loss and terms.
+        dist.all_reduce(sums)
+        return sums
 
 
 def init_process_group(device: str | None = None) -> tuple[int, int, torch.device]:

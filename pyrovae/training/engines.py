@@ -229,7 +229,8 @@ class PyroEngine:
         elbo = objective.elbo() if elbo is None else elbo
         self.svi = SVI(vae.model, vae.guide, self.optim, loss=elbo)
         self.vae = vae
-        self.kl = "mc" if isinstance(elbo, pyro.infer.Trace_ELBO) else getattr(objective, "kl", "mc")
+        mc = type(elbo) is pyro.infer.Trace_ELBO
+        self.kl = "mc" if mc else getattr(objective, "kl", "mc")
         self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
 
