@@ -175,12 +175,10 @@ class _ELBOObjective(Objective):
     ``kl: mc``).
     """
 
-    def __init__(
-        self, num_particles: int = 1, free_bits: float = 0.0, kl: str | None = None
-    ) -> None:
+    def __init__(self, num_particles: int = 1, free_bits: float = 0.0, kl: str = "auto") -> None:
         super().__init__(num_particles)
         self.free_bits = free_bits
-        self.kl = "auto" if kl is None else kl
+        self.kl = kl
 
     def elbo(self) -> pyro.infer.ELBO:
         if self.free_bits > 0:
@@ -250,9 +248,11 @@ class _ELBOObjective(Objective):
 
 @OBJECTIVES.register("trace_elbo")
 class TraceELBOObjective(_ELBOObjective):
-    """The ELBO with the KL term in closed form wherever one is registered for the
-    (guide, prior) pair, Monte Carlo otherwise (``kl: auto``, the default; Pyro's
-    ``TraceMeanField_ELBO``); ``kl: mc`` is Pyro's ``Trace_ELBO``
+    """The ELBO; its KL term in closed form where registered, else Monte Carlo (``kl``).
+
+    ``kl: auto`` (the default) uses the closed form wherever one is registered for the
+    (guide, prior) pair and Monte Carlo otherwise (Pyro's ``TraceMeanField_ELBO``);
+    ``kl: mc`` is Pyro's ``Trace_ELBO``
     log p(x|z) + β(log p(z) − log q(z|x)), z ~ q; ``kl: analytic`` refuses pairs
     without a closed form."""
 
@@ -266,8 +266,10 @@ class TraceELBOObjective(_ELBOObjective):
 
 @OBJECTIVES.register("trace_elbo_mc")
 class TraceELBOMCObjective(_ELBOObjective):
-    """Pyro's ``Trace_ELBO``: log p(x|z) + β(log p(z) − log q(z|x)), z ~ q — the KL term by
-    Monte Carlo even where a closed form exists (``trace_elbo`` with ``kl: mc``)."""
+    """Pyro's ``Trace_ELBO``: the ELBO with a Monte Carlo KL term (``trace_elbo``, ``kl: mc``).
+
+    log p(x|z) + β(log p(z) − log q(z|x)), z ~ q: the KL term by Monte Carlo even
+    where a closed form exists."""
 
     params: ClassVar[dict[str, Param]] = {**Objective.params, "free_bits": _FREE_BITS}
 
@@ -277,9 +279,10 @@ class TraceELBOMCObjective(_ELBOObjective):
 
 @OBJECTIVES.register("trace_meanfield_elbo")
 class TraceMeanFieldObjective(_ELBOObjective):
-    """Pyro's ``TraceMeanField_ELBO``: E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z)) with the KL
-    in closed form where one is registered (else Monte Carlo, as Pyro does); the same
-    estimator as ``trace_elbo``'s default, kept under Pyro's name."""
+    """Pyro's ``TraceMeanField_ELBO``: the same estimator as ``trace_elbo``'s default.
+
+    E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z)) with the KL in closed form where one is
+    registered (else Monte Carlo, as Pyro does), kept under Pyro's name."""
 
     params: ClassVar[dict[str, Param]] = {**Objective.params, "free_bits": _FREE_BITS}
 

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 import pyrovae
+from pyrovae.errors import PyrovaeError
 from pyrovae.training.distributed import DistributedTrainer, ShardLoss, shard_bounds
 from pyrovae.training.engines import trace_elbo_standard
-from pyrovae.errors import PyrovaeError
 from pyrovae.training.objectives import (
     TraceELBOMCObjective,
     TraceELBOObjective,

@@ -4,7 +4,6 @@ naming epoch and step, keeps the last good state, and suggests remedies."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 
@@ -12,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae import io as pio
 from pyrovae import VAE, PyrovaeError, Trainer, fit
-from pyrovae.runs import pipeline
-from pyrovae.runs import folder as runs
+from pyrovae import io as pio
 from pyrovae.cli import main
+from pyrovae.runs import folder as runs
+from pyrovae.runs import pipeline
 from pyrovae.training.objectives import ConstantSchedule, KLSchedule, TraceELBOObjective
 from pyrovae.training.trainer import DivergenceError
 
