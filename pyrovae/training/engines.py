@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import pyro
@@ -161,6 +162,11 @@ def check_standard_pair(
     return None
 
 
+#: model -> {kl estimator: verdict of check_standard_pair}; the verdict is about the
+#: structure of vae.model/guide (sites, scales), which training does not change.
+_PAIR_CHECKS: weakref.WeakKeyDictionary[Any, dict[str, str | None]] = weakref.WeakKeyDictionary()
+
+
 # ------------------------------------------------------------------ engines
 class FastEngine:
     """The objective's direct estimator + one torch Adam (see module docstring).
@@ -275,7 +281,10 @@ def make_engine(
         return PyroEngine(vae, objective, lr, clip_norm)
     if sample is not None:
         kl = getattr(objective, "kl", "mc")
-        reason = check_standard_pair(vae, sample, kl=kl)
+        verdicts = _PAIR_CHECKS.setdefault(vae, {})
+        if kl not in verdicts:  # once per model: fit(epochs=1) in a loop pays it once
+            verdicts[kl] = check_standard_pair(vae, sample, kl=kl)
+        reason = verdicts[kl]
         if reason is not None:
             # Pyro's TraceMeanField_ELBO needs every guide site in the model: a
             # non-standard pair trains with the Monte Carlo KL of Trace_ELBO

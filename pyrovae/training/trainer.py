@@ -33,6 +33,7 @@ import math
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -81,6 +82,22 @@ def _dtype_of(module: torch.nn.Module) -> torch.dtype:
         return torch.get_default_dtype()
 
 
+#: id(tensor) -> (likelihood, version) of in-memory data already checked (dropped with
+#: the tensor): calling fit(epochs=1) in a loop checks the data once.
+_CHECKED: dict[int, tuple[Any, ...]] = {}
+
+
+def _check_once(likelihood: Any, x: torch.Tensor, what: str) -> None:
+    key = (id(likelihood), type(likelihood).__name__, getattr(likelihood, "support", ""),
+           getattr(likelihood, "data_dim", None), x._version)
+    if _CHECKED.get(id(x)) == key:
+        return
+    likelihood.check_data(x, what)
+    if id(x) not in _CHECKED:
+        weakref.finalize(x, _CHECKED.pop, id(x), None)
+    _CHECKED[id(x)] = key
+
+
 def _source(data: Any, y: Any, what: str, vae: Any, device: torch.device) -> DataSource:
     """``data`` as a checked source; in-memory data moved to the model's device and dtype."""
     src = as_source(data, y, what)
@@ -89,7 +106,7 @@ def _source(data: Any, y: Any, what: str, vae: Any, device: torch.device) -> Dat
         if x.is_floating_point():
             x = x.to(device=device, dtype=_dtype_of(vae))
         src = TensorSource(x.to(device), None if src.y is None else src.y.to(device))
-        vae.likelihood.check_data(src.x, what)
+        _check_once(vae.likelihood, src.x, what)
     else:
         vae.likelihood.check_data(src.head(64).x, what)
     return src

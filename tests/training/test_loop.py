@@ -171,3 +171,13 @@ def test_huge_learning_rate_with_clipping_is_a_divergence(engine):
         fit(vae, x, epochs=3, lr=1e30, clip_norm=1.0, test_data=x[:20], engine=engine, **KW)
     assert err.value.good_epoch == 0
     assert all(torch.isfinite(p).all() for p in vae.parameters())
+
+
+def test_repeated_calls_check_the_data_once_but_see_in_place_edits():
+    x = _x()
+    vae = _vae()
+    fit(vae, x, epochs=1, eval_every=None, **KW)
+    fit(vae, x, epochs=1, eval_every=None, **KW)  # same tensor: no second check needed
+    x[0, 0] = 0.5  # an in-place edit makes it a different data set
+    with pytest.raises(PyrovaeError, match="outside the support"):
+        fit(vae, x, epochs=1, eval_every=None, **KW)
