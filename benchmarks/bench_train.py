@@ -510,6 +510,7 @@ def quality(args) -> list[dict[str, Any]]:
             vae = pyrovae.VAE(xtr.shape[1])  # the default architecture
             hidden = [m.out_features for m in vae.encoder if isinstance(m, nn.Linear)][:-1]
             pyrovae.fit(vae, xtr, epochs=epochs, batch_size=128, lr=1e-3, seed=seed,
+                        objective="trace_elbo_mc",  # the hand loops' Monte Carlo ELBO
                         eval_every=None, progress=False)
             models = {
                 "pyrovae": vae,
