@@ -29,6 +29,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -87,9 +88,13 @@ def _dtype_of(module: torch.nn.Module) -> torch.dtype:
 _CHECKED: dict[int, tuple[Any, ...]] = {}
 
 
+def _check_key(likelihood: Any, x: torch.Tensor) -> tuple[Any, ...]:
+    return (id(likelihood), type(likelihood).__name__, getattr(likelihood, "support", ""),
+            getattr(likelihood, "data_dim", None), x._version)
+
+
 def _check_once(likelihood: Any, x: torch.Tensor, what: str) -> None:
-    key = (id(likelihood), type(likelihood).__name__, getattr(likelihood, "support", ""),
-           getattr(likelihood, "data_dim", None), x._version)
+    key = _check_key(likelihood, x)
     if _CHECKED.get(id(x)) == key:
         return
     likelihood.check_data(x, what)
@@ -100,7 +105,11 @@ def _check_once(likelihood: Any, x: torch.Tensor, what: str) -> None:
 
 def _source(data: Any, y: Any, what: str, vae: Any, device: torch.device) -> DataSource:
     """``data`` as a checked source; in-memory data moved to the model's device and dtype."""
-    src = as_source(data, y, what)
+    if (isinstance(data, torch.Tensor) and y is None
+            and _CHECKED.get(id(data)) == _check_key(vae.likelihood, data)):
+        src: DataSource = TensorSource(data)  # checked before: as_source would scan it again
+    else:
+        src = as_source(data, y, what)
     if isinstance(src, TensorSource):
         x = src.x
         if x.is_floating_point():
@@ -161,28 +170,26 @@ class Trainer:
         self,
         vae: Any,
         data: Any,
+        config: TrainConfig | None = None,
         *,
-        epochs: int = 100,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        seed: int = 0,
-        test_data: Any = None,
         objective: str | Mapping[str, Any] | Objective = "trace_elbo",
         kl_weight: str | Mapping[str, Any] | KLSchedule | float = "constant",
-        engine: str = "fast",
-        clip_norm: float | None = None,
-        eval_every: int | None = 1,
-        progress: bool = True,
-        device: str | torch.device | None = None,
-        callbacks: Iterable[Callback] = (),
+        test_data: Any = None,
         y: Any = None,
         test_y: Any = None,
+        progress: bool = True,
+        callbacks: Iterable[Callback] = (),
+        **options: Any,
     ) -> None:
+        """``config`` holds the scalar options (:class:`TrainConfig`); ``options`` are
+        :class:`TrainConfig` fields given one by one (``Trainer(vae, x, epochs=3)``),
+        applied over ``config``; the other arguments are :func:`fit`'s."""
         if not isinstance(vae, torch.nn.Module) or not hasattr(vae, "likelihood"):
             raise PyrovaeError(f"vae: expected a pyrovae VAE, got {type(vae).__name__}")
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                             engine=engine, clip_norm=clip_norm, eval_every=eval_every,
-                             device=device)
+        if config is None:
+            config = TrainConfig(**options)
+        elif options:
+            config = dataclasses.replace(config, **options)
         try:
             callbacks = list(callbacks)
         except TypeError:
@@ -395,9 +402,8 @@ def fit(
         >>> history = fit(vae, train_x, epochs=50, test_data=test_x, seed=0)
         >>> history["test_elbo"][-1]
     """
-    return Trainer(
-        vae, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        test_data=test_data, objective=objective, kl_weight=kl_weight, engine=engine,
-        clip_norm=clip_norm, eval_every=eval_every, progress=progress, device=device,
-        callbacks=callbacks, y=y, test_y=test_y,
-    ).run()
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
+                         clip_norm=clip_norm, eval_every=eval_every, device=device)
+    return Trainer(vae, data, config, objective=objective, kl_weight=kl_weight,
+                   test_data=test_data, y=y, test_y=test_y, progress=progress,
+                   callbacks=callbacks).run()
