@@ -401,6 +401,10 @@ def fit(
     Example:
         >>> history = fit(vae, train_x, epochs=50, test_data=test_x, seed=0)
         >>> history["test_elbo"][-1]
+
+    References:
+        Kingma & Welling (2014), *Auto-Encoding Variational Bayes*.
+        Hoffman, Blei, Wang & Paisley (2013), *Stochastic Variational Inference*.
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
                          clip_norm=clip_norm, eval_every=eval_every, device=device)
