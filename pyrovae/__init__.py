@@ -30,9 +30,10 @@ _EXPORTS: dict[str, str] = {
     "train_test_split": "pyrovae.data",
     "VAE": "pyrovae.model.vae",
     "evaluate": "pyrovae.estimators.evaluate",
-    "History": "pyrovae.training.trainer",
+    "History": "pyrovae.training.history",
     "Trainer": "pyrovae.training.trainer",
-    "DivergenceError": "pyrovae.training.trainer",
+    "TrainConfig": "pyrovae.training.config",
+    "DivergenceError": "pyrovae.training.guard",
     "fit": "pyrovae.training.trainer",
     "apply_overrides": "pyrovae.runs.spec",
     "load_spec": "pyrovae.runs.spec",
@@ -61,6 +62,7 @@ __all__ = [
     "History",
     "Param",
     "PyrovaeError",
+    "TrainConfig",
     "Trainer",
     "apply_overrides",
     "evaluate",
@@ -99,4 +101,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from pyrovae.runs.folder import load_run
     from pyrovae.runs.pipeline import resume_run, train_run
     from pyrovae.runs.spec import apply_overrides, load_spec, normalize_spec
-    from pyrovae.training.trainer import DivergenceError, History, Trainer, fit
+    from pyrovae.training.config import TrainConfig
+    from pyrovae.training.guard import DivergenceError
+    from pyrovae.training.history import History
+    from pyrovae.training.trainer import Trainer, fit

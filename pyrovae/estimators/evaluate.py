@@ -1,19 +1,26 @@
-"""Per-example ELBO and the importance-weighted estimate of log p_θ(x).
+"""Per-example ELBO and the importance-weighted estimate of log p_θ(x), with diagnostics.
 
 With K draws z_k ~ q_φ(z|x) and log-weights log w_k = log p_θ(x|z_k) + log p(z_k) − log q_φ(z_k|x):
 
 * reconstruction  R(x) = (1/K) Σ_k log p_θ(x|z_k)
-* KL term         KL(q_φ(z|x) ‖ p(z)), in closed form where one is registered
-                  (``torch.distributions.kl``), else (1/K) Σ_k [log q − log p](z_k)
+* KL term         KL(q_φ(z|x) ‖ p(z)), in closed form where one is registered, else
+                  (1/K) Σ_k [log q − log p](z_k) (:func:`~pyrovae.estimators.kl.kl_term`)
 * ELBO(x)         = R(x) − KL
-* IWAE bound      L_K(x) = log (1/K) Σ_k w_k ≤ log p_θ(x), increasing in K
-                  (Burda, Grosse & Salakhutdinov 2016); used as the log-likelihood.
-* its Monte Carlo standard error (delta method) sqrt(1/ESS − 1/K), with the
-  importance-sampling effective sample size ESS = (Σ w)² / Σ w².
+* IWAE bound      L_K(x) = log (1/K) Σ_k w_k ≤ log p_θ(x), increasing in K, with its
+                  delta-method Monte Carlo standard error, the effective sample size
+                  and the Pareto k̂ of the weights
+                  (:mod:`pyrovae.estimators.importance`).  Where k̂ exceeds
+                  min(1 − 1/log10 K, 0.7) the IWAE estimate and its standard error
+                  are unreliable; the result flags it.
 
-Samples are drawn in chunks over data points and over k with a streaming
-log-sum-exp, so peak memory is bounded by ``max_elements`` floats per tensor
-whatever K.
+Data are read through :func:`pyrovae.data.as_source` in order, in chunks over data
+points and over k, so peak memory is bounded by ``max_elements`` floats per
+tensor; computations follow the model's dtype (a float64 VAE evaluates in float64).
+
+References:
+    Burda, Grosse & Salakhutdinov (2016), *Importance Weighted Autoencoders*.
+    Vehtari, Simpson, Gelman, Yao & Gabry (2024), *Pareto Smoothed Importance
+    Sampling*, JMLR 25.
 """
 
 from __future__ import annotations
@@ -25,27 +32,42 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
-from torch.distributions import kl_divergence
 
-from pyrovae.data import as_tensor
+from pyrovae.data import as_source
+from pyrovae.errors import PyrovaeError
+from pyrovae.estimators.importance import (
+    ess,
+    iwae_bound,
+    khat_threshold,
+    pareto_khats,
+)
+from pyrovae.estimators.kl import closed_form_kl_or_none, mc_kl
+
+#: Fewest draws for which evaluate fits a Pareto tail (k̂); fewer: k̂ is not reported.
+KHAT_MIN_SAMPLES = 50
+
+#: Kept for callers of the old name.
+closed_form_kl = closed_form_kl_or_none
 
 
-def closed_form_kl(q: torch.distributions.Distribution, p: torch.distributions.Distribution):
-    """KL(q ‖ p) per batch element if a closed form is registered, else ``None``."""
-    try:
-        return kl_divergence(q, p.expand(q.batch_shape))
-    except NotImplementedError:
-        return None
+def _param(vae: torch.nn.Module) -> torch.Tensor:
+    return next(vae.parameters())
 
 
-def _device(vae: torch.nn.Module) -> torch.device:
-    return next(vae.parameters()).device
-
-
-def _width(vae: Any) -> int:
-    sizes = [vae.data_dim, vae.likelihood.num_outputs()]
+def _width(vae: Any, event_numel: int) -> int:
+    """Floats one (sample, example) pair costs in the widest layer (bounds the chunks)."""
+    sizes = [event_numel]
+    like = getattr(vae, "likelihood", None)
+    if like is not None and hasattr(like, "num_outputs"):
+        sizes.append(int(like.num_outputs()))
     sizes += [m.out_features for m in vae.modules() if isinstance(m, torch.nn.Linear)]
     return max(sizes)
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+        raise PyrovaeError(f"{name}: expected an integer >= {lo}, got {value!r}")
+    return int(value)
 
 
 @torch.no_grad()
@@ -53,40 +75,44 @@ def evaluate(
     vae: Any,
     data: Any,
     *,
+    y: Any = None,
     num_samples: int = 1000,
     max_elements: int = 2**24,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Evaluate a trained VAE on ``data`` (array, tensor or :class:`~pyrovae.data.Dataset`).
+    """Evaluate a trained VAE on ``data`` (array, tensor, :class:`~pyrovae.data.Dataset`
+    or any :class:`~pyrovae.data.DataSource`; ``y`` the context, if any).
 
     Returns means per example in nats: ``elbo``, ``reconstruction``, ``kl``,
     ``log_likelihood`` (IWAE with K = ``num_samples``) and ``log_likelihood_se``
     (standard error of that mean over examples; the per-example spread already
-    holds the Monte Carlo error); and ``per_example`` numpy arrays (``elbo``, ``reconstruction``,
-    ``kl``, ``log_likelihood``, ``log_likelihood_mc_se``, ``ess``).
+    holds the Monte Carlo error); ``khat_max`` and ``khat_threshold`` (Pareto k̂ of
+    the importance weights, worst example, and min(1 − 1/log10 K, 0.7); ``None``
+    for K < 50), ``khat_bad`` (how many examples exceed it) and
+    ``log_likelihood_se_reliable`` (False when any does: the Monte Carlo standard
+    errors of those examples cannot be trusted); and ``per_example`` numpy arrays
+    (``elbo``, ``reconstruction``, ``kl``, ``log_likelihood``,
+    ``log_likelihood_mc_se``, ``ess``, ``khat``).
 
     Random draws use their own seeded stream; the global RNG is left untouched.
     """
-    from pyrovae.errors import PyrovaeError
-
-    for name, value, lo, hi in (("num_samples", num_samples, 1, None),
-                                ("max_elements", max_elements, 1, None),
-                                ("seed", seed, 0, 2**63 - 1)):
-        if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                or value < lo or (hi is not None and value > hi)):
-            raise PyrovaeError(f"{name}: expected an integer >= {lo}, got {value!r}"
-                               + (f" (at most {hi})" if hi is not None else ""))
-    x_all = as_tensor(data)
-    vae.likelihood.check_data(x_all)
-    device = _device(vae)
-    K = int(num_samples)
-    width = _width(vae)
+    K = _check_int("num_samples", num_samples, 1)
+    max_elements = _check_int("max_elements", max_elements, 1)
+    seed = _check_int("seed", seed, 0)
+    if seed > 2**63 - 1:
+        raise PyrovaeError(f"seed: expected an integer >= 0 (at most {2**63 - 1}), got {seed}")
+    source = as_source(data, y, "data")
+    p0 = _param(vae)
+    device, dtype = p0.device, p0.dtype
+    width = _width(vae, math.prod(source.event_shape))
     per_draw = max(1, max_elements // width)  # (sample, example) pairs per chunk
-    data_chunk = max(1, min(len(x_all), per_draw))
+    data_chunk = max(1, min(source.num_data, per_draw, max(1, max_elements // K)))
     sample_chunk = max(1, min(K, per_draw // data_chunk))
+    want_khat = K >= KHAT_MIN_SAMPLES
 
     cols: dict[str, list[torch.Tensor]] = {
-        k: [] for k in ("elbo", "reconstruction", "kl", "log_likelihood", "ess")
+        k: [] for k in ("elbo", "reconstruction", "kl", "log_likelihood",
+                        "log_likelihood_mc_se", "ess", "khat")
     }
     used_closed_form = True
     devices = [device] if device.type == "cuda" else []
@@ -95,48 +121,56 @@ def evaluate(
     try:
         with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
             torch.manual_seed(seed)
-            for start in range(0, len(x_all), data_chunk):
-                x = x_all[start : start + data_chunk].to(device)
-                q = vae.encode(x)
+            for batch in source.batches(data_chunk):
+                x = batch.x.to(device=device, dtype=dtype)
+                yb = None if batch.y is None else batch.y.to(device)
+                vae.likelihood.check_data(x)
+                q = vae.encode(x) if yb is None else vae.encode(x, y=yb)
                 prior = vae.prior_dist()
-                kl_cf = closed_form_kl(q, prior)
+                kl_cf = closed_form_kl_or_none(q, prior)
                 used_closed_form &= kl_cf is not None
-                lse = torch.full((x.shape[0],), -math.inf, device=device)
-                lse2 = lse.clone()
-                sum_recon = torch.zeros(x.shape[0], device=device)
-                sum_ratio = torch.zeros(x.shape[0], device=device)
+                lw_parts, sum_recon, sum_kl = [], 0.0, 0.0
                 for s0 in range(0, K, sample_chunk):
-                    s = min(sample_chunk, K - s0)
-                    z = q.sample((s,))
-                    log_px = vae.decode(z, x).log_prob(x)
-                    log_ratio = q.log_prob(z) - prior.log_prob(z)
-                    log_w = log_px - log_ratio
-                    lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
-                    lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
-                    sum_recon += log_px.sum(0)
-                    sum_ratio += log_ratio.sum(0)
+                    z = q.sample((min(sample_chunk, K - s0),))
+                    px = vae.decode(z, x) if yb is None else vae.decode(z, x, y=yb)
+                    log_px = px.log_prob(x)
+                    ratio = q.log_prob(z) - prior.log_prob(z)
+                    lw_parts.append(log_px - ratio)
+                    sum_recon = sum_recon + log_px.sum(0)
+                    if kl_cf is None:
+                        sum_kl = sum_kl + mc_kl(q, prior, z) * z.shape[0]
+                lw = torch.cat(lw_parts, 0)  # (K, n)
                 recon = sum_recon / K
-                kl = kl_cf if kl_cf is not None else sum_ratio / K
+                kl = kl_cf if kl_cf is not None else sum_kl / K
+                bound = iwae_bound(lw)
                 cols["reconstruction"].append(recon)
                 cols["kl"].append(kl)
                 cols["elbo"].append(recon - kl)
-                cols["log_likelihood"].append(lse - math.log(K))
-                cols["ess"].append(torch.exp(2 * lse - lse2))
+                cols["log_likelihood"].append(bound.value)
+                cols["log_likelihood_mc_se"].append(bound.stderr)
+                cols["ess"].append(ess(lw))
+                cols["khat"].append(pareto_khats(lw).to(lw) if want_khat
+                                    else torch.full_like(bound.value, math.nan))
     finally:
         vae.train(was_training)
 
     per = {k: torch.cat(v).cpu().double().numpy() for k, v in cols.items()}
-    per["log_likelihood_mc_se"] = np.sqrt(np.clip(1.0 / per["ess"] - 1.0 / K, 0.0, None))
     n = len(per["elbo"])
     ll = per["log_likelihood"]
     spread = ll.std(ddof=1) if n > 1 else 0.0
-    se = spread / math.sqrt(n)
+    threshold = khat_threshold(K) if want_khat else None
+    bad = int((per["khat"] > threshold).sum()) if threshold is not None else 0
+    finite_k = per["khat"][np.isfinite(per["khat"])]
     return {
         "elbo": float(per["elbo"].mean()),
         "reconstruction": float(per["reconstruction"].mean()),
         "kl": float(per["kl"].mean()),
         "log_likelihood": float(ll.mean()),
-        "log_likelihood_se": se,
+        "log_likelihood_se": spread / math.sqrt(n),
+        "log_likelihood_se_reliable": bad == 0,
+        "khat_max": float(finite_k.max()) if want_khat and finite_k.size else None,
+        "khat_threshold": threshold,
+        "khat_bad": bad,
         "num_samples": K,
         "num_examples": n,
         "kl_closed_form": bool(used_closed_form),

@@ -23,6 +23,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import biject_to, kl_divergence
 
+from pyrovae.estimators.importance import iwae_bound
 from pyrovae.posterior.target import Target, as_target
 from pyrovae.quadrature import GridPosterior, grid_posterior
 
@@ -55,12 +56,10 @@ def _log_weights(target: Target, x, num_samples, chunk) -> torch.Tensor:
 
 
 def iwae_from_log_weights(lw: torch.Tensor) -> Estimate:
-    """log (1/K) Σ exp(lw) over dim 0 and its delta-method standard error."""
-    k = lw.shape[0]
-    value = torch.logsumexp(lw, 0) - math.log(k)
-    wn = torch.softmax(lw, 0)  # w / Σw
-    var_ratio = (k * k * (wn**2).sum(0) - k) / max(k - 1, 1)  # sample var of w / mean(w)
-    return Estimate(value, (var_ratio.clamp_min(0) / k).sqrt(), f"iwae[{k}]")
+    """log (1/K) Σ exp(lw) over dim 0 and its delta-method standard error
+    (:func:`pyrovae.estimators.importance.iwae_bound`)."""
+    est = iwae_bound(lw, 0)
+    return Estimate(est.value, est.stderr, f"iwae[{est.num_samples}]")
 
 
 def iwae(target, x: torch.Tensor, *, num_samples: int = 1000, chunk: int = 1000) -> Estimate:

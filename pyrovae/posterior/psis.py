@@ -13,11 +13,10 @@ al. (PSIS): the M = ⌈min(S/5, 3√S)⌉ largest weights, exceedances over the 
 
 from __future__ import annotations
 
-import math
-
 import torch
-from pyro.ops.stats import fit_generalized_pareto
 
+from pyrovae.estimators.importance import ess as importance_ess
+from pyrovae.estimators.importance import pareto_khat, pareto_khats
 from pyrovae.posterior.target import as_target
 
 #: k̂ thresholds (Yao et al. 2018; Vehtari et al. 2024).
@@ -25,28 +24,15 @@ GOOD, OK = 0.5, 0.7
 
 
 def khat(log_weights: torch.Tensor) -> float:
-    """Pareto k̂ of one point's log importance weights (1-D)."""
-    lw = log_weights.detach().double().reshape(-1)
-    lw = lw[torch.isfinite(lw)]
-    s = lw.numel()
-    if s < 50:
-        return math.inf
-    lw = torch.sort(lw - lw.max())[0]
-    m = math.ceil(min(0.2 * s, 3.0 * math.sqrt(s)))
-    cutoff = float(lw[-m - 1])
-    tail = lw[-m:]
-    exceed = tail.exp() - math.exp(cutoff)
-    exceed = exceed[exceed > 0]
-    if exceed.numel() < 10:  # a flat tail: weights (near) constant
-        return -math.inf
-    k, _ = fit_generalized_pareto(exceed)
-    return float(k)
+    """Pareto k̂ of one point's log importance weights (1-D)
+    (:func:`pyrovae.estimators.importance.pareto_khat`)."""
+    return pareto_khat(log_weights)
 
 
 def ess(log_weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """Importance-sampling effective sample size (Σw)² / Σw² along ``dim``."""
-    lw = log_weights.double()
-    return (2 * torch.logsumexp(lw, dim) - torch.logsumexp(2 * lw, dim)).exp()
+    """Importance-sampling effective sample size (Σw)² / Σw² along ``dim``
+    (:func:`pyrovae.estimators.importance.ess`, in float64)."""
+    return importance_ess(log_weights.double(), dim)
 
 
 def category(k: float) -> str:
@@ -62,7 +48,7 @@ def psis_per_point(target, x: torch.Tensor, *, num_samples: int = 2000) -> dict:
     target = as_target(target)
     with torch.no_grad():
         lw = target.log_weights(x, num_samples).double()  # (S, N)
-    ks = torch.tensor([khat(lw[:, i]) for i in range(lw.shape[1])], dtype=torch.float64)
+    ks = pareto_khats(lw)
     e = ess(lw, 0)
     return {
         "khat": ks,

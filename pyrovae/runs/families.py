@@ -25,11 +25,13 @@ def list_families(kind: str | None = None) -> dict[str, dict[str, dict[str, Any]
     """``{kind: {name: {"doc": ..., "params": {param: {"type", "doc", "default",
     "required"}}}}}`` for every registry, or only ``kind`` (``prior``, ``likelihood``,
     ``guide``, ``objective``, ``kl_weight``)."""
-    if kind is None:
-        return {k: REGISTRIES[k].describe() for k in KINDS}
-    if kind not in REGISTRIES:
+    if kind is not None and kind not in REGISTRIES:
         raise PyrovaeError(f"--kind: unknown kind {kind!r}; known: {', '.join(KINDS)}")
-    return {kind: REGISTRIES[kind].describe()}
+    listing = {k: REGISTRIES[k].describe() for k in ((kind,) if kind else KINDS)}
+    for name, info in listing.get("objective", {}).items():
+        # which estimator the objective's defaults put in force (e.g. the KL term)
+        info["estimator"] = REGISTRIES["objective"].build(name).describe()
+    return listing
 
 
 def format_families(listing: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -39,6 +41,8 @@ def format_families(listing: dict[str, dict[str, dict[str, Any]]]) -> str:
         lines.append(f"{kind}:")
         for name, info in families.items():
             lines.append(f"  {name}: {info['doc']}")
+            if "estimator" in info:
+                lines.append(f"      estimator in force: {info['estimator']}")
             for pname, p in info["params"].items():
                 default = "required" if p["required"] else f"default {json.dumps(p['default'])}"
                 doc = f" -- {p['doc']}" if p["doc"] else ""

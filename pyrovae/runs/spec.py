@@ -41,6 +41,7 @@ from pyrovae.registry import REGISTRIES, Param, validate_section
 
 # Importing the objectives module fills the objective and schedule registries.
 from pyrovae.training import objectives as _objectives  # noqa: F401
+from pyrovae.training.config import train_params
 
 __all__ = ["MODEL_KEYS", "SECTIONS", "apply_overrides", "dump_spec", "load_spec",
            "normalize_spec"]
@@ -48,19 +49,15 @@ __all__ = ["MODEL_KEYS", "SECTIONS", "apply_overrides", "dump_spec", "load_spec"
 
 #: Plain (non-family) sections and their parameters.
 RUN_SECTIONS: dict[str, dict[str, Param]] = {
+    # the training options are declared once (training.config.TRAIN_PARAMS); the spec
+    # keeps its own defaults for a few and adds checkpointing
     "train": {
-        "epochs": Param("positive_int", 300, doc="passes over the training set"),
-        "batch_size": Param("positive_int", 128, doc="minibatch size"),
-        "lr": Param("positive_float", 1e-3, doc="Adam learning rate"),
-        "seed": Param("nonneg_int", 0, doc="random seed (init, minibatches, samples)"),
-        "engine": Param(
-            "choice", "fast", choices=("fast", "pyro"),
-            doc="fast: the ELBO estimator computed directly; pyro: stock SVI",
+        **train_params(
+            epochs=Param("positive_int", 300, doc="passes over the training set"),
+            eval_every=Param("positive_int", 1, doc="epochs between held-out ELBO evaluations"),
+            device=Param("str", "cpu", doc="torch device, e.g. cpu or cuda"),
         ),
-        "clip_norm": Param("positive_float", None, nullable=True, doc="gradient-norm clip"),
-        "eval_every": Param("positive_int", 1, doc="epochs between held-out ELBO evaluations"),
         "checkpoint_every": Param("positive_int", 10, doc="epochs between checkpoints"),
-        "device": Param("str", "cpu", doc="torch device, e.g. cpu or cuda"),
     },
     "data": {
         "name": Param("str", "digits", doc="digits, mnist5k, mnist (IDX folder) or a file path"),

@@ -24,7 +24,7 @@ Equal to the single-process run, not merely "statistically similar":
 Not covered: state that a module updates from its own minibatch during the
 forward pass (the ``calibrated`` Gaussian σ) follows rank 0's shard
 (``broadcast_buffers``), like batch statistics without SyncBatchNorm; objectives
-other than ``trace_elbo`` / ``trace_meanfield_elbo`` without free bits, and VAE
+other than ``trace_elbo`` / ``trace_elbo_mc`` / ``trace_meanfield_elbo`` without free bits, and VAE
 subclasses whose model/guide are not the standard pair, are refused.
 
 Run (one node, 4 processes; CPU)::
@@ -45,9 +45,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributions import kl_divergence
 
 from pyrovae.errors import PyrovaeError
+from pyrovae.estimators.elbo import MinibatchLoss, draw, minibatch_loss, terms_from_guide
 from pyrovae.training.trainer import Trainer
 
 
@@ -63,6 +63,9 @@ class ShardLoss(nn.Module):
     ``forward(x_global, num_data, kl_weight)`` returns ``(loss_for_ddp, part)``:
     ``part`` = −(N/B)·Σ_{i∈shard} ELBO_i (the rank's share of the single-process
     loss; the shares add up to it) and ``loss_for_ddp`` = W·part (DDP averages).
+    The terms are those of the single-process estimator
+    (:func:`pyrovae.estimators.elbo.terms_from_guide` and
+    :func:`~pyrovae.estimators.elbo.minibatch_loss`, the objective's KL estimator).
     """
 
     def __init__(self, vae: Any, objective: Any, rank: int, world: int) -> None:
@@ -70,12 +73,13 @@ class ShardLoss(nn.Module):
         self.vae = vae
         self.rank, self.world = rank, world
         self.particles = objective.num_particles
-        self.closed_form_kl = objective.family == "trace_meanfield_elbo"
+        self.kl = getattr(objective, "kl", "mc")
+        self.last: MinibatchLoss | None = None
 
     def forward(
         self, x_global: torch.Tensor, num_data: int, kl_weight: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        vae, P = self.vae, self.particles
+        vae = self.vae
         B = x_global.shape[0]
         lo, hi = shard_bounds(B, self.rank, self.world)
         x = x_global[lo:hi]
@@ -87,26 +91,16 @@ class ShardLoss(nn.Module):
             [pad.expand(lo, out.shape[-1]), out, pad.expand(B - hi, out.shape[-1])]
         )
         q = vae.guide_family(out_g)
-        z_g = q.rsample((P,)) if P > 1 else q.rsample()
         if hi == lo:  # empty shard (B < W): keep the draw in step, contribute zero
+            draw(q, self.particles)
             zero = sum((p.sum() * 0.0 for p in vae.parameters()), out.sum() * 0.0)
+            self.last = MinibatchLoss(zero, zero.detach(), zero.detach(), False)
             return zero, zero.detach()
-        z = z_g[..., lo:hi, :]
-        prior = vae.prior_dist()
-        log_px = vae.decode(z, x).log_prob(x)
-        if self.closed_form_kl:
-            try:
-                kl = kl_divergence(q, prior.expand(q.batch_shape))[lo:hi].sum() * P
-            except NotImplementedError:
-                kl = (q.log_prob(z_g)[..., lo:hi] - prior.log_prob(z)).sum()
-            total = log_px.sum() - kl_weight * kl
-        else:
-            log_ratio = prior.log_prob(z) - q.log_prob(z_g)[..., lo:hi]
-            total = (
-                log_px.sum() + kl_weight * log_ratio.sum()
-                if kl_weight != 1.0 else (log_px + log_ratio).sum()
-            )
-        part = -total * (num_data / (B * P))
+        terms = terms_from_guide(vae, q, x, num_particles=self.particles, kl=self.kl,
+                                 rows=slice(lo, hi))
+        # scaled by the global batch B: the shares add up to the single-process loss
+        self.last = minibatch_loss(terms, num_data=num_data, batch_size=B, kl_weight=kl_weight)
+        part = self.last.loss
         return part * self.world, part.detach()
 
 
@@ -127,9 +121,16 @@ class DDPEngine:
         self.params = [p for p in vae.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
         self.clip_norm = clip_norm
+        self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.kl_closed_form: bool | None = None
 
-    def step(self, x_global: torch.Tensor, num_data: int, kl_weight: float) -> torch.Tensor:
+    def step(self, x_global: torch.Tensor, num_data: int, kl_weight: float,
+             y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is not None:
+            raise PyrovaeError("distributed: context y is not supported")
         loss, part = self.ddp(x_global, num_data, kl_weight)
+        last = self.module.last
+        self.last_terms, self.kl_closed_form = (last.reconstruction, last.kl), last.kl_closed_form
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP all-reduces (averages) the gradients here
         if self.clip_norm is not None:  # same averaged gradients on every rank
@@ -150,10 +151,10 @@ def check_supported(vae: Any, objective: Any, sample: torch.Tensor) -> None:
     from pyrovae.training.engines import check_standard_pair
 
     family = getattr(objective, "family", "")
-    if family not in ("trace_elbo", "trace_meanfield_elbo"):
+    if family not in ("trace_elbo", "trace_elbo_mc", "trace_meanfield_elbo"):
         raise PyrovaeError(
             f"distributed: objective {family or type(objective).__name__!r} is not supported "
-            "(use trace_elbo or trace_meanfield_elbo)"
+            "(use trace_elbo, trace_elbo_mc or trace_meanfield_elbo)"
         )
     if getattr(objective, "free_bits", 0.0) > 0:
         raise PyrovaeError("distributed: free bits needs the batch mean KL over all ranks; "
@@ -162,7 +163,7 @@ def check_supported(vae: Any, objective: Any, sample: torch.Tensor) -> None:
         getattr(type(vae), m) is not getattr(VAE, m) for m in ("encode", "decode", "prior_dist")
     ):
         raise PyrovaeError("distributed: needs a VAE with the stock encode/decode/prior_dist")
-    reason = check_standard_pair(vae, sample)
+    reason = check_standard_pair(vae, sample, kl=getattr(objective, "kl", "mc"))
     if reason is not None:
         raise PyrovaeError(f"distributed: model/guide are not the standard VAE pair ({reason})")
 
@@ -183,15 +184,15 @@ class DistributedTrainer(Trainer):
         kwargs["engine"] = "fast"
         super().__init__(vae, data, **kwargs)
 
-    def _make_engine(self) -> DDPEngine:
-        check_supported(self.vae, self.objective, self.x[: min(8, self.num_data)])
+    def make_engine(self) -> DDPEngine:
+        check_supported(self.vae, self.objective, self.source.head(8).x)
         return DDPEngine(self.vae, self.objective, self.lr, self.clip_norm, self.device)
 
-    def _reduce_loss(self, total: torch.Tensor) -> torch.Tensor:
+    def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
         # Every rank draws the global batch (same draws as one process) and the
-        # engine shards it; the ranks' shares add up to the global loss.
-        dist.all_reduce(total)
-        return total
+        # engine shards it; the ranks' shares add up to the global loss and terms.
+        dist.all_reduce(sums)
+        return sums
 
 
 def init_process_group(device: str | None = None) -> tuple[int, int, torch.device]:

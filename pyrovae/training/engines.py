@@ -1,8 +1,9 @@
 """Training engines: how one SVI step on a minibatch is carried out.
 
-* :class:`FastEngine` (default) evaluates the objective's estimator directly from
-  the VAE's distributions (``Objective.fast_loss``: the same value and gradients
-  as Pyro's ELBO on the same draws) and steps one ``torch.optim.Adam`` over all
+* :class:`FastEngine` (default) evaluates the objective's one estimator directly
+  from the VAE's distributions (``Objective.loss_fn`` /
+  ``Objective.differentiable_loss``: the same value and gradients as Pyro's ELBO on
+  the same draws) and steps one ``torch.optim.Adam`` over all
   parameters: no per-step tracing, param-store look-ups or per-parameter
   optimisers.  Objectives without a direct form fall back to :class:`PyroEngine`.
 * :class:`PyroEngine` is stock ``pyro.infer.SVI`` with ``pyro.optim.Adam``.
@@ -16,13 +17,13 @@ NaN checks) and ≈0.5 ms in ``PyroOptim`` (one Adam per parameter), whatever th
 batch size.  The fast engine removes both.  For the stock families
 (``diagonal_normal`` guide, ``normal`` prior, ``bernoulli`` likelihood; see
 :func:`standard_kernel`) it also skips the distribution objects altogether and
-evaluates the same Trace_ELBO terms as tensor expressions
-(:func:`trace_elbo_standard`): the same random draw (``eps`` from the global
+evaluates the same ELBO terms as tensor expressions
+(:func:`pyrovae.estimators.standard.standard_loss`): the same random draw (``eps`` from the global
 generator, exactly as ``Normal.rsample`` draws it), the same value and the same
 gradients up to float rounding.
 
 Safety: before training, :func:`check_standard_pair` traces ``vae.model`` and
-``vae.guide`` once with ``poutine`` and compares stock ``Trace_ELBO`` with the
+``vae.guide`` once with ``poutine`` and compares the stock Pyro ELBO with the
 fast estimator on the same draw.  A subclass that adds sample sites, factors or
 scales of its own to the model or guide (which the fast estimator, built from
 ``encode``/``decode``/``prior_dist``, would not see) is detected and trained
@@ -36,10 +37,9 @@ but was not run on the CPU-only machine where this was developed).
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
-from collections.abc import Callable
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import pyro
@@ -47,15 +47,13 @@ import pyro.optim
 import torch
 from pyro import poutine
 from pyro.infer import SVI
-from torch.nn import functional as F
+
+from pyrovae.estimators.elbo import elbo_terms
+from pyrovae.estimators.standard import standard_families, standard_loss
 
 if TYPE_CHECKING:
     from pyrovae.model.vae import VAE
-    from pyrovae.training.objectives import Objective
-
-LossFn = Callable[[Any, torch.Tensor, int, float], torch.Tensor]
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+    from pyrovae.training.objectives import LossFn, Objective
 
 
 # ------------------------------------------------------------ direct kernels
@@ -67,78 +65,22 @@ def trace_elbo_standard(
     num_particles: int = 1,
     eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pyro's ``Trace_ELBO`` loss for a VAE with the stock families, as tensor algebra.
-
-    For the ``diagonal_normal`` guide, ``normal`` prior and ``bernoulli``
-    likelihood this is, per data point i and draw ε_i ~ N(0, I) (drawn exactly as
-    ``Normal.rsample`` draws it: one ``normal_`` call of shape (particles,) B × L)::
-
-        z_i = μ_i + σ_i ε_i
-        ℓ_i = log p(x_i|z_i) + β (log p(z_i) − log q(z_i|x_i))
-        loss = −(N / B) Σ_i ℓ_i / particles
-
-    with log q(z_i|x_i) = Σ_j −ε_ij²/2 − log σ_ij − log√(2π) (the same number as
-    ``Normal(μ, σ).log_prob(z)``, whose z-path gradient cancels exactly), so value
-    and gradients are those of ``Trace_ELBO().differentiable_loss`` up to rounding.
-    ``eps`` may be given (shape of z) instead of drawing it.
-    """
-    from pyrovae.model.guides import MIN_SCALE
-
-    latent = vae.latent_dim
-    out = vae.encoder(x)
-    loc, raw = out.split(latent, dim=-1)
-    scale = F.softplus(raw) + MIN_SCALE
-    shape = loc.shape if num_particles == 1 else (num_particles, *loc.shape)
-    if eps is None:
-        eps = torch.empty(shape, dtype=loc.dtype, device=loc.device).normal_()
-    z = loc + eps * scale
-    logits = vae.decoder(z)
-    target = x if num_particles == 1 else x.expand(logits.shape)
-    neg_rec = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
-    prior = vae.prior
-    # log p(z) − log q(z|x); the log√(2π) terms cancel
-    u = (z - prior.loc) / prior.scale
-    ratio = 0.5 * (eps.square() - u.square()).sum() + (
-        scale.log().sum() * num_particles - prior.scale.log().sum() * (z.numel() // latent)
-    )
-    if kl_weight != 1.0:
-        ratio = ratio * kl_weight
-    return (neg_rec - ratio) * (num_data / (x.shape[0] * num_particles))
+    """Pyro's ``Trace_ELBO`` loss for a VAE with the stock families, as tensor algebra
+    (the Monte Carlo KL form of :func:`pyrovae.estimators.standard.standard_loss`)."""
+    return standard_loss(vae, x, num_data=num_data, kl_weight=kl_weight,
+                         num_particles=num_particles, eps=eps).loss
 
 
 def standard_kernel(vae: Any, objective: Objective) -> LossFn | None:
-    """A direct tensor kernel for this VAE and objective, or ``None``.
+    """The objective's tensor kernel for this VAE when the stock families apply
+    (:func:`~pyrovae.estimators.standard.standard_families`) and the objective is an
+    ELBO without free bits; else ``None`` (the distribution-object estimator is used)."""
+    from pyrovae.training.objectives import _ELBOObjective
 
-    Applies when the VAE uses the stock ``encode``/``decode``/``prior_dist`` with
-    the ``diagonal_normal`` guide, ``normal`` prior and ``bernoulli`` likelihood,
-    and the objective is ``trace_elbo`` without free bits.  Otherwise the
-    objective's generic ``fast_loss`` (built from distribution objects) is used.
-    """
-    from pyrovae.model.guides import DiagonalNormalGuide
-    from pyrovae.model.likelihoods import BernoulliLikelihood
-    from pyrovae.model.priors import StandardNormalPrior
-    from pyrovae.model.vae import VAE
-    from pyrovae.training.objectives import TraceELBOObjective
-
-    if not isinstance(vae, VAE):
+    if (not isinstance(objective, _ELBOObjective) or objective.free_bits > 0
+            or not standard_families(vae)):
         return None
-    cls = type(vae)
-    if any(getattr(cls, m) is not getattr(VAE, m) for m in ("encode", "decode", "prior_dist")):
-        return None
-    if (
-        type(vae.guide_family) is not DiagonalNormalGuide
-        or type(vae.prior) is not StandardNormalPrior
-        or type(vae.likelihood) is not BernoulliLikelihood
-        or type(objective) is not TraceELBOObjective
-        or getattr(objective, "free_bits", 0.0) > 0
-    ):
-        return None
-    particles = objective.num_particles
-
-    def loss(vae: Any, x: torch.Tensor, num_data: int, kl_weight: float) -> torch.Tensor:
-        return trace_elbo_standard(vae, x, num_data, kl_weight, particles)
-
-    return loss
+    return objective.loss_fn(vae)
 
 
 # ------------------------------------------------------------ safety check
@@ -154,22 +96,25 @@ def _sample_sites(trace: Any) -> dict[str, bool]:
 
 
 def check_standard_pair(
-    vae: Any, x: torch.Tensor, loss_fn: LossFn | None = None, *, rtol: float = 1e-4
+    vae: Any, x: torch.Tensor, loss_fn: LossFn | None = None, *, kl: str = "mc",
+    rtol: float = 1e-4,
 ) -> str | None:
     """``None`` if ``vae.model``/``vae.guide`` are the standard pair the fast engine
     computes from ``encode``/``decode``/``prior_dist``; else a reason (a string).
 
     Traces the guide and the model (replayed) on ``x`` and checks the sample sites
     are exactly ``z`` (latent) and ``x`` (observed) in the model and ``z`` in the
-    guide; then compares stock ``Trace_ELBO().differentiable_loss`` with
-    ``loss_fn`` (default: the ``trace_elbo`` fast loss) on the same draw, with a
+    guide; then compares the stock Pyro loss of the one-particle ELBO objective with
+    KL estimator ``kl`` (``Trace_ELBO`` for ``mc``, else ``TraceMeanField_ELBO``) with
+    ``loss_fn`` (default: that objective's direct estimator) on the same draw, with a
     minibatch scale and a KL weight ≠ 1 so that scaling is checked too.  Random
     state, the param store and module buffers are left as they were.
     """
     from pyrovae.training.objectives import TraceELBOObjective
 
+    objective = TraceELBOObjective(num_particles=1, kl=kl)
     if loss_fn is None:
-        loss_fn = TraceELBOObjective(num_particles=1).fast_loss
+        loss_fn = objective.loss_fn(vae)
     n = x.shape[0]
     num_data, beta = 3 * n, 0.5
     kwargs = {"num_data": num_data, "kl_weight": beta}
@@ -198,12 +143,11 @@ def check_standard_pair(
             # the same draw for both: replay the generator state (no reseeding)
             cpu_state = torch.get_rng_state()
             cuda_state = torch.cuda.get_rng_state(x.device) if devices else None
-            elbo = pyro.infer.Trace_ELBO()
-            stock = float(elbo.differentiable_loss(vae.model, vae.guide, x, **kwargs))
+            stock = float(objective.elbo().differentiable_loss(vae.model, vae.guide, x, **kwargs))
             torch.set_rng_state(cpu_state)
             if cuda_state is not None:
                 torch.cuda.set_rng_state(cuda_state, x.device)
-            fast = float(loss_fn(vae, x, num_data, beta))
+            fast = float(loss_fn(vae, x, None, num_data, beta).loss)
     except Exception as exc:  # any failure means: not the standard pair
         return f"tracing the model/guide failed ({type(exc).__name__}: {exc})"
     finally:
@@ -214,13 +158,22 @@ def check_standard_pair(
     if not (math.isfinite(stock) and math.isfinite(fast)):
         return None  # cannot compare (e.g. an untrained net overflowing); trust the structure
     if abs(stock - fast) > rtol * max(1.0, abs(stock)):
-        return f"Trace_ELBO gives {stock:.6g}, the fast estimator {fast:.6g} on the same draw"
+        return f"the stock Pyro loss is {stock:.6g}, the fast estimator {fast:.6g} on the same draw"
     return None
+
+
+#: model -> {kl estimator: verdict of check_standard_pair}; the verdict is about the
+#: structure of vae.model/guide (sites, scales), which training does not change.
+_PAIR_CHECKS: weakref.WeakKeyDictionary[Any, dict[str, str | None]] = weakref.WeakKeyDictionary()
 
 
 # ------------------------------------------------------------------ engines
 class FastEngine:
-    """Direct ELBO estimator + one torch Adam (see module docstring)."""
+    """The objective's direct estimator + one torch Adam (see module docstring).
+
+    ``step`` returns the minibatch loss (0-d, detached); ``last_terms`` then holds the
+    minibatch's summed reconstruction and KL terms (detached, no host sync).
+    """
 
     name = "fast"
 
@@ -233,18 +186,26 @@ class FastEngine:
         loss_fn: LossFn | None = None,
     ):
         self.vae, self.objective, self.clip_norm = vae, objective, clip_norm
-        self.loss_fn: LossFn = loss_fn or standard_kernel(vae, objective) or objective.fast_loss
+        fn = loss_fn or objective.loss_fn(vae)
+        if fn is None:
+            raise ValueError(f"objective {objective.family!r} has no direct estimator")
+        self.loss_fn: LossFn = fn
         self.params = [p for p in vae.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
+        self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.kl_closed_form: bool | None = None
 
-    def step(self, x: torch.Tensor, num_data: int, kl_weight: float) -> torch.Tensor:
-        loss = self.loss_fn(self.vae, x, num_data, kl_weight)
+    def step(self, x: torch.Tensor, num_data: int, kl_weight: float,
+             y: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.loss_fn(self.vae, x, y, num_data, kl_weight)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out.loss.backward()
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         self.optimizer.step()
-        return loss.detach()
+        self.last_terms = (out.reconstruction, out.kl)
+        self.kl_closed_form = out.kl_closed_form
+        return out.loss.detach()
 
     def state_dict(self) -> dict[str, Any]:
         return self.optimizer.state_dict()
@@ -257,21 +218,38 @@ class PyroEngine:
     """Stock ``SVI(vae.model, vae.guide, Adam, objective.elbo())``.
 
     The param store is cleared first so that it holds this VAE's parameters
-    (``pyro.module("vae", vae)`` registers them by name).
+    (``pyro.module("vae", vae)`` registers them by name).  SVI does not return the
+    ELBO's terms, so after each step ``last_terms`` is computed by one extra forward
+    pass (no gradients) on a forked random stream: the training path is unchanged.
     """
 
     name = "pyro"
 
-    def __init__(self, vae: VAE, objective: Objective, lr: float, clip_norm: float | None = None):
+    def __init__(self, vae: VAE, objective: Objective, lr: float, clip_norm: float | None = None,
+                 elbo: pyro.infer.ELBO | None = None):
         pyro.clear_param_store()
         if clip_norm is None:
             self.optim = pyro.optim.Adam({"lr": lr})
         else:  # per-parameter clipping, Pyro's own
             self.optim = pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm})
-        self.svi = SVI(vae.model, vae.guide, self.optim, loss=objective.elbo())
+        elbo = objective.elbo() if elbo is None else elbo
+        self.svi = SVI(vae.model, vae.guide, self.optim, loss=elbo)
+        self.vae = vae
+        mc = type(elbo) is pyro.infer.Trace_ELBO
+        self.kl = "mc" if mc else getattr(objective, "kl", "mc")
+        self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.kl_closed_form: bool | None = None
 
-    def step(self, x: torch.Tensor, num_data: int, kl_weight: float) -> torch.Tensor:
-        return torch.tensor(self.svi.step(x, num_data=num_data, kl_weight=kl_weight))
+    def step(self, x: torch.Tensor, num_data: int, kl_weight: float,
+             y: torch.Tensor | None = None) -> torch.Tensor:
+        args = (x,) if y is None else (x, y)
+        loss = torch.tensor(self.svi.step(*args, num_data=num_data, kl_weight=kl_weight))
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            terms = elbo_terms(self.vae, x, y=y, kl=self.kl)
+        self.last_terms = (terms.reconstruction.sum(), terms.kl.sum())
+        self.kl_closed_form = terms.kl_closed_form
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
         return self.optim.get_state()
@@ -290,31 +268,34 @@ def make_engine(
 ) -> FastEngine | PyroEngine:
     """``"fast"`` unless the objective has no direct form, then ``"pyro"``.
 
-    With ``sample`` (a few data rows) the fast engine first checks, by
-    :func:`check_standard_pair`, that ``vae.model``/``vae.guide`` are the pair its
-    estimator assumes; if not (e.g. a subclass adds sites) it warns and returns
-    the pyro engine.
+    With ``sample`` (a few data rows) the objective first checks it can train this
+    VAE (:meth:`~pyrovae.training.objectives.Objective.check`) and the fast engine
+    checks, by :func:`check_standard_pair`, that ``vae.model``/``vae.guide`` are the
+    pair its estimator assumes; if not (e.g. a subclass adds sites) it warns and
+    returns the pyro engine.
     """
-    if name == "fast" and _has_fast_form(objective, vae):
-        kernel = standard_kernel(vae, objective)
-        if sample is not None:
-            one = copy.copy(objective)
-            one.num_particles = 1
-            check_fn = standard_kernel(vae, one) if kernel is not None else None
-            reason = check_standard_pair(vae, sample, check_fn)
-            if reason is not None:
-                warnings.warn(
-                    f"engine 'fast': {type(vae).__name__}.model/guide are not the standard "
-                    f"VAE pair ({reason}); training with stock Pyro SVI (engine 'pyro') instead",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                return PyroEngine(vae, objective, lr, clip_norm)
-        return FastEngine(vae, objective, lr, clip_norm, loss_fn=kernel)
-    return PyroEngine(vae, objective, lr, clip_norm)
-
-
-def _has_fast_form(objective: Objective, vae: VAE) -> bool:
-    from pyrovae.training.objectives import Objective as Base
-
-    return type(objective).fast_loss is not Base.fast_loss
+    if sample is not None:
+        objective.check(vae, sample)
+    fn = objective.loss_fn(vae) if name == "fast" else None
+    if fn is None:
+        return PyroEngine(vae, objective, lr, clip_norm)
+    if sample is not None:
+        kl = getattr(objective, "kl", "mc")
+        verdicts = _PAIR_CHECKS.setdefault(vae, {})
+        if kl not in verdicts:  # once per model: fit(epochs=1) in a loop pays it once
+            verdicts[kl] = check_standard_pair(vae, sample, kl=kl)
+        reason = verdicts[kl]
+        if reason is not None:
+            # Pyro's TraceMeanField_ELBO needs every guide site in the model: a
+            # non-standard pair trains with the Monte Carlo KL of Trace_ELBO
+            mc = kl == "auto" and isinstance(objective.elbo(), pyro.infer.TraceMeanField_ELBO)
+            elbo = pyro.infer.Trace_ELBO(num_particles=objective.num_particles) if mc else None
+            warnings.warn(
+                f"engine 'fast': {type(vae).__name__}.model/guide are not the standard "
+                f"VAE pair ({reason}); training with stock Pyro SVI (engine 'pyro"
+                + ("', Trace_ELBO: Monte Carlo KL" if mc else "'") + ") instead",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return PyroEngine(vae, objective, lr, clip_norm, elbo=elbo)
+    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn)

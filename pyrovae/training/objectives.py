@@ -1,42 +1,66 @@
 """Training objectives (which ELBO estimator) and KL-weight schedules.
 
-An objective gives (a) the stock Pyro loss for the ``pyro`` engine and (b) the
-same estimator computed directly from the VAE's distributions for the ``fast``
-engine (same value and gradients on the same random draws; see
-``tests/test_objectives.py``).  Objectives without a direct form return ``None``
-from :meth:`Objective.fast_loss` and always train through stock SVI.
+Each objective has ONE estimator, :meth:`Objective.differentiable_loss`
+``(vae, x, *, y=None, num_data, kl_weight)``: the negative objective of the
+minibatch ``x`` scaled to the data set, built from
+:mod:`pyrovae.estimators.elbo` (the ``fast`` engine and data-parallel training
+call it; :meth:`Objective.loss_fn` picks the tensor-algebra specialisation of
+:mod:`pyrovae.estimators.standard` for the stock families).  :meth:`Objective.elbo`
+is the stock Pyro loss with the same value and gradients on the same draws (the
+``pyro`` engine; ``tests/training/test_objectives.py``).  Objectives without a
+direct form (``tracegraph_elbo``) train through stock SVI.
 
-KL weight β (the seed's "weighting factor … schedule the weight dynamically"):
-the VAE applies ``poutine.scale(β)`` to the latent site in model and guide, so
-the objective is E_q[log p(x|z)] − β·KL(q ‖ p) exactly (Higgins et al. 2017).
-Schedules (``constant``, ``linear`` warm-up, ``cyclical``) give β per step.
+The KL term (``kl`` parameter of the ELBO objectives): ``auto`` (the default of
+``trace_elbo``) uses the closed-form KL(q ‖ p) wherever one is registered for the
+(guide, prior) pair and Monte Carlo otherwise, as Pyro's ``TraceMeanField_ELBO``
+does; ``mc`` is the pure Monte Carlo estimator of Pyro's ``Trace_ELBO``
+(``trace_elbo_mc``); ``analytic`` insists on the closed form.
 
-Free bits (Kingma et al. 2016) replace β·KL by β·Σ_j max(λ, KL_j); a max over
-a batch-mean is not a rescaling of log-densities, so ``poutine.scale`` cannot
-express it: it is the ``free_bits`` parameter of ``trace_elbo`` and
-``trace_meanfield_elbo``, computed by the fast engine only (the pyro engine
-refuses it with a clear error), and it needs a factorised guide and prior.
+KL weight β (the "weighting factor … schedule the weight dynamically" of "The
+Intuitive VAE"): the VAE applies ``poutine.scale(β)`` to the latent site in model
+and guide, so the objective is E_q[log p(x|z)] − β·KL(q ‖ p) exactly.  Schedules
+(``constant``, ``linear`` warm-up, ``cyclical``) give β per step.
+
+Free bits replace β·KL by β·Σ_j max(λ, KL_j); a max over a batch-mean is not a
+rescaling of log-densities, so ``poutine.scale`` cannot express it: it is the
+``free_bits`` parameter of the ELBO objectives, computed by the fast engine only
+(the pyro engine refuses it with a clear error), and it needs a factorised guide
+and prior.
+
+References:
+    Higgins et al. (2017), *β-VAE: Learning Basic Visual Concepts with a Constrained
+    Variational Framework*.
+    Kingma et al. (2016), *Improved Variational Inference with Inverse Autoregressive
+    Flow* (free bits).
+    Li & Turner (2016), *Rényi Divergence Variational Inference*.
+    Burda, Grosse & Salakhutdinov (2016), *Importance Weighted Autoencoders*.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyro.distributions as dist
 import pyro.infer
 import torch
-from torch.distributions import kl_divergence
 
 from pyrovae.errors import PyrovaeError
+from pyrovae.estimators.elbo import MinibatchLoss, draw, minibatch_loss, terms_from_guide
+from pyrovae.estimators.kl import KL_KINDS, closed_form_kl_or_none, kl_term
+from pyrovae.estimators.standard import standard_families, standard_loss
 from pyrovae.registry import OBJECTIVES, SCHEDULES, Param
 
 if TYPE_CHECKING:
     from pyrovae.model.vae import VAE
 
+#: ``(vae, x, y, num_data, kl_weight) -> MinibatchLoss``: a direct estimator.
+LossFn = Callable[[Any, torch.Tensor, "torch.Tensor | None", int, float], MinibatchLoss]
+
 
 class Objective:
-    """Base class of objectives: ``elbo()`` for Pyro, ``fast_loss`` for the fast engine."""
+    """Base class of objectives: ``elbo()`` for Pyro, ``loss_fn(vae)`` for the fast engine."""
 
     params: ClassVar[dict[str, Param]] = {
         "num_particles": Param("positive_int", 1, doc="Monte Carlo samples per step"),
@@ -49,18 +73,44 @@ class Objective:
     def elbo(self) -> pyro.infer.ELBO:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """Which estimator is in force, one phrase (the spec and ``pyrovae families``)."""
+        return f"Pyro {type(self.elbo()).__name__}"
+
+    def loss_fn(self, vae: Any) -> LossFn | None:
+        """The direct estimator for this VAE (specialised once), or ``None`` (stock SVI only)."""
+        return None
+
+    def check(self, vae: Any, sample: torch.Tensor) -> None:
+        """Raise PyrovaeError if this objective cannot train ``vae`` (a few rows given)."""
+
+    def differentiable_loss(
+        self,
+        vae: VAE,
+        x: torch.Tensor,
+        *,
+        y: torch.Tensor | None = None,
+        num_data: int,
+        kl_weight: float = 1.0,
+    ) -> torch.Tensor:
+        """−ELBO_β of the minibatch ``x`` scaled by N/B (differentiable; one draw set).
+
+        Objectives without a direct form use the stock Pyro loss.
+        """
+        fn = self.loss_fn(vae)
+        if fn is None:
+            args = (x,) if y is None else (x, y)
+            return self.elbo().differentiable_loss(
+                vae.model, vae.guide, *args, num_data=num_data, kl_weight=kl_weight
+            )
+        return fn(vae, x, y, num_data, kl_weight).loss
+
     def fast_loss(
         self, vae: VAE, x: torch.Tensor, num_data: int, kl_weight: float
     ) -> torch.Tensor | None:
-        """Negative objective for the minibatch ``x``, scaled to the full data set."""
-        return None
-
-
-def _mc_terms(vae: VAE, x: torch.Tensor, particles: int):
-    q = vae.encode(x)
-    z = q.rsample((particles,)) if particles > 1 else q.rsample()
-    log_px = vae.decode(z, x).log_prob(x)
-    return q, z, log_px
+        """Positional form of :meth:`differentiable_loss` (``None`` without a direct form)."""
+        fn = self.loss_fn(vae)
+        return None if fn is None else fn(vae, x, None, num_data, kl_weight).loss
 
 
 #: Families whose distributions factorise over latent dimensions (free bits needs both).
@@ -92,45 +142,19 @@ def free_bits_term(
     """Σ_j max(λ, KL_j) with KL_j the batch-mean KL of latent dimension j (Kingma et al. 2016).
 
     KL_j is averaged over the minibatch (and particles) before the floor, as in the
-    free-bits objective of "Improved Variational Inference with Inverse Autoregressive
-    Flow" (one group per dimension): dimensions using more than λ nats are penalised
-    as usual; the others get no gradient from the KL term, so they are not pushed to
-    collapse onto the prior.
+    free-bits objective of Kingma et al. (2016) (one group per dimension): dimensions
+    using more than λ nats are penalised as usual; the others get no gradient from the
+    KL term, so they are not pushed to collapse onto the prior.
     ``closed_form`` uses the analytic per-dimension KL where torch registers one.
     """
     q1, p1 = _per_dim(q), _per_dim(prior)
     if q1 is None or p1 is None:
         raise PyrovaeError(f"objective.free_bits: needs {FREE_BITS_NEEDS}")
-    kl = None
-    if closed_form:
-        try:
-            kl = kl_divergence(q1, p1)  # (batch, latent_dim)
-        except NotImplementedError:
-            kl = None
+    kl = closed_form_kl_or_none(q1, p1) if closed_form else None  # (batch, latent_dim)
     if kl is None:
         kl = q1.log_prob(z) - p1.log_prob(z)  # (particles?, batch, latent_dim)
     kl_per_dim = kl.reshape(-1, kl.shape[-1]).mean(0)
     return torch.clamp(kl_per_dim, min=free_bits).sum()
-
-
-class _FreeBitsMixin:
-    """Shared ``free_bits`` handling of the two ELBO objectives."""
-
-    free_bits: float
-
-    def _check_engine(self) -> None:
-        if self.free_bits > 0:
-            raise PyrovaeError(
-                "objective.free_bits: needs train.engine: fast (the pyro engine applies β by "
-                "poutine.scale, which cannot express max(λ, KL_j) per latent dimension)"
-            )
-
-    def _free_bits_loss(self, vae, x, num_data, kl_weight, closed_form):
-        q, z, log_px = _mc_terms(vae, x, self.num_particles)
-        prior = vae.prior_dist()
-        rec = log_px.sum() * (num_data / x.shape[0]) / self.num_particles
-        kl = free_bits_term(q, prior, z, self.free_bits, closed_form) * num_data
-        return -(rec - kl_weight * kl)
 
 
 _FREE_BITS = Param(
@@ -139,65 +163,131 @@ _FREE_BITS = Param(
 )
 
 
-@OBJECTIVES.register("trace_elbo")
-class TraceELBOObjective(_FreeBitsMixin, Objective):
-    """Monte Carlo ELBO, Pyro's ``Trace_ELBO``: log p(x|z) + β(log p(z) − log q(z|x)), z ~ q.
+def _encode(vae: Any, x: torch.Tensor, y: torch.Tensor | None) -> dist.Distribution:
+    return vae.encode(x) if y is None else vae.encode(x, y=y)
 
-    With ``free_bits: λ > 0`` (fast engine only) the KL part becomes
-    β·Σ_j max(λ, KL_j), KL_j the minibatch-mean Monte Carlo KL of dimension j.
+
+class _ELBOObjective(Objective):
+    """The ELBO, E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z)), with the KL term per ``kl``.
+
+    With ``free_bits: λ > 0`` (fast engine only) the KL part becomes β·Σ_j max(λ, KL_j),
+    KL_j the minibatch-mean KL of dimension j (closed form where registered unless
+    ``kl: mc``).
     """
+
+    def __init__(self, num_particles: int = 1, free_bits: float = 0.0, kl: str = "auto") -> None:
+        super().__init__(num_particles)
+        self.free_bits = free_bits
+        self.kl = kl
+
+    def elbo(self) -> pyro.infer.ELBO:
+        if self.free_bits > 0:
+            raise PyrovaeError(
+                "objective.free_bits: needs train.engine: fast (the pyro engine applies β by "
+                "poutine.scale, which cannot express max(λ, KL_j) per latent dimension)"
+            )
+        if self.kl == "mc":
+            return pyro.infer.Trace_ELBO(num_particles=self.num_particles)
+        return pyro.infer.TraceMeanField_ELBO(num_particles=self.num_particles)
+
+    def describe(self) -> str:
+        kl = {"auto": "KL in closed form where registered for the (guide, prior) pair, "
+                      "else Monte Carlo (Pyro TraceMeanField_ELBO)",
+              "analytic": "KL in closed form (Pyro TraceMeanField_ELBO)",
+              "mc": "Monte Carlo KL (Pyro Trace_ELBO)"}[self.kl]
+        fb = f"; free bits λ = {self.free_bits:g}" if self.free_bits > 0 else ""
+        return f"ELBO, {kl}{fb}"
+
+    def check(self, vae: Any, sample: torch.Tensor) -> None:
+        if self.kl != "analytic":
+            return
+        with torch.no_grad():
+            q = vae.encode(sample)
+            if closed_form_kl_or_none(q, vae.prior_dist()) is None:
+                raise PyrovaeError(
+                    f"objective.kl: 'analytic' needs a closed-form KL between the guide "
+                    f"({type(q).__name__}) and the prior; none is registered (use auto or mc)"
+                )
+
+    def loss_fn(self, vae: Any) -> LossFn:
+        particles, kind = self.num_particles, self.kl
+        if self.free_bits > 0:
+            return self._free_bits_loss
+        if standard_families(vae):
+            analytic = kind != "mc"  # Normal ‖ Normal always has its closed form
+
+            def standard(vae: Any, x: torch.Tensor, y: Any, num_data: int,
+                         kl_weight: float) -> MinibatchLoss:
+                return standard_loss(vae, x, num_data=num_data, kl_weight=kl_weight,
+                                     num_particles=particles, analytic_kl=analytic)
+
+            return standard
+
+        def generic(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
+                    kl_weight: float) -> MinibatchLoss:
+            terms = terms_from_guide(vae, _encode(vae, x, y), x, y=y, num_particles=particles,
+                                     kl=kind)
+            return minibatch_loss(terms, num_data=num_data, batch_size=x.shape[0],
+                                  kl_weight=kl_weight)
+
+        return generic
+
+    def _free_bits_loss(self, vae: Any, x: torch.Tensor, y: torch.Tensor | None,
+                        num_data: int, kl_weight: float) -> MinibatchLoss:
+        q, prior = _encode(vae, x, y), vae.prior_dist()
+        z = draw(q, self.num_particles)
+        px = vae.decode(z, x) if y is None else vae.decode(z, x, y=y)
+        log_px = px.log_prob(x)
+        rec = (log_px.mean(0) if self.num_particles > 1 else log_px).sum()
+        floored = free_bits_term(q, prior, z, self.free_bits, self.kl != "mc")
+        with torch.no_grad():
+            kl, closed = kl_term(q, prior, z, self.kl)
+        loss = -(rec * (num_data / x.shape[0]) - kl_weight * floored * num_data)
+        return MinibatchLoss(loss, rec.detach(), kl.sum(), closed)
+
+
+@OBJECTIVES.register("trace_elbo")
+class TraceELBOObjective(_ELBOObjective):
+    """The ELBO; its KL term in closed form where registered, else Monte Carlo (``kl``).
+
+    ``kl: auto`` (the default) uses the closed form wherever one is registered for the
+    (guide, prior) pair and Monte Carlo otherwise (Pyro's ``TraceMeanField_ELBO``);
+    ``kl: mc`` is Pyro's ``Trace_ELBO``
+    log p(x|z) + β(log p(z) − log q(z|x)), z ~ q; ``kl: analytic`` refuses pairs
+    without a closed form."""
+
+    params: ClassVar[dict[str, Param]] = {
+        **Objective.params,
+        "free_bits": _FREE_BITS,
+        "kl": Param("choice", "auto", choices=KL_KINDS,
+                    doc="KL term: auto (closed form where registered), analytic, mc"),
+    }
+
+
+@OBJECTIVES.register("trace_elbo_mc")
+class TraceELBOMCObjective(_ELBOObjective):
+    """Pyro's ``Trace_ELBO``: the ELBO with a Monte Carlo KL term (``trace_elbo``, ``kl: mc``).
+
+    log p(x|z) + β(log p(z) − log q(z|x)), z ~ q: the KL term by Monte Carlo even
+    where a closed form exists."""
 
     params: ClassVar[dict[str, Param]] = {**Objective.params, "free_bits": _FREE_BITS}
 
     def __init__(self, num_particles: int = 1, free_bits: float = 0.0) -> None:
-        super().__init__(num_particles)
-        self.free_bits = free_bits
-
-    def elbo(self) -> pyro.infer.ELBO:
-        self._check_engine()
-        return pyro.infer.Trace_ELBO(num_particles=self.num_particles)
-
-    def fast_loss(self, vae, x, num_data, kl_weight):
-        if self.free_bits > 0:
-            return self._free_bits_loss(vae, x, num_data, kl_weight, closed_form=False)
-        q, z, log_px = _mc_terms(vae, x, self.num_particles)
-        log_ratio = vae.prior_dist().log_prob(z) - q.log_prob(z)
-        total = log_px.sum() + kl_weight * log_ratio.sum() if kl_weight != 1.0 else (
-            log_px + log_ratio
-        ).sum()
-        return -total * (num_data / x.shape[0]) / self.num_particles
+        super().__init__(num_particles, free_bits, "mc")
 
 
 @OBJECTIVES.register("trace_meanfield_elbo")
-class TraceMeanFieldObjective(_FreeBitsMixin, Objective):
-    """Pyro's ``TraceMeanField_ELBO``: E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z)) with the KL
-    in closed form where one is registered (else the Monte Carlo term, as Pyro does).
+class TraceMeanFieldObjective(_ELBOObjective):
+    """Pyro's ``TraceMeanField_ELBO``: the same estimator as ``trace_elbo``'s default.
 
-    With ``free_bits: λ > 0`` (fast engine only) the KL part becomes β·Σ_j max(λ, KL_j),
-    KL_j the minibatch-mean (closed-form where registered) KL of dimension j.
-    """
+    E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z)) with the KL in closed form where one is
+    registered (else Monte Carlo, as Pyro does), kept under Pyro's name."""
 
     params: ClassVar[dict[str, Param]] = {**Objective.params, "free_bits": _FREE_BITS}
 
     def __init__(self, num_particles: int = 1, free_bits: float = 0.0) -> None:
-        super().__init__(num_particles)
-        self.free_bits = free_bits
-
-    def elbo(self) -> pyro.infer.ELBO:
-        self._check_engine()
-        return pyro.infer.TraceMeanField_ELBO(num_particles=self.num_particles)
-
-    def fast_loss(self, vae, x, num_data, kl_weight):
-        if self.free_bits > 0:
-            return self._free_bits_loss(vae, x, num_data, kl_weight, closed_form=True)
-        q, z, log_px = _mc_terms(vae, x, self.num_particles)
-        prior = vae.prior_dist()
-        try:
-            kl = kl_divergence(q, prior.expand(q.batch_shape)).sum() * self.num_particles
-        except NotImplementedError:
-            kl = (q.log_prob(z) - prior.log_prob(z)).sum()
-        total = log_px.sum() - kl_weight * kl
-        return -total * (num_data / x.shape[0]) / self.num_particles
+        super().__init__(num_particles, free_bits, "auto")
 
 
 @OBJECTIVES.register("renyi_elbo")
@@ -214,6 +304,7 @@ class RenyiObjective(Objective):
     so with minibatches (num_data ≠ batch size) the stock loss is not the IWAE
     bound scaled up.  The ``fast`` engine computes the bound per data point and
     scales it outside the log-sum-exp; both agree exactly (same draws) on full batches.
+    The recorded reconstruction and KL terms are the Monte Carlo means over the K draws.
     """
 
     params: ClassVar[dict[str, Param]] = {
@@ -233,22 +324,33 @@ class RenyiObjective(Objective):
     def elbo(self) -> pyro.infer.ELBO:
         return pyro.infer.RenyiELBO(alpha=self.alpha, num_particles=self.num_particles)
 
-    def fast_loss(self, vae, x, num_data, kl_weight):
-        q = vae.encode(x)
+    def describe(self) -> str:
+        return f"Rényi bound α = {self.alpha:g}, K = {self.num_particles} (Pyro RenyiELBO)"
+
+    def loss_fn(self, vae: Any) -> LossFn:
+        return self._loss
+
+    def _loss(self, vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
+              kl_weight: float) -> MinibatchLoss:
+        q = _encode(vae, x, y)
         prior = vae.prior_dist()
         # one draw per particle, in the order Pyro's particle loop draws them
         z = torch.stack([q.rsample() for _ in range(self.num_particles)])
-        w = vae.decode(z, x).log_prob(x) + kl_weight * (prior.log_prob(z) - q.log_prob(z))
+        px = vae.decode(z, x) if y is None else vae.decode(z, x, y=y)
+        log_px = px.log_prob(x)
+        ratio = q.log_prob(z) - prior.log_prob(z)
+        w = log_px - kl_weight * ratio
         a = 1.0 - self.alpha
         bound = (torch.logsumexp(a * w, dim=0) - math.log(self.num_particles)) / a
-        return -bound.sum() * (num_data / x.shape[0])
+        return MinibatchLoss(-bound.sum() * (num_data / x.shape[0]),
+                             log_px.detach().mean(0).sum(), ratio.detach().mean(0).sum(), False)
 
 
 @OBJECTIVES.register("tracegraph_elbo")
 class TraceGraphObjective(Objective):
     """Pyro's ``TraceGraph_ELBO``: the ELBO with Rao-Blackwellised score-function terms.
 
-    Same value as ``trace_elbo``; it differs only in the gradient of
+    Same value as ``trace_elbo_mc``; it differs only in the gradient of
     non-reparameterisable sites (none in the stock families), so it always runs
     through stock SVI (no fast form).
     """

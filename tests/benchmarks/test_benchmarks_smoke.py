@@ -1,4 +1,4 @@
-"""The benchmark script runs end to end in quick mode and prints finite numbers.
+"""The benchmark scripts run end to end in quick mode and print finite numbers.
 
 No timing is asserted: the numbers depend on the machine and its load.
 """
@@ -12,7 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
+FIT_SCRIPT = SCRIPT.with_name("bench_fit.py")
 
 
 def _numbers(obj):
@@ -26,6 +29,7 @@ def _numbers(obj):
         yield obj
 
 
+@pytest.mark.slow
 def test_benchmark_quick_mode_prints_the_tables(tmp_path):
     out = tmp_path / "bench.json"
     res = subprocess.run(
@@ -50,3 +54,19 @@ def test_benchmark_quick_mode_prints_the_tables(tmp_path):
     assert all(math.isfinite(v) for v in _numbers(results["eval"]) if v is not None)
     assert all(math.isfinite(r["pyrovae"]) and math.isfinite(r["hand"])
                for r in results["quality"])
+
+
+@pytest.mark.slow
+def test_fit_benchmark_quick_mode_prints_its_table(tmp_path):
+    out = tmp_path / "fit.json"
+    res = subprocess.run(
+        [sys.executable, str(FIT_SCRIPT), "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| threads | scenario | fit (s) |" in res.stdout and "load average" in res.stdout
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == 2
+    for r in results:
+        for key in ("fit_s", "hand_s", "ratio", "cpu_ratio"):
+            assert math.isfinite(r[key]) and r[key] > 0

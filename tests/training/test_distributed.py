@@ -20,10 +20,14 @@ import pytest
 import torch
 
 import pyrovae
+from pyrovae.errors import PyrovaeError
 from pyrovae.training.distributed import DistributedTrainer, ShardLoss, shard_bounds
 from pyrovae.training.engines import trace_elbo_standard
-from pyrovae.errors import PyrovaeError
-from pyrovae.training.objectives import TraceELBOObjective, TraceMeanFieldObjective
+from pyrovae.training.objectives import (
+    TraceELBOMCObjective,
+    TraceELBOObjective,
+    TraceMeanFieldObjective,
+)
 
 
 def test_shard_bounds_cover_the_batch():
@@ -36,7 +40,8 @@ def test_shard_bounds_cover_the_batch():
 
 
 @pytest.mark.parametrize("objective", [TraceELBOObjective(), TraceMeanFieldObjective(),
-                                       TraceELBOObjective(num_particles=2)])
+                                       TraceELBOObjective(num_particles=2),
+                                       TraceELBOMCObjective(), TraceELBOMCObjective(2)])
 @pytest.mark.parametrize("batch,world", [(10, 2), (7, 3), (2, 3)])
 def test_shares_add_up_to_the_single_process_loss(objective, batch, world):
     torch.manual_seed(0)
@@ -51,7 +56,7 @@ def test_shares_add_up_to_the_single_process_loss(objective, batch, world):
                 for p in vae.parameters()]
 
     torch.manual_seed(1)
-    if objective.family == "trace_elbo":
+    if objective.family == "trace_elbo_mc":
         ref = trace_elbo_standard(vae, x, N, beta, objective.num_particles)
     else:
         ref = objective.fast_loss(vae, x, N, beta)

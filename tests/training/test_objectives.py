@@ -17,7 +17,8 @@ N_DATA, BATCH, BETA = 50, 8, 0.3
 
 COMBOS = [
     ("normal", "diagonal_normal", "bernoulli"),  # closed-form KL
-    ({"family": "laplace", "scale": 0.5}, "diagonal_normal", "bernoulli"),  # no closed form
+    ({"family": "laplace", "scale": 0.5}, "diagonal_normal", "bernoulli"),
+    ("student_t", "diagonal_normal", "bernoulli"),  # no closed form
     ({"family": "mixture", "components": 3}, "full_covariance", "bernoulli"),
     ({"family": "vamp", "components": 3}, {"family": "flow", "context_dim": 2}, "bernoulli"),
     ("normal_learned", "diagonal_normal", {"family": "gaussian", "sigma": "calibrated"}),
@@ -56,9 +57,12 @@ def assert_same(a, b):
 @pytest.mark.parametrize(
     ("name", "pyro_elbo"),
     [
-        ("trace_elbo", pyro.infer.Trace_ELBO),
+        ("trace_elbo", pyro.infer.TraceMeanField_ELBO),  # default: closed-form KL where known
+        ({"family": "trace_elbo", "kl": "mc"}, pyro.infer.Trace_ELBO),
+        ("trace_elbo_mc", pyro.infer.Trace_ELBO),
         ("trace_meanfield_elbo", pyro.infer.TraceMeanField_ELBO),
     ],
+    ids=["trace_elbo", "trace_elbo-kl-mc", "trace_elbo_mc", "trace_meanfield_elbo"],
 )
 @pytest.mark.parametrize("combo", COMBOS, ids=lambda c: str(c[0])[:20] + "/" + str(c[1])[:20])
 def test_fast_loss_equals_stock_pyro_value_and_gradients(name, pyro_elbo, combo):
@@ -130,7 +134,7 @@ def test_iwae_with_one_particle_is_the_elbo_and_tightens_with_more():
     torch.manual_seed(5)
     a = iwae1.fast_loss(vae, x, N_DATA, 1.0)
     torch.manual_seed(5)
-    b = OBJECTIVES.build("trace_elbo").fast_loss(vae, x, N_DATA, 1.0)
+    b = OBJECTIVES.build("trace_elbo_mc").fast_loss(vae, x, N_DATA, 1.0)
     assert a.item() == pytest.approx(b.item(), rel=1e-6)
     # on average over draws, the K=50 bound is tighter (smaller loss) than the ELBO
     with torch.no_grad():
@@ -180,8 +184,8 @@ def test_tracegraph_runs_stock_svi_and_equals_trace_elbo_value():
 
 @pytest.mark.parametrize(
     "entry",
-    ["trace_elbo", "trace_meanfield_elbo", {"family": "renyi_elbo", "num_particles": 2},
-     "tracegraph_elbo"],
+    ["trace_elbo", "trace_elbo_mc", "trace_meanfield_elbo",
+     {"family": "renyi_elbo", "num_particles": 2}, "tracegraph_elbo"],
 )
 def test_every_objective_trains_with_both_engines(entry):
     x = batch(32)
@@ -195,13 +199,13 @@ def test_every_objective_trains_with_both_engines(entry):
 
 def test_every_registered_objective_and_schedule_is_covered_here():
     assert set(OBJECTIVES.names()) == {
-        "trace_elbo", "trace_meanfield_elbo", "renyi_elbo", "tracegraph_elbo"
+        "trace_elbo", "trace_elbo_mc", "trace_meanfield_elbo", "renyi_elbo", "tracegraph_elbo"
     }
     assert set(SCHEDULES.names()) == {"constant", "linear", "cyclical"}
 
 
 # ------------------------------------------------------------------ free bits
-@pytest.mark.parametrize("name", ["trace_elbo", "trace_meanfield_elbo"])
+@pytest.mark.parametrize("name", ["trace_elbo_mc", "trace_elbo", "trace_meanfield_elbo"])
 def test_free_bits_loss_is_reconstruction_plus_floored_per_dimension_kl(name):
     vae = build()
     x = batch()
@@ -214,7 +218,7 @@ def test_free_bits_loss_is_reconstruction_plus_floored_per_dimension_kl(name):
     z = q.rsample()
     rec = vae.decode(z, x).log_prob(x).sum() * N_DATA / BATCH
     p = vae.prior_dist()
-    if name == "trace_meanfield_elbo":
+    if name != "trace_elbo_mc":
         kl = kl_divergence(q.base_dist, p.base_dist)  # (batch, latent): closed form
     else:
         kl = q.base_dist.log_prob(z) - p.base_dist.log_prob(z)
@@ -269,6 +273,43 @@ def test_free_bits_trains_with_the_fast_engine():
 
 
 # ------------------------------------------------------------------ schedules
+def test_default_objective_uses_the_closed_form_kl_and_mc_stays_available_by_name():
+    """Gaussian guide, N(0, I) prior: the default's KL term is torch's kl_divergence
+    (zero variance across draws); ``trace_elbo_mc`` and ``kl: mc`` are the Monte Carlo KL."""
+    vae = build()
+    x = batch()
+    q = vae.encode(x)
+    exact = kl_divergence(q, vae.prior_dist().expand((BATCH,))).sum().detach()
+    default = OBJECTIVES.build("trace_elbo")
+    assert default.kl == "auto" and "closed form" in default.describe()
+    fn = default.loss_fn(vae)
+    kls = [fn(vae, x, None, N_DATA, 1.0) for _ in range(3)]
+    for out in kls:
+        assert out.kl_closed_form
+        assert torch.allclose(out.kl, exact, rtol=1e-5)
+    for entry in ("trace_elbo_mc", {"family": "trace_elbo", "kl": "mc"}):
+        mc = OBJECTIVES.build(entry)
+        assert mc.kl == "mc" and isinstance(mc.elbo(), pyro.infer.Trace_ELBO)
+        draws = torch.stack([mc.loss_fn(vae)(vae, x, None, N_DATA, 1.0).kl for _ in range(3)])
+        assert not torch.allclose(draws[0], draws[1])  # a Monte Carlo estimate varies
+    # the generic (distribution-object) path gives the same closed-form KL
+    gen = build(prior={"family": "normal_learned"})
+    out = OBJECTIVES.build("trace_elbo").loss_fn(gen)(gen, x, None, N_DATA, 1.0)
+    q = gen.encode(x)
+    assert out.kl_closed_form
+    want = kl_divergence(q, gen.prior_dist().expand((BATCH,))).sum()
+    assert torch.allclose(out.kl, want.detach(), rtol=1e-5)
+
+
+def test_analytic_kl_is_refused_without_a_closed_form():
+    vae = build(prior={"family": "student_t"})
+    objective = OBJECTIVES.build({"family": "trace_elbo", "kl": "analytic"})
+    with pytest.raises(PyrovaeError, match=r"objective\.kl: 'analytic'"):
+        make_engine("fast", vae, objective, lr=1e-2, sample=batch())
+    auto = OBJECTIVES.build("trace_elbo").loss_fn(vae)(vae, batch(), None, N_DATA, 1.0)
+    assert not auto.kl_closed_form  # auto falls back to Monte Carlo
+
+
 def test_constant_and_linear_schedules():
     assert SCHEDULES.build({"family": "constant", "value": 4.0}).weight(123, 10) == 4.0
     lin = SCHEDULES.build({"family": "linear", "start": 0.1, "end": 1.0, "warmup_epochs": 2})

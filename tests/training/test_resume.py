@@ -16,11 +16,11 @@ import pytest
 import torch
 import yaml
 
-from pyrovae import io as pio
 from pyrovae import VAE, PyrovaeError, Trainer
-from pyrovae.runs import pipeline
-from pyrovae.runs import folder as runs
+from pyrovae import io as pio
 from pyrovae.cli import main
+from pyrovae.runs import folder as runs
+from pyrovae.runs import pipeline
 from pyrovae.training.trainer import STATE_KEYS
 
 
