@@ -106,10 +106,13 @@ class RunLock:
         started = h.get("started")
         when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
                 if isinstance(started, (int, float)) else "an unknown time")
+        def plain(key: str, default: str) -> str:
+            return str(h.get(key, default))[:60]
+
         return PyrovaeError(
-            f"{self.folder} is locked by {pio.short(h.get('command', 'another pyrovae process'))} "
-            f"(pid {pio.short(h.get('pid', '?'))} on host {pio.short(h.get('host', '?'))}, "
-            f"since {when}); wait for it to finish, or choose another folder"
+            f"{self.folder} is locked by {plain('command', 'another pyrovae process')} "
+            f"(pid {plain('pid', '?')} on host {plain('host', '?')}, since {when}); "
+            "wait for it to finish, or choose another folder"
         )
 
     def acquire(self) -> RunLock:
@@ -275,7 +278,7 @@ def foreign_entries(folder: str | Path) -> list[str]:
 
 def folder_kind(folder: str | Path) -> str:
     """``absent``, ``empty``, ``unfinished`` (ours, killed before its first checkpoint:
-    only our temp files, manifest and spec), ``run`` (manifest and checkpoint) or
+    only our temp files, manifest and spec), ``run`` (our manifest and more) or
     ``foreign`` (anything else, e.g. a folder with somebody's ``spec.yaml``)."""
     folder = Path(folder)
     if not folder.exists():
@@ -295,7 +298,8 @@ def folder_kind(folder: str | Path) -> str:
         return "foreign"
     if manifest is None:
         return "foreign"
-    return "run" if (folder / CHECKPOINT_FILE).is_file() else "unfinished"
+    started = all(_is_our_temp(n) or n in (MANIFEST_FILE, SPEC_FILE) for n in names)
+    return "unfinished" if started else "run"
 
 
 def prepare_run_folder(path: str | Path, *, overwrite: bool = False) -> tuple[Path, bool]:

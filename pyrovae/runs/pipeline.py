@@ -202,11 +202,11 @@ def resume_run(
         if spec["train"]["epochs"] < done:
             raise PyrovaeError(f"train.epochs: {spec['train']['epochs']} is fewer than the "
                                f"{done} epochs {path} has already trained")
+        _check_same_data(path, state, spec, train)
         if done == spec["train"]["epochs"] and (path / runs.METRICS_FILE).is_file():
             raise RunComplete(f"{path} is complete ({done} of {done} epochs, evaluated); to "
                               "train longer pass --epochs N above it; to evaluate again run "
                               "`pyrovae evaluate`")
-        _check_same_data(path, state, spec, train)
         trainer = trainer_for(spec, vae, train, test, progress=progress)
         try:
             trainer.load_state_dict(state)
