@@ -192,12 +192,19 @@ def test_broken_pipe_after_success_is_quiet(files, monkeypatch, capsys):
 
 
 # ====================================================== two real processes
-def _pyrovae(*args: str, cwd: Path, slow_steps: bool = False) -> subprocess.Popen:
-    code = ("import sys, time\n"
+def _pyrovae(*args: str, cwd: Path, gate: Path | None = None,
+             after: str = "") -> subprocess.Popen:
+    """A real ``pyrovae`` process; with ``gate``, every training step once a file
+    matching the glob ``after`` exists waits until ``gate`` exists (so the process
+    surely is mid-run when the test acts)."""
+    code = ("import glob, os, sys, time\n"
             "from pyrovae.model.likelihoods import BernoulliLikelihood as B\n"
             "prepare = B.prepare_batch\n"
-            "B.prepare_batch = lambda self, x: (time.sleep(0.05), prepare(self, x))[1]\n"
-            if slow_steps else "import sys\n")
+            "def wait():\n"
+            f"    while glob.glob({after!r}) and not os.path.exists({str(gate)!r}):\n"
+            "        time.sleep(0.02)\n"
+            "B.prepare_batch = lambda self, x: (wait(), prepare(self, x))[1]\n"
+            if gate is not None else "import sys\n")
     code += "from pyrovae.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env,
@@ -219,13 +226,15 @@ def test_two_processes_on_one_folder_one_wins_the_other_names_the_lock(files, tm
     spec["train"]["epochs"] = 4
     cfg.write_text(yaml.safe_dump(spec))
     run = tmp_path / "run"
+    gate = tmp_path / "go"
     a = _pyrovae("train", "--config", str(cfg), "--out", str(run), "--quiet", cwd=tmp_path,
-                 slow_steps=True)
+                 gate=gate, after=str(run / runs.CHECKPOINT_FILE))
     try:
         _wait_for(lambda: (run / runs.CHECKPOINT_FILE).is_file(), a, "checkpoint")
         b = _pyrovae("train", "--config", str(cfg), "--out", str(run), "--overwrite",
                      "--set", "train.seed=9", "--quiet", cwd=tmp_path)
         b_out, b_err = b.communicate(timeout=180)
+        gate.write_text("")
         a_out, a_err = a.communicate(timeout=180)
     finally:
         for p in (a,):
@@ -252,7 +261,8 @@ def test_sigkilled_overwrite_leaves_the_old_run_intact(files, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(spec))
     proc = _pyrovae("train", "--config", str(cfg), "--out", str(run), "--overwrite",
-                    "--quiet", cwd=tmp_path, slow_steps=True)
+                    "--quiet", cwd=tmp_path, gate=tmp_path / "never",
+                    after=str(tmp_path / ".run.pyrovae-new-*" / runs.CHECKPOINT_FILE))
     try:
         _wait_for(lambda: any((s / runs.CHECKPOINT_FILE).is_file()
                               for s in tmp_path.glob(".run.pyrovae-new-*")), proc, "staging")
