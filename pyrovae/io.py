@@ -215,7 +215,7 @@ def parse_text(text: str, fmt: str, what: str) -> Any:
         raise PyrovaeError(f"{what}: larger than {MAX_CONFIG_BYTES} bytes; refused")
     try:
         if fmt == "yaml":
-            data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+            data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
         elif fmt == "toml":
             data = tomllib.loads(text)
         elif fmt == "json":

@@ -233,9 +233,9 @@ def test_two_processes_on_one_folder_one_wins_the_other_names_the_lock(files, tm
         _wait_for(lambda: (run / runs.CHECKPOINT_FILE).is_file(), a, "checkpoint")
         b = _pyrovae("train", "--config", str(cfg), "--out", str(run), "--overwrite",
                      "--set", "train.seed=9", "--quiet", cwd=tmp_path)
-        b_out, b_err = b.communicate(timeout=180)
+        _, b_err = b.communicate(timeout=180)
         gate.write_text("")
-        a_out, a_err = a.communicate(timeout=180)
+        _, a_err = a.communicate(timeout=180)
     finally:
         for p in (a,):
             if p.poll() is None:

@@ -96,7 +96,7 @@ def test_overwrite_never_clears_a_folder_that_is_not_a_run(tmp_path, data):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "thesis.tex").write_text("precious")
-    with pytest.raises(PyrovaeError, match="holds files pyrovae did not write .thesis.tex"):
+    with pytest.raises(PyrovaeError, match=r"holds files pyrovae did not write .thesis.tex"):
         pipeline.train_run(_spec(data), folder, overwrite=True, progress=False)
     assert (folder / "thesis.tex").read_text() == "precious"
     file = tmp_path / "afile"
