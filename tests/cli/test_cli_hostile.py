@@ -298,3 +298,11 @@ def test_lock_file_json_names_the_holder(tmp_path):
         assert info["command"] == "pyrovae check" and info["pid"] == os.getpid()
         assert lock.path.name == ".r.pyrovae-lock"
     assert not lock.path.exists()
+
+
+def test_check_samples_and_seed_bounds_before_any_work(files, capsys, tmp_path):
+    _fails(["check", "gaussian", "--out", str(tmp_path / "c"), "--samples", str(10**15)],
+           capsys, f"--samples: expected an integer in [100, {MAX_NUM_SAMPLES}]")
+    _fails(["check", "gaussian", "--out", str(tmp_path / "c"), "--seed", str(2**64)],
+           capsys, "--seed: expected an integer in [0, 4294967295]")
+    assert not (tmp_path / "c").exists()
