@@ -1,22 +1,39 @@
-"""Atomic file writes and safe checkpoint loading: the I/O every layer shares.
+"""Atomic file writes, bounded parsing and safe checkpoints: the I/O every layer shares.
 
 Every file is written to a temporary name in the same folder and renamed into
 place (``os.replace``), so a killed process never leaves a half-written file.
+JSON is written strictly (no ``NaN``/``Infinity``: non-finite numbers become
+``null`` and their places are listed under ``"non_finite"``).
+
+Config text (YAML, TOML, JSON) is parsed with limits, checked before anything
+else looks at it: at most :data:`MAX_CONFIG_BYTES` bytes, :data:`MAX_DEPTH`
+levels of nesting, :data:`MAX_NODES` values once YAML aliases are expanded, and
+integers of magnitude below :data:`MAX_INT`.  YAML is read as YAML 1.2 reads
+numbers: ``1e-3`` is a float, not a string.
+
 Checkpoints are loaded with ``torch.load(weights_only=True)``: they never
-unpickle arbitrary objects.
+unpickle arbitrary objects.  Each holds a SHA-256 checksum of its tensors,
+verified on load, and only finite parameters: a checkpoint is never written with
+a non-finite value, and one that holds any is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import math
 import os
 import re
 import tempfile
+import tomllib
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from pyrovae.errors import PyrovaeError
 
@@ -38,20 +55,44 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     a mixture, even if the process is killed or the machine stops.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 -> the usual mode
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # name the file the user knows, never our temp file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
     _fsync_dir(path.parent)
+
+
+#: Suffix of the temporary files :func:`atomic_write_bytes` writes (``.NAME.XXXX.tmp``).
+TEMP_SUFFIX = ".tmp"
+
+
+def is_temp_file(name: str) -> bool:
+    """True for the name of one of our temporary files (``.NAME.XXXXXXXX.tmp``)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete our temporary files left in ``folder`` (not below it) by a killed writer."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if is_temp_file(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -71,12 +112,207 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> tuple[Any, list[str]]:
+    """``(copy of obj with every non-finite float replaced by None, the places replaced)``."""
+    places: list[str] = []
+
+    def walk(v: Any, where: str) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            places.append(where or "(top)")
+            return None
+        if isinstance(v, Mapping):
+            return {k: walk(x, f"{where}.{k}" if where else str(k)) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        return v
+
+    return walk(obj, ""), places
+
+
+def json_text(obj: Any) -> str:
+    """Strict JSON text of ``obj``: non-finite numbers become ``null``; when ``obj`` is
+    a mapping their places are listed under ``"non_finite"``."""
+    clean, places = strict_json(obj)
+    if places and isinstance(clean, dict):
+        clean["non_finite"] = places
+    return json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as strict JSON (see :func:`json_text`) atomically."""
+    atomic_write_text(path, json_text(obj))
+
+
+# ------------------------------------------------------------------ bounded parsing
+#: Largest config file read (bytes).
+MAX_CONFIG_BYTES = 1 << 20
+#: Largest JSON file of a run folder read (history, metrics, manifest; bytes).
+MAX_JSON_BYTES = 64 << 20
+#: Deepest nesting of mappings and lists in a config (the spec itself needs 3).
+MAX_DEPTH = 32
+#: Most values in a config, YAML aliases expanded (an alias "bomb" is refused).
+MAX_NODES = 100_000
+#: Integers in a config must have magnitude below this (2**64).
+MAX_INT = 2**64
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages never echo a huge value."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INT:
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_shape(data: Any, what: str) -> Any:
+    """Refuse data nested deeper than :data:`MAX_DEPTH`, with more than :data:`MAX_NODES`
+    values (aliases expanded) or integers of magnitude :data:`MAX_INT` and above.
+
+    Iterative, so it never recurses; stops at the first excess.
+    """
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    count = 0
+    while stack:
+        v, where, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise PyrovaeError(f"{what}: more than {MAX_NODES} values (YAML aliases expanded); "
+                               "refused")
+        if depth > MAX_DEPTH:
+            raise PyrovaeError(f"{what}: nested more than {MAX_DEPTH} levels deep; refused")
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= MAX_INT:
+            raise PyrovaeError(f"{what}: {where or 'value'}: integer too large "
+                               f"({short(v)}; the limit is 2**64)")
+        if isinstance(v, Mapping):
+            stack.extend((x, f"{where}.{k}" if where else str(k), depth + 1)
+                         for k, x in v.items())
+        elif isinstance(v, (list, tuple)):
+            stack.extend((x, f"{where}[{i}]", depth + 1) for i, x in enumerate(v))
+    return data
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 numbers: ``1e-3`` and ``1E5`` are floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_text(text: str, fmt: str, what: str) -> Any:
+    """Parse config text (``fmt``: yaml, toml or json) within the limits above.
+
+    Any failure, a too-long integer or too-deep nesting included, is a one-line
+    :class:`PyrovaeError` naming ``what``; never an echo of the text.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise PyrovaeError(f"{what}: larger than {MAX_CONFIG_BYTES} bytes; refused")
+    try:
+        if fmt == "yaml":
+            data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+        elif fmt == "toml":
+            data = tomllib.loads(text)
+        elif fmt == "json":
+            data = json.loads(text)
+        else:
+            raise PyrovaeError(f"{what}: unknown format {fmt!r}")
+    except RecursionError:
+        raise PyrovaeError(f"{what}: nested too deeply (more than {MAX_DEPTH} levels); "
+                           "refused") from None
+    except (yaml.YAMLError, ValueError) as exc:  # JSON/TOML decode errors are ValueErrors
+        raise PyrovaeError(f"{what} is malformed: {_first_line(exc)}") from None
+    return check_shape(data, what)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if "Exceeds the limit" in text and "digits" in text:
+        return "an integer longer than 4300 digits"
+    return text[:200] + (" ..." if len(text) > 200 else "")
+
+
+def read_text(path: str | Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The text of a file of at most ``max_bytes`` bytes (undecodable bytes replaced)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise PyrovaeError(f"{what}: {size} bytes, larger than the {max_bytes} "
+                               "bytes allowed; refused")
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise PyrovaeError(f"{what}: cannot read it ({exc.strerror or exc})") from None
+
+
+def read_json(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file of a run folder, parsed within the limits (deep nesting refused)."""
+    text = read_text(path, what, max_bytes)
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise PyrovaeError(f"{what}: nested too deeply; refused") from None
+    except ValueError as exc:
+        raise PyrovaeError(f"{what} is malformed: {_first_line(exc)}") from None
+    stack, depth = [(data, 0)], 0
+    while stack:  # the same depth limit as configs, without the value count
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PyrovaeError(f"{what}: nested more than {MAX_DEPTH} levels deep; refused")
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+    return data
+
+
+# ------------------------------------------------------------------ checkpoints
+def _tensors(obj: Any, where: str = "") -> list[tuple[str, torch.Tensor]]:
+    """Every tensor in a nested state, with its key path, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        return [(where, obj)]
+    out: list[tuple[str, torch.Tensor]] = []
+    if isinstance(obj, Mapping):
+        for k in sorted(obj, key=str):
+            if not (where == "" and k == "checksum"):
+                out.extend(_tensors(obj[k], f"{where}.{k}" if where else str(k)))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.extend(_tensors(v, f"{where}[{i}]"))
+    return out
+
+
+def tensor_checksum(state: Mapping[str, Any]) -> str:
+    """SHA-256 of every tensor in ``state`` (key path, dtype, shape and bytes)."""
+    h = hashlib.sha256()
+    for where, t in _tensors(state):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{where}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _non_finite(state: Mapping[str, Any]) -> str | None:
+    """The key path of the first floating tensor holding NaN or ±inf, else None."""
+    for where, t in _tensors(state):
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            return where
+    return None
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """``torch.save`` the state (tensors and plain data only) atomically."""
+    """``torch.save`` the state (tensors and plain data only) atomically, with the
+    checksum of its tensors; a state holding a non-finite value is never written."""
+    bad = _non_finite(state)
+    if bad is not None:
+        raise PyrovaeError(f"{Path(path).name}: refused to write a checkpoint with "
+                           f"non-finite values ({bad})")
+    state = {**state, "checksum": tensor_checksum(state)}
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -90,15 +326,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise PyrovaeError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice (weights_only=False) is not for us
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure to read the file is the file's problem
         raise PyrovaeError(f"{path}: refused to load checkpoint ({_load_problem(exc)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise PyrovaeError(f"{path}: not a pyrovae checkpoint (no 'model' parameters)")
     bad = [k for k, v in state["model"].items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise PyrovaeError(f"{path}: not a pyrovae checkpoint ('model' entry {bad[0]!r} "
+        raise PyrovaeError(f"{path}: not a pyrovae checkpoint ('model' entry {short(bad[0])} "
                            "is not a tensor)")
+    if state.get("checksum") != tensor_checksum(state):
+        what = "has no checksum" if "checksum" not in state else "fails its checksum"
+        raise PyrovaeError(f"{path}: damaged checkpoint ({what}: its tensors are not the "
+                           "ones written)")
+    where = _non_finite(state)
+    if where is not None:
+        raise PyrovaeError(f"{path}: refused: the checkpoint holds non-finite values "
+                           f"({short(where)})")
     return state
 
 

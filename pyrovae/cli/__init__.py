@@ -4,17 +4,29 @@ Each module in :data:`COMMANDS` defines ``register(subparsers)`` which adds its
 parser and sets ``func=run``; ``run(args)`` returns an exit code.  User errors
 (:class:`~pyrovae.errors.PyrovaeError`, files that cannot be read or written)
 print one line on stderr and exit with status 2, never a traceback; so do
-argument errors (argparse, ``SystemExit(2)``).
+argument errors (argparse, ``SystemExit(2)``).  Messages are cut to
+:data:`MAX_MESSAGE` characters.  Warnings raised by torch, Pyro or NumPy during
+a command are not shown (ours are, one line each, after a successful command);
+a closed pipe (``pyrovae ... | head``) ends the command quietly with status 0;
+an output that cannot encode Unicode gets ASCII stand-ins (``>=`` for ``≥``);
+SIGTERM ends a command like Ctrl-C (a half-built replacement run is removed).
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
+import os
+import signal
 import sys
+import warnings
 from collections.abc import Sequence
 
 from pyrovae.errors import PyrovaeError
+
+#: Longest error message printed (characters); longer ones are cut.
+MAX_MESSAGE = 400
 
 #: Subcommand modules, in the order ``pyrovae --help`` lists them.
 COMMANDS = ("train", "evaluate", "sample", "families", "check")
@@ -22,7 +34,47 @@ COMMANDS = ("train", "evaluate", "sample", "families", "check")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+_ASCII = {"≥": ">=", "≤": "<=", "±": "+/-", "‖": "||", "−": "-", "×": "x", "→": "->",
+          "…": "...", "κ": "k", "θ": "theta", "σ": "sigma", "μ": "mu", "β": "beta",
+          "λ": "lambda", "k̂": "k-hat", "\u0302": "^"}
+
+
+def _ascii_fallback(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start:exc.end]
+    return "".join(_ASCII.get(c, "?") for c in bad), exc.end
+
+
+codecs.register_error("pyrovae-ascii", _ascii_fallback)
+
+
+def _readable_streams() -> None:
+    """Streams that cannot encode Unicode (PYTHONIOENCODING=ascii) get ASCII stand-ins."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="pyrovae-ascii")
+            except (ValueError, OSError):
+                pass
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _quiet_broken_pipe() -> int:
+    """``| head`` closed our stdout: point it at /dev/null so the exit flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,24 +90,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    _readable_streams()
+    with warnings.catch_warnings(record=True) as caught:  # imports warn too
+        warnings.simplefilter("always")
+        parser = build_parser()
+        args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = int(args.func(args) or 0)
+        for w in caught:  # ours only: torch's and Pyro's advice is not for our users
+            if (issubclass(w.category, UserWarning)
+                    and str(getattr(w, "filename", "")).startswith(_PACKAGE_DIR)):
+                print(f"pyrovae {args.command}: warning: {_one_line(w.message)}",
+                      file=sys.stderr)
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except PyrovaeError as exc:
         print(f"pyrovae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file or folder the user named cannot be read or written
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"pyrovae {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"pyrovae {args.command}: error: {_one_line(exc.strerror or exc)}{where}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pyrovae {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _one_line(exc: object) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,8 +67,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.points < 1:
         raise PyrovaeError(f"--points: expected a positive integer, got {args.points}")
-    if args.samples < 100:
-        raise PyrovaeError(f"--samples: expected at least 100, got {args.samples}")
+    from pyrovae.runs.spec import MAX_NUM_SAMPLES, MAX_SEED
+
+    if not 100 <= args.samples <= MAX_NUM_SAMPLES:  # the one samples bound (h12)
+        raise PyrovaeError(f"--samples: expected an integer in [100, {MAX_NUM_SAMPLES}], "
+                           f"got {args.samples if args.samples < 10**30 else 'a huge number'}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise PyrovaeError(f"--seed: expected an integer in [0, {MAX_SEED}], got "
+                           f"{args.seed if abs(args.seed) < 10**30 else 'a huge number'}")
     target = args.target
     if target in TOYS or target == "gaussian_mle":
         if not args.out:

@@ -6,11 +6,11 @@ import argparse
 import json
 from typing import Any
 
-from pyrovae.errors import PyrovaeError
 from pyrovae.runs.pipeline import evaluate_run
+from pyrovae.runs.spec import MAX_NUM_SAMPLES, check_num_samples
 
-#: Most importance samples per example (K = 5,000 is already a precise IWAE bound).
-MAX_K = 10_000_000
+#: Most importance samples per example: the one bound of every subcommand and spec.
+MAX_K = MAX_NUM_SAMPLES
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
@@ -26,10 +26,8 @@ def register(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.num_samples is not None and not 1 <= args.num_samples <= MAX_K:
-        raise PyrovaeError(
-            f"--num-samples: expected a positive integer up to {MAX_K}, got {args.num_samples}"
-        )
+    if args.num_samples is not None:
+        check_num_samples(args.num_samples, "--num-samples")
     m = evaluate_run(args.run_dir, num_samples=args.num_samples, split=args.split)
     if args.json:
         print(json.dumps(m, indent=2))

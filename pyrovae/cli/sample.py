@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         raise PyrovaeError(f"--num: expected an integer in [1, {MAX_SAMPLES}], got {args.num}")
     if not 0 <= args.seed < 2**63:
         raise PyrovaeError(f"--seed: expected a non-negative integer below 2**63, got {args.seed}")
+    if args.out is not None and not args.out.strip():
+        raise PyrovaeError("--out: expected a .png or .npy file name, got an empty string")
     vae, spec, _ = runs.load_run(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
     if out.suffix.lower() not in (".png", ".npy"):
@@ -43,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise PyrovaeError(f"{out} exists; pass --overwrite to replace it")
     torch.manual_seed(args.seed)
-    x = vae.sample(args.num, mean=not args.draw)
+    with torch.no_grad():
+        x = vae.sample(args.num, mean=not args.draw)
+    if not bool(torch.isfinite(x).all()):
+        raise PyrovaeError(f"{args.run_dir}: the model's samples hold non-finite values; "
+                           "nothing written")
     if out.suffix.lower() == ".npy":
         import io
 

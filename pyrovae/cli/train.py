@@ -10,7 +10,7 @@ from typing import Any
 
 from pyrovae.errors import PyrovaeError
 from pyrovae.runs.folder import SPEC_FILE, read_spec
-from pyrovae.runs.pipeline import resume_run, train_run
+from pyrovae.runs.pipeline import RunComplete, resume_run, train_run
 from pyrovae.runs.spec import apply_overrides, load_spec
 
 
@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             sets.append(f"{key}={value}")
+    if args.out is not None and not args.out.strip():
+        raise PyrovaeError("--out: expected a folder name, got an empty string")
+    if args.resume is not None and not args.resume.strip():
+        raise PyrovaeError("--resume: expected a run folder, got an empty string")
     if args.resume:
         if args.out or args.overwrite:
             raise PyrovaeError("--resume continues RUN in place; it takes no --out or --overwrite")
@@ -57,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             raw = None
         out = args.resume
-        metrics = resume_run(out, raw, progress=not args.quiet)
+        try:
+            metrics = resume_run(out, raw, progress=not args.quiet)
+        except RunComplete as done:
+            print(done)
+            return 0
     else:
         raw = apply_overrides(load_spec(args.config) if args.config else {}, sets)
         out = args.out or default_out(raw)

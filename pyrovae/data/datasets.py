@@ -145,6 +145,7 @@ def _mnist_idx(path: str | None) -> _Raw:
     x = read_idx(images)
     if x.ndim != 3:
         raise PyrovaeError(f"{images}: expected a 3-d image array, got shape {x.shape}")
+    x = as_array(x, str(images))  # NaN/inf (float IDX) refused like in .npy files
     labels = _open_idx(folder, "train-labels-idx1-ubyte")
     y = read_idx(labels) if labels is not None else None
     if y is not None and len(y) != len(x):

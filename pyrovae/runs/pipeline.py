@@ -7,7 +7,8 @@ arguments and formats what these return.
 from __future__ import annotations
 
 import copy
-import hashlib
+import os
+import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,12 +19,12 @@ import torch
 
 from pyrovae import io as pio
 from pyrovae.runs import folder as runs
-from pyrovae.data import Dataset, TensorSource, load_dataset, train_test_split
+from pyrovae.data import Dataset, TensorSource, dataset_names, load_dataset, train_test_split
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate, summary
 from pyrovae.plots import save_figure
 from pyrovae.plots import training as tplots
-from pyrovae.runs.spec import dump_spec, normalize_spec
+from pyrovae.runs.spec import check_num_samples, dump_spec, normalize_spec
 from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
 from pyrovae.model.vae import VAE
 
@@ -54,6 +55,7 @@ def build(spec_raw: dict[str, Any] | None) -> tuple[dict[str, Any], VAE, Dataset
     """
     spec = normalize_spec(spec_raw)
     check_train_section(spec)
+    _absolute_data_paths(spec)
     _, train, test = load_data(spec)
     if not (spec_raw or {}).get("likelihood"):
         spec["likelihood"] = normalize_spec({"likelihood": default_likelihood(train.x)})[
@@ -70,6 +72,17 @@ def build(spec_raw: dict[str, Any] | None) -> tuple[dict[str, Any], VAE, Dataset
     vae = VAE.from_spec(spec)
     vae.likelihood.check_data(train.x, f"data {spec['data']['name']!r}")
     return spec, vae, train, test
+
+
+def _absolute_data_paths(spec: dict[str, Any]) -> None:
+    """Make the spec's data file paths absolute, so a run finds its data from any
+    directory (``data.name`` when it is a file, ``data.path``)."""
+    d = spec["data"]
+    if (isinstance(d["name"], str) and d["name"] not in dataset_names()
+            and os.path.exists(d["name"])):
+        d["name"] = os.path.abspath(d["name"])
+    if isinstance(d["path"], str) and d["path"] and os.path.exists(d["path"]):
+        d["path"] = os.path.abspath(d["path"])
 
 
 def check_train_section(spec: dict[str, Any]) -> None:
@@ -106,6 +119,10 @@ def checkpoint_state(trainer: Trainer, spec: dict[str, Any], data_fingerprint: s
     return state
 
 
+class RunComplete(PyrovaeError):
+    """``--resume`` of a run that has already trained all its epochs and been evaluated."""
+
+
 def train_run(
     spec_raw: dict[str, Any] | None,
     out: str | Path,
@@ -116,15 +133,42 @@ def train_run(
     """Train the model a spec describes and write the run folder ``out``.
 
     Everything is validated (spec, data, likelihood support, device) before
-    anything is written; an existing run folder is replaced only with
-    ``overwrite=True``.  Returns the final metrics (also in ``out/metrics.json``).
+    anything is written; the folder is locked (:class:`~pyrovae.runs.folder.RunLock`)
+    while it is written.  An existing run is replaced only with
+    ``overwrite=True``, and then the new run is built beside it and swapped in
+    when it has finished: a new run that fails or is killed leaves the old one
+    intact.  Returns the final metrics (also in ``out/metrics.json``).
     """
     spec, vae, train, test = build(spec_raw)
-    fp = fingerprint(train.x)
     trainer = trainer_for(spec, vae, train, test, progress=progress)
-    out = runs.prepare_run_folder(out, overwrite=overwrite)
-    dump_spec(spec, out / runs.SPEC_FILE)
-    return _train_and_finish(out, spec, vae, trainer, train, test, fp)
+    out = Path(out)
+    with runs.RunLock(out, "pyrovae train"):
+        out, replace = runs.prepare_run_folder(out, overwrite=overwrite)
+        if not replace:
+            return _start(out, spec, vae, trainer, train, test)
+        stage = runs.staging_folder(out)
+        try:
+            metrics = _start(stage, spec, vae, trainer, train, test, replacing=out)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        runs.replace_folder_atomically(stage, out)
+        return metrics
+
+
+def data_identity(spec: dict[str, Any], train: Dataset) -> dict[str, Any]:
+    """What finds the training data again and tells whether it changed: the spec's
+    ``data`` entries (file paths absolute) and the SHA-256 fingerprint and shape."""
+    return {"name": spec["data"]["name"], "path": spec["data"]["path"],
+            "fingerprint": fingerprint(train.x), "shape": list(train.x.shape)}
+
+
+def _start(folder: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer, train: Dataset,
+           test: Dataset | None, *, replacing: Path | None = None) -> dict[str, Any]:
+    """A new run in ``folder``: manifest first (our marker), then spec, then training."""
+    runs.write_manifest(folder, "training", data_identity(spec, train))
+    dump_spec(spec, folder / runs.SPEC_FILE)
+    return _train_and_finish(folder, spec, vae, trainer, train, test, replacing=replacing)
 
 
 def resume_run(
@@ -137,27 +181,77 @@ def resume_run(
 
     ``spec_raw=None`` resumes with the run's own spec.  A given spec must equal
     the run's except for ``train.epochs`` (e.g. raised, to train longer; never
-    below the epochs done); the
-    training data must have the fingerprint saved with the checkpoint.  The
-    continued run ends with bitwise the same parameters as an uninterrupted one
-    (same machine and thread count).  A finished run is just evaluated again.
-    Returns the final metrics.
+    below the epochs done); the training data must have the fingerprint saved
+    with the checkpoint.  The continued run ends with bitwise the same
+    parameters as an uninterrupted one (same machine and thread count).  An
+    unfinished start (killed before its first checkpoint) starts again from its
+    spec.  A run that is complete raises :class:`RunComplete`.  Returns the final
+    metrics.
     """
     path = Path(path)
     if not path.is_dir():
         raise PyrovaeError(f"run folder not found: {path}")
+    with runs.RunLock(path, "pyrovae train --resume"):
+        runs.clean_leftovers(path)
+        if runs.folder_kind(path) == "unfinished":
+            return _restart_unfinished(path, spec_raw, progress)
+        state, saved = _saved_state(path)
+        spec, vae, train, test = _resume_spec(path, saved, spec_raw)
+        ckpt = path / runs.CHECKPOINT_FILE
+        done = state["epoch"]
+        if spec["train"]["epochs"] < done:
+            raise PyrovaeError(f"train.epochs: {spec['train']['epochs']} is fewer than the "
+                               f"{done} epochs {path} has already trained")
+        _check_same_data(path, state, spec, train)
+        if done == spec["train"]["epochs"] and (path / runs.METRICS_FILE).is_file():
+            raise RunComplete(f"{path} is complete ({done} of {done} epochs, evaluated); to "
+                              "train longer pass --epochs N above it; to evaluate again run "
+                              "`pyrovae evaluate`")
+        trainer = trainer_for(spec, vae, train, test, progress=progress)
+        try:
+            trainer.load_state_dict(state)
+        except PyrovaeError as exc:
+            raise PyrovaeError(f"{ckpt}: cannot resume from it ({exc})") from None
+        except (IndexError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise PyrovaeError(f"{ckpt}: cannot resume from it (malformed saved state: "
+                               f"{type(exc).__name__})") from None
+        _warn_thread_count(path, state)
+        if spec["train"]["epochs"] != saved["train"]["epochs"]:
+            dump_spec(spec, path / runs.SPEC_FILE)
+        return _train_and_finish(path, spec, vae, trainer, train, test)
+
+
+def _restart_unfinished(path: Path, spec_raw: dict[str, Any] | None,
+                        progress: bool) -> dict[str, Any]:
+    """Start again a run killed before its first checkpoint, from its (or the given) spec."""
+    if spec_raw is None:
+        if not (path / runs.SPEC_FILE).is_file():
+            raise PyrovaeError(f"{path} is an unfinished start with no spec; start it again "
+                               "with `pyrovae train --out` (and your config)")
+        spec_raw = runs.read_spec(path / runs.SPEC_FILE)
+    spec, vae, train, test = build(spec_raw)
+    trainer = trainer_for(spec, vae, train, test, progress=progress)
+    path, _ = runs.prepare_run_folder(path)
+    return _start(path, spec, vae, trainer, train, test)
+
+
+def _saved_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(checkpoint state, the run's spec)``, checked against each other.  ``spec.yaml``
+    may only differ in ``train.epochs`` (a resume that raised it rewrites it before
+    the next checkpoint: the larger number is the latest intent)."""
     if not (path / runs.SPEC_FILE).is_file():
         raise PyrovaeError(f"{path} is not a pyrovae run folder (no {runs.SPEC_FILE})")
     ckpt = path / runs.CHECKPOINT_FILE
     if not ckpt.is_file():
-        raise PyrovaeError(
-            f"{path}: no checkpoint to resume from ({runs.CHECKPOINT_FILE} missing); "
-            "start again with --overwrite"
-        )
+        raise PyrovaeError(f"{path}: no checkpoint to resume from ({runs.CHECKPOINT_FILE} "
+                           "missing); start again with --overwrite")
     state = pio.load_checkpoint(ckpt)
     missing = [k for k in (*STATE_KEYS, "spec", "data_fingerprint") if k not in state]
     if missing:
         raise PyrovaeError(f"{ckpt}: cannot resume from it (missing {', '.join(missing)})")
+    done = state["epoch"]
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        raise PyrovaeError(f"{ckpt}: cannot resume from it (bad epoch {pio.short(done)})")
     try:
         saved = normalize_spec(state["spec"])
     except PyrovaeError as exc:
@@ -165,16 +259,20 @@ def resume_run(
     on_disk = runs.read_spec(path / runs.SPEC_FILE)
     edited = spec_diff(saved, on_disk, ignore=("train.epochs",), names=("checkpoint", "spec.yaml"))
     if edited:
-        raise PyrovaeError(
-            f"{path / runs.SPEC_FILE} no longer matches the checkpoint's spec ({edited}); "
-            "restore it, or start again with --overwrite"
-        )
-    # spec.yaml is rewritten when a resume raises train.epochs, before the next
-    # checkpoint: the larger number is the latest intent.
+        raise PyrovaeError(f"{path / runs.SPEC_FILE} no longer matches the checkpoint's spec "
+                           f"({edited}); restore it, or start again with --overwrite")
     saved["train"]["epochs"] = max(saved["train"]["epochs"], on_disk["train"]["epochs"])
+    return state, saved
 
-    if spec_raw is not None:  # a first comparison before the data are loaded
+
+def _resume_spec(path: Path, saved: dict[str, Any], spec_raw: dict[str, Any] | None
+                 ) -> tuple[dict[str, Any], VAE, Dataset, Dataset | None]:
+    """Build the resumed run from the saved spec, or from a given one that may differ
+    only in ``train.epochs`` (compared before and after the data are loaded)."""
+    only = "(only train.epochs may change when resuming)"
+    if spec_raw is not None:
         given = normalize_spec(spec_raw)
+        _absolute_data_paths(given)
         inferred = ["train.epochs"]
         if given["data_dim"] is None:
             inferred.append("data_dim")
@@ -182,59 +280,51 @@ def resume_run(
             inferred.append("likelihood")  # build() picks it from the data
         changed = spec_diff(saved, given, ignore=tuple(inferred))
         if changed:
-            raise PyrovaeError(
-                f"cannot resume {path} with a different spec: {changed} (only train.epochs "
-                "may change when resuming)"
-            )
+            raise PyrovaeError(f"cannot resume {path} with a different spec: {changed} {only}")
     spec, vae, train, test = build(saved if spec_raw is None else spec_raw)
     changed = spec_diff(saved, spec, ignore=("train.epochs",))
     if changed:
-        raise PyrovaeError(
-            f"cannot resume {path} with a different spec: {changed} (only train.epochs may "
-            "change when resuming)"
-        )
-    done = state["epoch"]
-    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
-        raise PyrovaeError(f"{ckpt}: cannot resume from it (bad epoch {done!r})")
-    if spec["train"]["epochs"] < done:
-        raise PyrovaeError(
-            f"train.epochs: {spec['train']['epochs']} is fewer than the {done} epochs "
-            f"{path} has already trained"
-        )
+        raise PyrovaeError(f"cannot resume {path} with a different spec: {changed} {only}")
+    return spec, vae, train, test
+
+
+def _check_same_data(path: Path, state: dict[str, Any], spec: dict[str, Any],
+                     train: Dataset) -> None:
     fp = fingerprint(train.x)
     if fp != state["data_fingerprint"]:
         was = state.get("data_shape")
         was = f"shape {tuple(was)}, " if isinstance(was, list) else ""
         raise PyrovaeError(
             f"cannot resume {path} with different data: data.name "
-            f"{spec['data']['name']!r} now gives training data of shape "
+            f"{pio.short(spec['data']['name'])} now gives training data of shape "
             f"{tuple(train.x.shape)}, fingerprint {fp[:12]}; the run was trained on "
             f"{was}fingerprint {str(state['data_fingerprint'])[:12]}"
         )
-    trainer = trainer_for(spec, vae, train, test, progress=progress)
-    trainer.load_state_dict(state)
+
+
+def _warn_thread_count(path: Path, state: dict[str, Any]) -> None:
     threads = state.get("num_threads")
     if isinstance(threads, int) and threads != torch.get_num_threads():
         warnings.warn(
             f"resuming {path} with {torch.get_num_threads()} threads; it ran with {threads}: "
             "the result may differ in the last bits from an uninterrupted run",
-            stacklevel=2,
+            stacklevel=3,
         )
-    if spec["train"]["epochs"] != on_disk["train"]["epochs"]:
-        dump_spec(spec, path / runs.SPEC_FILE)
-    return _train_and_finish(path, spec, vae, trainer, train, test, fp)
 
 
 def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
-                      train: Dataset, test: Dataset | None, fp: str) -> dict[str, Any]:
+                      train: Dataset, test: Dataset | None, *,
+                      replacing: Path | None = None) -> dict[str, Any]:
     """Train with history every epoch and checkpoints every ``checkpoint_every`` epochs
-    and at the end (all atomic), then evaluate and write metrics and figures."""
+    and at the end (all atomic), then evaluate and write metrics and figures.
+    ``replacing``: the run folder ``out`` (a staging folder) will replace."""
     every = spec["train"]["checkpoint_every"]
     ckpt = out / runs.CHECKPOINT_FILE
-    shape = tuple(train.x.shape)
+    data = data_identity(spec, train)
 
     def save_state() -> None:
-        pio.save_checkpoint(ckpt, checkpoint_state(trainer, spec, fp, shape))
+        state = checkpoint_state(trainer, spec, data["fingerprint"], tuple(train.x.shape))
+        pio.save_checkpoint(ckpt, state)
 
     def save(trainer: Trainer, record: dict[str, Any]) -> None:
         pio.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
@@ -247,18 +337,23 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
     try:
         history = trainer.run()
     except DivergenceError as exc:
-        # The trainer holds the last good state (checked finite): keep it.
-        save_state()
-        pio.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
         lr = spec["train"]["lr"]
+        if replacing is None:  # the trainer holds the last good state (checked finite): keep it
+            save_state()
+            pio.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
+            runs.write_manifest(out, "diverged", data)
+            kept = f"the last good state (end of epoch {exc.good_epoch}) is kept in {ckpt}"
+        else:
+            kept = f"the new run was discarded and {replacing} still holds the previous run"
         raise DivergenceError(
-            f"training diverged: {exc.detail}; the last good state (end of epoch "
-            f"{exc.good_epoch}) is kept in {ckpt}; try a smaller train.lr (now {lr:g}), "
+            f"training diverged: {exc.detail}; {kept}; try a smaller train.lr (now {lr:g}), "
             "train.clip_norm (e.g. 10), a KL warm-up (kl_weight: linear) or rescaled data",
             epoch=exc.epoch, step=exc.step, what=exc.what, good_epoch=exc.good_epoch,
             detail=exc.detail,
         ) from None
-    return finish_run(out, spec, vae, history, train, test)
+    metrics = finish_run(out, spec, vae, history, train, test)
+    runs.write_manifest(out, "finished", data)
+    return metrics
 
 
 def spec_diff(a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: tuple[str, ...] = (),
@@ -316,8 +411,19 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     if test is not None:
         metrics["test"] = summary(evaluate(vae, test.x, num_samples=k))
     pio.atomic_write_json(out / runs.METRICS_FILE, metrics)
+    require_finite(metrics, "the final evaluation")
     write_figures(out / runs.FIGURES_DIR, vae, history, train, test)
     return metrics
+
+
+def require_finite(result: Mapping[str, Any], what: str) -> None:
+    """A PyrovaeError naming the first non-finite number in ``result`` (nested), if any:
+    no NaN is ever reported as a result."""
+    _, places = pio.strict_json(dict(result))
+    if places:
+        raise PyrovaeError(f"{what} gave non-finite values ({', '.join(places[:3])}): the "
+                           "model's parameters are finite but its likelihood is not; "
+                           "retrain with a smaller train.lr or rescaled data")
 
 
 def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
@@ -348,10 +454,29 @@ def _latent_means(vae: VAE, x: torch.Tensor) -> torch.Tensor:
 
 def evaluate_run(path: str | Path, *, num_samples: int | None = None,
                  split: str = "test") -> dict[str, Any]:
-    """Re-evaluate a run folder on its own data split (rebuilt from the spec)."""
+    """Re-evaluate a run folder on its own data split (rebuilt from the spec, the
+    data found by its absolute path and checked against the saved fingerprint)."""
+    if num_samples is not None:
+        check_num_samples(num_samples, "--num-samples")
     vae, spec, _ = runs.load_run(path)
-    _, train, test = load_data(spec)
+    _, train, test = load_run_data(path, spec)
     data = train if split == "train" or test is None else test
     k = num_samples or spec["eval"]["num_samples"]
-    return {"split": "train" if data is train else "test",
-            **summary(evaluate(vae, data.x, num_samples=k))}
+    result = {"split": "train" if data is train else "test",
+              **summary(evaluate(vae, data.x, num_samples=k))}
+    require_finite(result, f"evaluating {path}")
+    return result
+
+
+def load_run_data(path: str | Path, spec: dict[str, Any]
+                  ) -> tuple[Dataset, Dataset, Dataset | None]:
+    """:func:`load_data` for a run folder, refusing data whose fingerprint differs
+    from the one the run's manifest saved (the file changed since training)."""
+    full, train, test = load_data(spec)
+    manifest = runs.read_manifest(path) or {}
+    saved = (manifest.get("data") or {}).get("fingerprint")
+    if isinstance(saved, str) and saved != fingerprint(train.x):
+        raise PyrovaeError(f"{path}: its training data {pio.short(spec['data']['name'])} "
+                           f"changed since it was trained (fingerprint {saved[:12]} "
+                           f"expected, {fingerprint(train.x)[:12]} found)")
+    return full, train, test

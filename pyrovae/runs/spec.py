@@ -21,14 +21,13 @@ raising :class:`~pyrovae.errors.PyrovaeError` with the key path on error.
 from __future__ import annotations
 
 import copy
-import json
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pyrovae import io as pio
 from pyrovae.errors import PyrovaeError
 from pyrovae.model.spec import (
     MODEL_FAMILY_DEFAULTS,
@@ -43,8 +42,26 @@ from pyrovae.registry import REGISTRIES, Param, validate_section
 from pyrovae.training import objectives as _objectives  # noqa: F401
 from pyrovae.training.config import train_params
 
-__all__ = ["MODEL_KEYS", "SECTIONS", "apply_overrides", "dump_spec", "load_spec",
-           "normalize_spec"]
+__all__ = ["MAX_NUM_SAMPLES", "MAX_SEED", "MODEL_KEYS", "SECTIONS", "apply_overrides",
+           "check_num_samples", "dump_spec", "load_spec", "normalize_spec"]
+
+#: The one bound on importance / Monte Carlo samples per example, the same for
+#: ``eval.num_samples``, ``evaluate -k`` and ``check --samples`` (checked before any work).
+MAX_NUM_SAMPLES = 1_000_000
+#: The most Monte Carlo particles per training step (``objective.num_particles``).
+MAX_NUM_PARTICLES = 10_000
+#: Largest seed (``train.seed``, ``data.split_seed``): seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+#: Largest value of any other integer in a spec (sizes, counts, epochs).
+MAX_COUNT = 2**31 - 1
+
+
+def check_num_samples(value: int, what: str) -> int:
+    """``value`` if it is an integer in [1, :data:`MAX_NUM_SAMPLES`], else a PyrovaeError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUM_SAMPLES:
+        raise PyrovaeError(f"{what}: expected an integer in [1, {MAX_NUM_SAMPLES}], "
+                           f"got {pio.short(value)}")
+    return value
 
 
 #: Plain (non-family) sections and their parameters.
@@ -98,12 +115,41 @@ def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
         raise PyrovaeError(f"spec: expected a mapping, got {type(raw).__name__}")
+    pio.check_shape(raw, "spec")
     for key in raw:
         if key not in ALL_KEYS:
-            raise PyrovaeError(f"{key}: unknown spec key; known keys: {', '.join(ALL_KEYS)}")
+            raise PyrovaeError(f"{key if isinstance(key, str) and len(key) < 60 else pio.short(key)}"
+                               ": unknown spec key; known keys: "
+                               f"{', '.join(ALL_KEYS)}")
     spec = {key: _normalize_key(key, raw) for key in ALL_KEYS}
+    check_bounds(spec)
     check_combinations(spec)
     return spec
+
+
+def check_bounds(spec: Mapping[str, Any]) -> None:
+    """Upper bounds on the integers of a normalized spec, so that no value is accepted
+    that would fail (or run for ever) after the run folder is written: seeds up to
+    :data:`MAX_SEED`, ``eval.num_samples`` up to :data:`MAX_NUM_SAMPLES`,
+    ``objective.num_particles`` up to :data:`MAX_NUM_PARTICLES`, any other integer
+    (sizes, counts, epochs) up to :data:`MAX_COUNT`."""
+    stack: list[tuple[str, Any]] = list(spec.items())
+    while stack:
+        key, v = stack.pop()
+        if isinstance(v, Mapping):
+            stack.extend((f"{key}.{k}", x) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((f"{key}[{i}]", x) for i, x in enumerate(v))
+        elif isinstance(v, int) and not isinstance(v, bool):
+            last = key.rsplit(".", 1)[-1]
+            if key == "eval.num_samples":
+                check_num_samples(v, key)
+                continue
+            top = (MAX_SEED if last.endswith("seed") else
+                   MAX_NUM_PARTICLES if last == "num_particles" else MAX_COUNT)
+            if abs(v) > top:
+                raise PyrovaeError(f"{key}: expected an integer up to {top}, "
+                                   f"got {pio.short(v)}")
 
 
 def check_combinations(spec: Mapping[str, Any]) -> None:
@@ -132,20 +178,12 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise PyrovaeError(f"config file not found: {path}")
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise PyrovaeError(f"config file {path}: expected .yaml, .yml, .toml or .json")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        first = str(exc).strip().splitlines()
-        raise PyrovaeError(f"config file {path} is malformed: {' '.join(first)}") from None
+    fmt = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}.get(
+        path.suffix.lower())
+    if fmt is None:
+        raise PyrovaeError(f"config file {path}: expected .yaml, .yml, .toml or .json")
+    what = f"config file {path}"
+    data = pio.parse_text(pio.read_text(path, what), fmt, what)
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -166,11 +204,13 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
         key, _, text = item.partition("=")
         parts = key.strip().split(".")
         if not all(parts):
-            raise PyrovaeError(f"--set {item!r}: empty key in {key!r}")
+            raise PyrovaeError(f"--set {pio.short(item)}: empty key in {pio.short(key)}")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
+            value = pio.parse_text(text, "yaml", f"--set {key}") if text.strip() else None
+        except PyrovaeError as exc:
+            if "malformed" not in str(exc) or "4300 digits" in str(exc):
+                raise
+            value = text  # not YAML: the plain string
         node = out
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
@@ -179,7 +219,8 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
             if child is None:  # a family section not in the file: start from its default
                 child = {"family": FAMILY_DEFAULTS[part]} if i == 0 and part in REGISTRIES else {}
             if not isinstance(child, dict):
-                raise PyrovaeError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+                raise PyrovaeError(f"--set {pio.short(item)}: {'.'.join(parts[: i + 1])} "
+                                   "is not a mapping")
             node[part] = child
             node = child
         node[parts[-1]] = value
@@ -188,6 +229,4 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
 
 def dump_spec(spec: Mapping[str, Any], path: str | Path) -> None:
     """Write a spec as YAML (the format read back by :func:`load_spec`)."""
-    from pyrovae.io import atomic_write_text
-
-    atomic_write_text(Path(path), yaml.safe_dump(dict(spec), sort_keys=False))
+    pio.atomic_write_text(Path(path), yaml.safe_dump(dict(spec), sort_keys=False))

@@ -64,7 +64,7 @@ CASES = [
     (["train", "--out", "{d}/run"], "exists; pass --overwrite"),
     (["evaluate", "{d}/nope"], "run folder not found"),
     (["evaluate", "{d}", "-k", "3"], "not a pyrovae run folder"),
-    (["evaluate", "{d}/run", "-k", "0"], "--num-samples: expected a positive integer"),
+    (["evaluate", "{d}/run", "-k", "0"], "--num-samples: expected an integer in [1, 1000000]"),
     (["sample", "{d}/run", "-n", "0"], "--num: expected an integer"),
     (["sample", "{d}/run", "--out", "{d}/s.jpg"], "expected a .png or .npy"),
     (["sample", "{d}/run", "--out", "{d}/s.png"], "not images"),

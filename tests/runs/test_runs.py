@@ -76,7 +76,8 @@ def test_checkpoints_every_n_epochs_and_at_the_end(tmp_path, data, monkeypatch):
                        progress=False)
     assert saved == [0, 2, 4, 5]
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
-    assert names == ["checkpoint.pt", "figures", "history.json", "metrics.json", "spec.yaml"]
+    assert names == ["checkpoint.pt", "figures", "history.json", "metrics.json",
+                     "pyrovae-run.json", "spec.yaml"]
 
 
 # --------------------------------------------------------- no overwriting
@@ -95,7 +96,7 @@ def test_overwrite_never_clears_a_folder_that_is_not_a_run(tmp_path, data):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "thesis.tex").write_text("precious")
-    with pytest.raises(PyrovaeError, match="not a pyrovae run; refusing to clear it"):
+    with pytest.raises(PyrovaeError, match=r"holds files pyrovae did not write .thesis.tex"):
         pipeline.train_run(_spec(data), folder, overwrite=True, progress=False)
     assert (folder / "thesis.tex").read_text() == "precious"
     file = tmp_path / "afile"

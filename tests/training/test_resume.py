@@ -247,13 +247,14 @@ def test_killed_after_extending_epochs_resumes_to_the_new_number(tmp_path, monke
     _assert_same_state(_final(run), _final(tmp_path / "ref"))
 
 
-def test_resume_finished_run_only_reevaluates(tmp_path):
+def test_resume_finished_run_says_it_is_complete_and_changes_nothing(tmp_path):
     data = _data(tmp_path / "x.npy")
-    m1 = pipeline.train_run(_spec(data, epochs=2), tmp_path / "r", progress=False)
-    before = _final(tmp_path / "r")
-    m2 = pipeline.resume_run(tmp_path / "r", progress=False)
-    _assert_same_state(before, _final(tmp_path / "r"))
-    assert m1["train"] == m2["train"]
+    pipeline.train_run(_spec(data, epochs=2), tmp_path / "r", progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()}
+    with pytest.raises(pipeline.RunComplete, match=r"is complete \(2 of 2 epochs"):
+        pipeline.resume_run(tmp_path / "r", progress=False)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()}
+    assert after == before
 
 
 # ---------------------------------------------------------------- refusals
