@@ -244,7 +244,7 @@ def ais(
     *,
     guide=None,
     num_steps: int = 200,
-    num_chains: int = 16,
+    num_chains: int = 32,
     start: str = "guide",
     schedule_name: str = "sigmoid",
     leapfrog_steps: int = 5,
