@@ -100,8 +100,8 @@ def check_vae(
     if nuts_points and vae.latent_dim <= 4:
         from pyrovae.posterior.reference import reference_check
 
-        _, moments = reference_check(target, x[:nuts_points], num_samples=400, warmup=300,
-                                     num_chains=2, seed=seed)
+        _, moments = reference_check(target, x, num_samples=400, warmup=300,
+                                     num_chains=2, seed=seed, points=nuts_points)
         out["nuts"] = moments
         if grids is not None:
             out["nuts"]["grid_mean"] = np.stack([g.mean().numpy() for g in grids[:nuts_points]])
@@ -196,8 +196,8 @@ def check_toy(
     if not quick:
         from pyrovae.posterior.reference import reference_check
 
-        _, moments = reference_check(target, x[:3], num_samples=400, warmup=300, num_chains=2,
-                                     seed=seed)
+        _, moments = reference_check(target, x, num_samples=400, warmup=300, num_chains=2,
+                                     seed=seed, points=3)
         report["nuts"] = moments
     if grids is None and toy.latent_dim <= 2:
         grids = grid_posteriors(target, x)
