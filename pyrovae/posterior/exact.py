@@ -1,4 +1,4 @@
-"""The seed's identity, checked: log p(x) = ELBO + KL(q(z|x) ‖ p(z|x)), per data point.
+"""The identity of *The Intuitive VAE*, checked: log p(x) = ELBO + KL(q(z|x) ‖ p(z|x)), per data point.
 
 Every term is computed on its own:
 

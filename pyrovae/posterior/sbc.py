@@ -55,7 +55,8 @@ class SBCResult:
     @property
     def failed(self) -> np.ndarray:
         """(d,) True where the ECDF leaves the band (miscalibrated dimension)."""
-        return ((self.ecdf_diff < self.lower - 1e-12) | (self.ecdf_diff > self.upper + 1e-12)).any(1)
+        below = self.ecdf_diff < self.lower - 1e-12
+        return (below | (self.ecdf_diff > self.upper + 1e-12)).any(1)
 
     @property
     def passed(self) -> bool:

@@ -179,7 +179,7 @@ class PyroTarget(Target):
             with poutine.block():
                 tr = poutine.trace(self.model).get_trace(None, batch_size=1, **self.kwargs)
             return int(tr.nodes[self.latent]["value"].shape[-1])
-        except Exception as e:  # noqa: BLE001 - any model signature may fail here
+        except Exception as e:  # any model signature may fail here
             raise PyrovaeError(
                 f"latent_dim unknown and model(None, batch_size=1) could not be traced "
                 f"({type(e).__name__}); pass as_target(model, guide, latent_dim=d)"

@@ -306,7 +306,7 @@ def check_toy(
 
         vae = toy.to_linear_vae()
         xs = toy.sample(256, seed=seed + 1)
-        res = theta_fixed(vae, xs, steps=steps, lr=0.05)
+        res = theta_fixed(vae, xs, steps=steps, lr=0.05, init_seed=seed)
         report["theta_fixed"] = res.as_dict()
         figures["theta_fixed"] = _save(P.theta_fixed_figure(res), folder, f"{name}_theta_fixed.png")
         target = as_target(vae)
