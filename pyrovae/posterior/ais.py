@@ -181,7 +181,7 @@ def _hmc(an: _Annealer, state, beta: float, eps: torch.Tensor, leapfrog: int):
     """One HMC transition leaving f_β invariant; ``eps`` (n,) per data point."""
     u = state[0]
     f, grad = _f(state, beta)
-    e = eps.to(u.dtype).unsqueeze(-1)
+    e = eps.to(u).unsqueeze(-1)
     m = torch.ones_like(u) if an.inv_mass is None else an.inv_mass.expand_as(u)
     p0 = torch.randn_like(u) / m.sqrt()  # p ~ N(0, M), M = diag(1 / m)
     p = p0 + 0.5 * e * grad
@@ -216,7 +216,7 @@ def _run_chunk(an: _Annealer, u, betas, eps, fixed_eps, leapfrog, target_accept,
         eps_k = fixed_eps[k] if fixed_eps is not None else log_eps.exp()
         used[k] = eps_k
         state, acc = _hmc(an, state, float(betas[k]), eps_k, leapfrog)
-        rate = acc.double().mean(0)
+        rate = acc.double().mean(0).cpu()
         if adapt and fixed_eps is None:
             log_eps = (log_eps + adapt_rate * (rate - target_accept)).clamp(-12, 1)
         return state, rate
@@ -224,7 +224,7 @@ def _run_chunk(an: _Annealer, u, betas, eps, fixed_eps, leapfrog, target_accept,
     for _ in range(warmup):
         state, _r = step(0, state, True)
     used[0] = log_eps.exp() if fixed_eps is None else fixed_eps[0]
-    logw = torch.zeros(u.shape[:-1], dtype=torch.float64)
+    logw = torch.zeros(u.shape[:-1], dtype=torch.float64, device=u.device)
     for k in range(1, len(betas)):
         logw = logw + float(betas[k] - betas[k - 1]) * (state[2] - state[1]).double()
         if k < len(betas) - 1:  # no transition after the last β: it would not change w
@@ -235,7 +235,7 @@ def _run_chunk(an: _Annealer, u, betas, eps, fixed_eps, leapfrog, target_accept,
             progress(1)
     used[-1] = used[-2]
     acc_points /= max(len(betas) - 2, 1)
-    return logw, state[0], used, acc_steps, acc_points
+    return logw.cpu(), state[0], used, acc_steps, acc_points
 
 
 def ais(
