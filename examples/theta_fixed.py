@@ -27,7 +27,7 @@ def main() -> None:
                     ("orthogonal", PPCA.example(5, 2, orthogonal=True, sigma=0.5))):
         x = p.sample(256, seed=1)
         vae = p.to_linear_vae()  # decoder = the true θ, encoder random
-        res = theta_fixed(vae, x, steps=args.steps, lr=0.05, record_every=25)
+        res = theta_fixed(vae, x, steps=args.steps, lr=0.05, record_every=25, init_seed=0)
         print(f"{name}: log p(x) {res.log_px[-1]:.4f} (flat: "
               f"{max(res.log_px) - min(res.log_px):.1e}); KL {res.kl[0]:.3f} -> "
               f"{res.final_kl:.5f}, floor {res.floor:.5f}, KL − floor "

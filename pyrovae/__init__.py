@@ -42,6 +42,12 @@ _EXPORTS: dict[str, str] = {
     "load_run": "pyrovae.runs.folder",
     "resume_run": "pyrovae.runs.pipeline",
     "train_run": "pyrovae.runs.pipeline",
+    "ais": "pyrovae.posterior.ais",
+    "bdmc": "pyrovae.posterior.bdmc",
+    "sbc": "pyrovae.posterior.sbc",
+    "collapse_diagnostics": "pyrovae.posterior.collapse",
+    "collapse_callback": "pyrovae.posterior.collapse",
+    "check_vae": "pyrovae.runs.check",
 }
 
 #: sub-packages reachable as attributes (``pyrovae.posterior``, ``pyrovae.toy``, ...)
@@ -64,7 +70,12 @@ __all__ = [
     "PyrovaeError",
     "TrainConfig",
     "Trainer",
+    "ais",
     "apply_overrides",
+    "bdmc",
+    "check_vae",
+    "collapse_callback",
+    "collapse_diagnostics",
     "evaluate",
     "fit",
     "list_families",
@@ -73,6 +84,7 @@ __all__ = [
     "load_spec",
     "normalize_spec",
     "resume_run",
+    "sbc",
     "train_run",
     "train_test_split",
 ]

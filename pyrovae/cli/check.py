@@ -42,11 +42,24 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     p.add_argument("--quick", action="store_true",
                    help="fewer optimisation steps and samples, no NUTS (a smoke test)")
+    p.add_argument("--ais-steps", type=int, default=200, metavar="T",
+                   help="AIS intermediate distributions (default 200)")
+    p.add_argument("--ais-chains", type=int, default=32, metavar="C",
+                   help="AIS chains per data point (default 32)")
+    p.add_argument("--bdmc-points", type=int, default=16, metavar="N",
+                   help="simulated points for the BDMC sandwich, 0 to skip (default 16)")
+    p.add_argument("--sbc-sims", type=int, default=200, metavar="N",
+                   help="simulations for SBC of the guide, 0 to skip (default 200)")
+    p.add_argument("--collapse-points", type=int, default=500, metavar="N",
+                   help="held-out points for the collapse diagnostics (default 500)")
     p.set_defaults(func=run)
     return p
 
 
 def _prepare(out: Path, overwrite: bool) -> Path:
+    """Validate ``out`` and return a fresh staging folder beside it: the check writes
+    there, and :func:`_swap` replaces ``out`` only once everything is written, so a
+    failed or interrupted re-check leaves the previous report as it was."""
     if out.exists() and not out.is_dir():
         raise PyrovaeError(f"output {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -56,9 +69,22 @@ def _prepare(out: Path, overwrite: bool) -> Path:
             raise PyrovaeError(
                 f"output folder {out} is not empty and holds no {REPORT}; refusing to clear it"
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    staging = out.with_name(f".{out.name}.check-tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _swap(staging: Path, out: Path) -> None:
+    old = out.with_name(f".{out.name}.check-old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,21 +101,31 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= MAX_SEED:
         raise PyrovaeError(f"--seed: expected an integer in [0, {MAX_SEED}], got "
                            f"{args.seed if abs(args.seed) < 10**30 else 'a huge number'}")
+    for flag, low in (("ais_steps", 1), ("ais_chains", 1), ("bdmc_points", 0), ("sbc_sims", 0),
+                      ("collapse_points", 2)):
+        v = getattr(args, flag, low)
+        if v < low or (flag == "sbc_sims" and 0 < v < 10):
+            raise PyrovaeError(f"--{flag.replace('_', '-')}: expected an integer >= "
+                               f"{10 if flag == 'sbc_sims' else low}, got {v}")
     target = args.target
     if target in TOYS or target == "gaussian_mle":
         if not args.out:
             raise PyrovaeError("--out DIR is required when checking a toy problem")
-        out = _prepare(Path(args.out), args.overwrite)
-        report = check_toy(target, num_points=args.points, seed=args.seed, folder=out,
+        out = Path(args.out)
+        staging = _prepare(out, args.overwrite)
+        report = check_toy(target, num_points=args.points, seed=args.seed, folder=staging,
                            quick=args.quick)
     elif Path(target).is_dir():
-        out_path = Path(args.out) if args.out else Path(target) / "check"
-        report = _check_run(Path(target), out_path, args)
-        out = out_path
+        out = Path(args.out) if args.out else Path(target) / "check"
+        report, staging = _check_run(Path(target), out, args)
     else:
         known = ", ".join(["gaussian_mle", *TOYS])
         raise PyrovaeError(f"{target!r} is neither a toy problem ({known}) nor a run folder")
-    (out / REPORT).write_text(json.dumps(jsonable(report), indent=1) + "\n", encoding="utf-8")
+    from pyrovae.io import atomic_write_text
+
+    report = _relocate(report, staging, out)
+    atomic_write_text(staging / REPORT, json.dumps(jsonable(report), indent=1) + "\n")
+    _swap(staging, out)
     _print_summary(report, out)
     return 0
 
@@ -98,18 +134,23 @@ def _check_run(run_dir: Path, out_path: Path, args: argparse.Namespace) -> dict:
     import torch
 
     from pyrovae.plots import posterior as P
-    from pyrovae.runs.check import _save, check_vae
+    from pyrovae.runs.check import _save, check_vae, diagnostic_figures
     from pyrovae.runs.folder import load_run
     from pyrovae.runs.pipeline import load_data
 
     vae, spec, _ = load_run(run_dir)  # raises PyrovaeError for a non-run folder
-    out = _prepare(out_path, args.overwrite)
+    out = _prepare(out_path, args.overwrite)  # the staging folder
     _, train, test = load_data(spec)
     data = test if test is not None else train
-    x = data.x[: args.points].to(next(vae.parameters()).dtype)
+    dtype = next(vae.parameters()).dtype
+    x = data.x[: args.points].to(dtype)
     report, grids = check_vae(
         vae, x, num_samples=args.samples, amortization_steps=100 if args.quick else 500,
         nuts_points=0 if args.quick else min(3, len(x)), seed=args.seed,
+        ais_steps=min(args.ais_steps, 50) if args.quick else args.ais_steps,
+        ais_chains=args.ais_chains, bdmc_points=args.bdmc_points,
+        sbc_sims=min(args.sbc_sims, 50) if args.quick and args.sbc_sims else args.sbc_sims,
+        collapse_x=data.x[: args.collapse_points].to(dtype), progress=True,
     )
     report = {"run": str(run_dir), "data": spec["data"], "split": "test" if test else "train",
               **report}
@@ -126,7 +167,17 @@ def _check_run(run_dir: Path, out_path: Path, args: argparse.Namespace) -> dict:
     if "amortization" in report:
         figures["gaps"] = _save(P.gaps_figure({vae.spec["guide"]["family"]:
                                                report["amortization"]}), out, "gaps.png")
+    figures.update(diagnostic_figures(report, out))
     report["figures"] = figures
+    return report, out
+
+
+def _relocate(report: dict, staging: Path, out: Path) -> dict:
+    """Figure paths in the report point into ``out`` (where the swap puts them)."""
+    figs = report.get("figures")
+    if isinstance(figs, dict):
+        report["figures"] = {k: None if v is None else str(out / Path(v).name)
+                             for k, v in figs.items()}
     return report
 
 

@@ -11,9 +11,15 @@ module              idea
 ``local``           per-data-point guides and the loop that fits them
 ``amortization``    amortization vs approximation gap (Cremer et al. 2018)
 ``reference``       NUTS reference draws and the ArviZ export (the one ArviZ module)
+``ais``             annealed importance sampling: log p(x) at any latent dimension
+``bdmc``            bidirectional Monte Carlo: a sandwich that certifies AIS
+``sbc``             simulation-based calibration of the guide (rank ECDF bands)
+``collapse``        active units, KL per dimension, rate, distortion, I_q(x; z)
 ==================  ===========================================================
 
-``reference`` is not imported here, so ArviZ loads only when it is used.  Grid
+``reference`` is not imported here, so ArviZ loads only when it is used.  The
+functions ``ais``, ``bdmc`` and ``sbc`` share their modules' names, so they are
+reached as ``pyrovae.ais`` (etc.) or ``from pyrovae.posterior.ais import ais``.  Grid
 quadrature lives in :mod:`pyrovae.quadrature` (the toys use it too); the θ-fixed
 experiment in :mod:`pyrovae.experiments.theta_fixed`; the full report that
 ``pyrovae check`` writes in :mod:`pyrovae.runs.check`.
@@ -21,7 +27,10 @@ experiment in :mod:`pyrovae.experiments.theta_fixed`; the full report that
 
 from __future__ import annotations
 
+from pyrovae.posterior.ais import AISResult
 from pyrovae.posterior.amortization import amortization_gap
+from pyrovae.posterior.bdmc import BDMCResult
+from pyrovae.posterior.collapse import collapse_callback, collapse_diagnostics
 from pyrovae.posterior.exact import (
     Estimate,
     check_identity,
@@ -34,17 +43,23 @@ from pyrovae.posterior.exact import (
 )
 from pyrovae.posterior.local import LocalGuide, fit_local_guide
 from pyrovae.posterior.psis import ess, khat, psis_per_point
+from pyrovae.posterior.sbc import SBCResult
 from pyrovae.posterior.target import Target, as_target
 from pyrovae.quadrature import GridPosterior, grid_posterior
 
 __all__ = [
+    "AISResult",
+    "BDMCResult",
     "Estimate",
     "GridPosterior",
     "LocalGuide",
+    "SBCResult",
     "Target",
     "amortization_gap",
     "as_target",
     "check_identity",
+    "collapse_callback",
+    "collapse_diagnostics",
     "elbo",
     "ess",
     "fit_local_guide",

@@ -1,4 +1,6 @@
-"""The seed's identity, checked: log p(x) = ELBO + KL(q(z|x) ‖ p(z|x)), per data point.
+"""The identity of *The Intuitive VAE*, checked per data point:
+
+    log p(x) = ELBO + KL(q(z|x) ‖ p(z|x))
 
 Every term is computed on its own:
 

@@ -29,8 +29,10 @@ with warnings.catch_warnings():
 def nuts_reference(
     target, x: torch.Tensor, *, num_samples: int = 500, warmup: int = 300,
     num_chains: int = 4, seed: int = 0, init_scale: float = 1.0, init: str = "auto",
+    points: int | None = None,
 ) -> np.ndarray:
-    """NUTS draws of z for every row of ``x`` (jointly; the rows are independent).
+    """NUTS draws of z for every row of ``x`` (jointly; the rows are independent), or
+    for the first ``points`` rows (a per-point guide still sees all of ``x``).
 
     Chains start from draws of the guide (``init="guide"``; the default when the
     target has one), else from ``init_scale`` × N(0, I) on the unconstrained z
@@ -38,6 +40,7 @@ def nuts_reference(
     """
     target = as_target(target)
     transform = biject_to(target.support)
+    x_all, x = x, x[:points]
     n, d = x.shape[0], target.latent_dim
     dtype = x.dtype
 
@@ -53,8 +56,8 @@ def nuts_reference(
     if use_guide:
         torch.manual_seed(seed)
         with torch.no_grad():
-            z0, _ = target.sample_guide(x, num_chains)
-        u0 = transform.inv(z0.detach().to(dtype))
+            z0, _ = target.sample_guide(x_all, num_chains)
+        u0 = transform.inv(z0[:, :n].detach().to(dtype))
     chains = []
     for c in range(num_chains):
         g = torch.Generator().manual_seed(seed + c)
@@ -72,12 +75,15 @@ def nuts_reference(
     return np.stack(chains)
 
 
-def guide_samples(target, x: torch.Tensor, num_samples: int) -> np.ndarray:
-    """Draws of z ~ q_φ(z|x), shape (1, draws, N, latent_dim)."""
+def guide_samples(
+    target, x: torch.Tensor, num_samples: int, points: int | None = None
+) -> np.ndarray:
+    """Draws of z ~ q_φ(z|x), shape (1, draws, N, latent_dim) (the first ``points``
+    rows when given)."""
     target = as_target(target)
     with torch.no_grad():
         z, _ = target.sample_guide(x, num_samples)
-    return z.detach().double().numpy()[None]
+    return z[:, :points].detach().double().numpy()[None]
 
 
 def to_inference_data(nuts: np.ndarray, guide: np.ndarray | None = None):
@@ -121,14 +127,18 @@ def compare_moments(idata) -> dict:
 
 def reference_check(
     target, x: torch.Tensor, *, num_samples: int = 500, warmup: int = 300,
-    num_chains: int = 4, seed: int = 0,
+    num_chains: int = 4, seed: int = 0, points: int | None = None,
 ) -> tuple[object, dict]:
-    """NUTS + guide draws for ``x`` -> (InferenceData, :func:`compare_moments`)."""
+    """NUTS + guide draws for ``x`` (or its first ``points`` rows: a per-point guide
+    such as :class:`~pyrovae.posterior.local.LocalGuide` is always called with all
+    of ``x``) -> (InferenceData, :func:`compare_moments`)."""
     target = as_target(target)
     nuts = nuts_reference(
-        target, x, num_samples=num_samples, warmup=warmup, num_chains=num_chains, seed=seed
+        target, x, num_samples=num_samples, warmup=warmup, num_chains=num_chains, seed=seed,
+        points=points,
     )
-    guide = guide_samples(target, x, num_samples * num_chains) if target.has_guide else None
+    guide = (guide_samples(target, x, num_samples * num_chains, points)
+             if target.has_guide else None)
     idata = to_inference_data(nuts, guide)
     return idata, compare_moments(idata)
 

@@ -85,6 +85,30 @@ class Target:
     def has_guide(self) -> bool:
         return True
 
+    # ---- the prior p(z) and the generative process (AIS from the prior, BDMC, SBC)
+    def prior_dist(self):
+        """p(z) with event shape (latent_dim,), or None when only traces know it."""
+        return None
+
+    def sample_prior(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """z ~ p(z), shape (S, N, d) (``x`` only fixes N)."""
+        p = self._require_prior()
+        return p.sample((num_samples, x.shape[0]))
+
+    def prior_log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) for z of shape (..., N, d) -> (..., N)."""
+        return self._require_prior().log_prob(z)
+
+    def simulate(self, num_data: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, x) ~ p(z) p_θ(x|z): ``num_data`` exact joint draws (z (N, d), x (N, ...))."""
+        raise PyrovaeError(f"{type(self).__name__} cannot simulate data from its model")
+
+    def _require_prior(self):
+        p = self.prior_dist()
+        if p is None:
+            raise PyrovaeError(f"{type(self).__name__} exposes no prior p(z)")
+        return p
+
     def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
         """log p(x, z) − log q(z|x) for z ~ q, shape (S, N)."""
         z, log_q = self.sample_guide(x, num_samples)
@@ -119,6 +143,13 @@ class VAETarget(_DistGuideMixin, Target):
     def log_joint(self, x, z):
         return self.vae.prior_dist().log_prob(z) + self.vae.decode(z, x).log_prob(x)
 
+    def prior_dist(self):
+        return self.vae.prior_dist()
+
+    def simulate(self, num_data):
+        z = self.vae.prior_dist().sample((num_data,))
+        return z, self.vae.decode(z).sample()
+
     def grid_box(self):
         dtype = next(self.vae.parameters()).dtype
         return (torch.full((self.latent_dim,), -6.0, dtype=dtype),
@@ -139,8 +170,20 @@ class PyroTarget(Target):
     @property
     def latent_dim(self) -> int:  # type: ignore[override]
         if self._latent_dim is None:
-            raise PyrovaeError("latent_dim unknown: pass latent_dim= or draw from the guide first")
+            self._latent_dim = self._infer_latent_dim()
         return self._latent_dim
+
+    def _infer_latent_dim(self) -> int:
+        """One prior draw of the model, called as ``model(None, batch_size=1)``."""
+        try:
+            with poutine.block():
+                tr = poutine.trace(self.model).get_trace(None, batch_size=1, **self.kwargs)
+            return int(tr.nodes[self.latent]["value"].shape[-1])
+        except Exception as e:  # any model signature may fail here
+            raise PyrovaeError(
+                f"latent_dim unknown and model(None, batch_size=1) could not be traced "
+                f"({type(e).__name__}); pass as_target(model, guide, latent_dim=d)"
+            ) from None
 
     @property
     def has_guide(self) -> bool:
@@ -162,6 +205,24 @@ class PyroTarget(Target):
 
     def log_joint(self, x, z):
         return self._conditioned_log_prob(self.model, x, z)
+
+    def _model_trace(self, x, num_samples: int, z: torch.Tensor | None = None):
+        fn = self.model if z is None else poutine.condition(self.model, data={self.latent: z})
+        with pyro.plate(_PARTICLES, num_samples, dim=-2):
+            return poutine.trace(fn).get_trace(x, **self.kwargs)
+
+    def sample_prior(self, x, num_samples):
+        tr = self._model_trace(x, num_samples)
+        z = tr.nodes[self.latent]["value"].expand(num_samples, x.shape[0], -1)
+        self._latent_dim = z.shape[-1]
+        return z
+
+    def prior_log_prob(self, x, z):
+        n = x.shape[0]
+        flat, batch = self._flat(z, n)
+        tr = self._model_trace(x, flat.shape[0], flat)
+        lp = _per_point_log_prob(tr, n, lambda s: s["name"] == self.latent)
+        return lp.expand(flat.shape[0], n).reshape(*batch, n)
 
     def _require_guide(self):
         if self.guide is None:
@@ -228,6 +289,13 @@ class ToyTarget(Target):
     def log_joint(self, x, z):
         return self.toy.log_joint(x, z)
 
+    def prior_dist(self):
+        return self.toy.prior()
+
+    def simulate(self, num_data):
+        z = self.toy.prior().sample((num_data,))
+        return z, self.toy.likelihood(z).sample()
+
     def sample_guide(self, x, num_samples):
         return self._require().sample_guide(x, num_samples)
 
@@ -255,7 +323,13 @@ class _DistGuideTarget(_DistGuideMixin, Target):
 
 
 def as_target(model: Any, guide: Any = None, **kwargs: Any) -> Target:
-    """A :class:`Target` for a VAE, a toy problem (+ guide) or a Pyro model/guide pair."""
+    """A :class:`Target` for a VAE, a toy problem (+ guide) or a Pyro model/guide pair.
+
+    For a Pyro pair, keyword arguments go to :class:`PyroTarget`: ``latent_dim=``
+    (inferred when omitted, from the first guide or prior draw, or by tracing
+    ``model(None, batch_size=1)``), ``latent=`` / ``observed=`` site names, and any
+    further keyword arguments are passed to ``model`` and ``guide`` on every call.
+    """
     from pyrovae.model.vae import VAE
 
     if isinstance(model, Target):

@@ -32,3 +32,19 @@ def test_theta_fixed_on_ppca_reaches_the_floor(kind):
     assert abs(res.final_residual) < 4 * res.elbo_stderr[-1] + 1e-9
     _, kl = ppca_exact(vae, x)
     assert float(kl.mean()) == pytest.approx(res.final_kl)
+
+
+def test_init_seed_makes_the_start_independent_of_the_global_rng():
+    import torch
+
+    from pyrovae.experiments.theta_fixed import theta_fixed
+    from pyrovae.toy import PPCA
+
+    p = PPCA.example(5, 2, correlation=0.8, sigma=0.5)
+    x = p.sample(32, seed=1)
+    starts = []
+    for state in (1, 2):
+        torch.manual_seed(state)  # a different random state when the VAE is built
+        vae = p.to_linear_vae()
+        starts.append(theta_fixed(vae, x, steps=1, record_every=1, init_seed=0).kl[0])
+    assert starts[0] == starts[1]

@@ -34,3 +34,14 @@ def test_gaps_on_ppca():
     r = amortization_gap(good, x, steps=300, lr=0.01, num_samples=4000)
     assert bool((r["amortization_gap_exact"].abs() < 0.01).all()), r["amortization_gap_exact"]
     assert bool(((r["approximation_gap_exact"] - floor).abs() < 0.01).all())
+
+
+def test_lbfgs_reaches_the_meanfield_floor_and_reports_gradient():
+    p = PPCA.example(5, 2, correlation=0.8, sigma=0.5)
+    x = p.sample(6, seed=2)
+    r = amortization_gap(p.to_linear_vae(), x, num_samples=500)  # default: L-BFGS
+    assert r["optimizer"] == "lbfgs" and r["converged"] is True
+    assert bool((r["grad_norm"] < 1e-3).all()), r["grad_norm"]
+    excess = r["approximation_gap_exact"] - p.meanfield_floor()
+    assert bool((excess.abs() < 2e-3).all()), excess
+    assert bool((r["approximation_gap_stderr"] > 0).all())
