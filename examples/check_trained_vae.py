@@ -7,9 +7,11 @@ quadrature, the ELBO, the gap and KL(q ‖ p(z|x)) computed independently, PSIS 
 and the amortization vs approximation gap; plus, for the diagonal guide, the seed's
 θ-fixed experiment on the trained decoder and a NUTS reference.
 
-    python examples/check_trained_vae.py [--epochs 300] [--out docs/figures]
+    python examples/check_trained_vae.py [--epochs 300] [--out DIR]
 
-Writes PNG figures and ``check_trained_vae.json`` into ``--out``.
+Writes PNG figures and ``check_trained_vae.json`` into ``--out`` (default: a fresh
+``runs/examples/check_trained_vae-TIME``; the README's figures came from
+``--out docs/figures``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
+from _output import output_folder
 
 import pyrovae
+from pyrovae.experiments.theta_fixed import theta_fixed
 from pyrovae.plots import posterior as P
 from pyrovae.runs.check import check_vae, jsonable
-from pyrovae.experiments.theta_fixed import theta_fixed
 
 GUIDES = ["diagonal_normal", "full_covariance", "flow"]
 
@@ -33,11 +35,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--points", type=int, default=6)
-    ap.add_argument("--out", default="docs/figures")
+    ap.add_argument("--out", default=None, help="folder for figures and JSON (default: fresh)")
     ap.add_argument("--theta-steps", type=int, default=1500)
     args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder("check_trained_vae", args.out)
     torch.manual_seed(0)
 
     full = pyrovae.load_dataset("digits", transform="binarize")
@@ -91,6 +92,7 @@ def main() -> None:
         print(f"theta fixed: KL {res.kl[0]:.3f} -> {res.kl[-1]:.3f} "
               f"(per-point optimum {res.floor:.3f}) in {res.seconds:.0f}s")
     (out / "check_trained_vae.json").write_text(json.dumps(jsonable(summary), indent=1) + "\n")
+    print(f"figures and check_trained_vae.json in {out}")
 
 
 if __name__ == "__main__":

@@ -2,22 +2,25 @@
 linear VAE trained with SVI against the closed-form maximum likelihood.
 
     python examples/toy_ppca.py [--out DIR]
+
+Writes ``ppca_posterior.png`` into ``--out`` (default: a fresh
+``runs/examples/toy_ppca-TIME``).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from _output import output_folder
 
 import pyrovae
+from pyrovae.experiments.theta_fixed import ppca_exact, ppca_floor
 from pyrovae.plots.posterior import posterior_grid_figure
 from pyrovae.posterior.exact import check_identity, elbo, grid_posteriors
 from pyrovae.posterior.local import fit_local_guide
 from pyrovae.posterior.target import as_target
-from pyrovae.experiments.theta_fixed import ppca_exact, ppca_floor
 from pyrovae.toy import PPCA
 
 
@@ -36,12 +39,11 @@ def main() -> None:
         print(f"  x{i}: log p(x) {r['log_px'][i]:.4f} (exact) = ELBO {r['elbo'][i]:.4f} "
               f"± {r['elbo_stderr'][i]:.4f} + KL {r['kl'][i]:.4f} ({r['kl_method']}); "
               f"residual {r['residual'][i]:+.4f}")
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        titles = [f"KL {float(k):.3f} (floor {p.meanfield_floor():.3f})" for k in r["kl"]]
-        grids = grid_posteriors(as_target(p, guide), x)  # exact posterior and q on a grid
-        posterior_grid_figure(grids, titles=titles).savefig(
-            Path(args.out) / "ppca_posterior.png", dpi=80)
+    out = output_folder("toy_ppca", args.out)
+    titles = [f"KL {float(k):.3f} (floor {p.meanfield_floor():.3f})" for k in r["kl"]]
+    grids = grid_posteriors(as_target(p, guide), x)  # exact posterior and q on a grid
+    posterior_grid_figure(grids, titles=titles).savefig(out / "ppca_posterior.png", dpi=80)
+    print(f"figure in {out}")
 
     # a linear VAE (affine encoder and decoder, learned σ) trained by SVI
     data = p.sample(2000, seed=0).float()
