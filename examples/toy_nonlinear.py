@@ -26,16 +26,18 @@ from pyrovae.toy import NonlinearToy
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="folder for the figures (default: fresh)")
+    ap.add_argument("--steps", type=int, default=1000, help="steps of each local guide fit")
+    ap.add_argument("--num-samples", type=int, default=4000, help="Monte Carlo draws per point")
     args = ap.parse_args()
     out = output_folder("toy_nonlinear", args.out)
     torch.manual_seed(0)
     for kind in ("banana", "bimodal", "square"):
         toy = NonlinearToy(kind, sigma=0.3)
         x = toy.sample(4, seed=5)
-        guide = fit_local_guide(toy, x, steps=1000)
+        guide = fit_local_guide(toy, x, steps=args.steps)
         target = as_target(toy, guide)
-        r = check_identity(target, x, num_samples=4000)
-        k = psis_per_point(target, x, num_samples=4000)["khat"]
+        r = check_identity(target, x, num_samples=args.num_samples)
+        k = psis_per_point(target, x, num_samples=args.num_samples)["khat"]
         print(f"{kind}: {toy.formula}, sigma = 0.3")
         for i, g in enumerate(r["grids"]):
             print(f"  x{i}: log p(x) {g.log_marginal:.4f} ± {g.error_bound:.1e} "
