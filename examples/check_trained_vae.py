@@ -4,7 +4,7 @@ p_θ(z|x) on a grid against the guide q_φ(z|x) for a few held-out digits.
 Trains one VAE per guide family (diagonal Gaussian, full-covariance Gaussian, flow),
 then for each held-out digit reports log p(x) by
 quadrature, the ELBO, the gap and KL(q ‖ p(z|x)) computed independently, PSIS k̂,
-and the amortization vs approximation gap; plus, for the diagonal guide, the seed's
+and the amortization vs approximation gap; plus, for the diagonal guide, the
 θ-fixed experiment on the trained decoder and a NUTS reference.
 
     python examples/check_trained_vae.py [--epochs 300] [--out DIR]
@@ -84,7 +84,7 @@ def main() -> None:
 
     summary = {lab: results[lab] for lab in labels}
     if "diagonal_normal" in vaes and args.theta_steps:
-        # the seed's experiment on a real decoder: θ frozen, only the encoder trains
+        # the experiment of The Intuitive VAE on a real decoder: θ frozen, only the encoder trains
         vae = vaes["diagonal_normal"]
         res = theta_fixed(vae, x, steps=args.theta_steps, lr=3e-3, record_every=50)
         res.floor = float(torch.as_tensor(

@@ -1,4 +1,4 @@
-"""The seed's experiment: keep θ fixed, maximise the ELBO over φ only.
+"""The experiment of *The Intuitive VAE*: keep θ fixed, maximise the ELBO over φ only.
 
 log p_θ(x) = ELBO ↑ + KL(q_φ(z|x) ‖ p_θ(z|x)) ↓ — with the decoder frozen at the true
 θ of a pPCA, log p(x) is a flat line and the exact KL falls to the floor of the

@@ -1,4 +1,4 @@
-"""The seed's first section: maximum likelihood for one Gaussian, two ways.
+"""The first section of *The Intuitive VAE*: maximum likelihood for one Gaussian, two ways.
 
 The closed form μ̂ = mean(x), σ̂ = std(x) (ddof = 0) next to the same fit found by
 gradient ascent on the log-likelihood written as a Pyro model.
