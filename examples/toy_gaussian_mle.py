@@ -1,17 +1,20 @@
-"""The seed's first section: maximum likelihood for one Gaussian, two ways.
+"""The first section of *The Intuitive VAE*: maximum likelihood for one Gaussian, two ways.
 
 The closed form μ̂ = mean(x), σ̂ = std(x) (ddof = 0) next to the same fit found by
 gradient ascent on the log-likelihood written as a Pyro model.
 
     python examples/toy_gaussian_mle.py [--out DIR]
+
+Writes ``gaussian_mle.png`` into ``--out`` (default: a fresh
+``runs/examples/toy_gaussian_mle-TIME``).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
+from _output import output_folder
 
 from pyrovae.plots.posterior import gaussian_mle_figure
 from pyrovae.toy.gaussian import closed_form_mle, fit_mle_pyro
@@ -29,9 +32,9 @@ def main() -> None:
           f"avg log-lik = {closed.log_likelihood:.8f}")
     print(f"Pyro + Adam : mu = {fitted.mu:.6f}  sigma = {fitted.sigma:.6f}  "
           f"avg log-lik = {fitted.log_likelihood:.8f}  ({fitted.steps} steps)")
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        gaussian_mle_figure(x, closed, fitted).savefig(Path(args.out) / "gaussian_mle.png", dpi=80)
+    out = output_folder("toy_gaussian_mle", args.out)
+    gaussian_mle_figure(x, closed, fitted).savefig(out / "gaussian_mle.png", dpi=80)
+    print(f"figure in {out}")
 
 
 if __name__ == "__main__":

@@ -82,11 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pyrovae",
         description="Variational autoencoders in Pyro: train, evaluate, sample, check.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(f"pyrovae.cli.{name}").register(sub)
     return parser
+
+
+def _version() -> str:
+    """``pyrovae X (torch Y, pyro Z, Python W)``: the installed distributions' versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    py = ".".join(map(str, sys.version_info[:3]))
+    return f"pyrovae {v('pyrovae')} (torch {v('torch')}, pyro {v('pyro-ppl')}, Python {py})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

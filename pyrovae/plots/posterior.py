@@ -22,8 +22,11 @@ def _np(t) -> np.ndarray:
 
 def theta_fixed_figure(result, title: str = "θ fixed, φ optimised") -> Figure:
     """Left: log p(x) (flat) and the ELBO rising to it, the gap shaded.  Right: the
-    exact KL(q ‖ p(z|x)) falling to the guide family's floor (log scale)."""
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    exact KL(q ‖ p(z|x)) falling to the guide family's floor (log scale).
+
+    Legends sit below the axes so they never hide a curve; a floor of 0 (which a log
+    axis cannot show) is stated in the legend instead of drawn."""
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     s = np.asarray(result.steps)
     elbo, lp, kl = map(np.asarray, (result.elbo, result.log_px, result.kl))
@@ -31,19 +34,22 @@ def theta_fixed_figure(result, title: str = "θ fixed, φ optimised") -> Figure:
     ax1.plot(s, elbo, color="C0", lw=1.5, label="ELBO (Monte Carlo)")
     ax1.fill_between(s, elbo, lp, color="C1", alpha=0.25, label="gap = KL(q‖p(z|x))")
     lo = min(elbo[len(elbo) // 10:].min(), lp.min())
-    ax1.set_ylim(lo - 0.1 * (lp.max() - lo + 1e-3), lp.max() + 0.1 * (lp.max() - lo + 1e-3))
+    span = lp.max() - lo + 1e-3
+    ax1.set_ylim(lo - 0.1 * span, lp.max() + 0.1 * span)
     ax1.set_xlabel("step")
     ax1.set_ylabel("nats per point")
-    ax1.set_title(title)
-    ax1.legend(fontsize=8, loc="lower right")
+    ax1.set_title(title, fontsize=10)
+    ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     ax2.semilogy(s, np.maximum(kl, 1e-6), color="C1", lw=1.5, label="KL(q‖p(z|x)) (exact)")
-    if result.floor is not None:
-        ax2.axhline(max(result.floor, 1e-6), color="k", ls="--",
-                    label=f"floor of the family = {result.floor:.4f}")
+    if result.floor is not None and result.floor > 1e-6:
+        ax2.axhline(result.floor, color="k", ls="--",
+                    label=f"floor of the family = {result.floor:.4g}")
+    elif result.floor is not None:  # a log axis has no 0: say it instead of drawing it
+        ax2.plot([], [], " ", label="floor of the family = 0 (not drawn on a log axis)")
     ax2.set_xlabel("step")
-    ax2.set_ylabel("nats per point")
-    ax2.set_title(f"final KL − floor = {result.final_kl_above_floor:.2e}")
-    ax2.legend(fontsize=8)
+    ax2.set_ylabel("nats per point (log scale)")
+    ax2.set_title(f"final KL − floor = {result.final_kl_above_floor:.2e}", fontsize=10)
+    ax2.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     return fig
 
 
@@ -86,19 +92,53 @@ def _limits(g, window: float = 7.0, pad: float = 0.15):
     return [((a + b) / 2 - half, (a + b) / 2 + half) for a, b in lims]
 
 
+def _fine(axes: Sequence[np.ndarray], log_d: np.ndarray, lims, n: int = 200):
+    """``log_d`` on an ``n`` × ``n`` grid over ``lims`` by cubic interpolation of the
+    log density (smooth where the density is: no blocky contours from a coarse grid)."""
+    from scipy.interpolate import RectBivariateSpline
+
+    u0, u1 = axes
+    floor = np.nanmax(log_d) - 60.0
+    ld = np.where(np.isfinite(log_d), np.maximum(log_d, floor), floor)
+    k0, k1 = min(3, len(u0) - 1), min(3, len(u1) - 1)
+    f0 = np.linspace(max(lims[0][0], u0[0]), min(lims[0][1], u0[-1]), n)
+    f1 = np.linspace(max(lims[1][0], u1[0]), min(lims[1][1], u1[-1]), n)
+    fine = RectBivariateSpline(u0, u1, ld, kx=k0, ky=k1)(f0, f1)
+    return f0, f1, np.minimum(fine, np.nanmax(log_d))
+
+
 def _contour_pair(ax, g, show_guide: bool = True):
-    """Filled contours of p(z|x) and line contours of q on one 2-D grid."""
-    u0, u1 = (_np(a) for a in g.axes)
-    p = np.exp(_np(g.log_density))
-    ax.contourf(u0, u1, p.T, levels=_levels(p), cmap="Greys")
+    """Filled contours of p(z|x) (grey) and line contours of q (red) on one 2-D grid,
+    interpolated onto a fine grid over the panel's limits."""
+    axes = [_np(a) for a in g.axes]
+    lims = _limits(g)
+    f0, f1, ld = _fine(axes, _np(g.log_density), lims)
+    p = np.exp(ld - ld.max())
+    levels = _levels(p)
+    ax.contourf(f0, f1, p.T, levels=levels, colors=[str(c) for c in np.linspace(0.88, 0.3, 6)])
+    ax.contour(f0, f1, p.T, levels=levels[:-1], colors="0.35", linewidths=0.5)
     if show_guide and g.log_q is not None:
-        q = np.exp(_np(g.log_q))
-        if np.isfinite(q).all() and q.max() > 0:
-            ax.contour(u0, u1, q.T, levels=_levels(q)[:-1], colors="C3", linewidths=0.9)
-    (x0, x1), (y0, y1) = _limits(g)
+        lq = _np(g.log_q)
+        if np.isfinite(lq).any():
+            f0, f1, lq = _fine(axes, lq, lims)
+            q = np.exp(lq - lq.max())
+            ax.contour(f0, f1, q.T, levels=_levels(q)[:-1], colors="C3", linewidths=0.9)
+    (x0, x1), (y0, y1) = lims
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
+
+
+def _posterior_legend(fig: Figure, guide: bool = True) -> None:
+    """One legend for every panel: grey = exact posterior, red = guide."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor="0.45", label="exact posterior p(z|x) (quadrature)")]
+    if guide:
+        handles.append(Line2D([], [], color="C3", lw=1.2, label="guide q(z|x)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
+               frameon=False)
 
 
 def posterior_grid_figure(
@@ -135,8 +175,11 @@ def posterior_grid_figure(
             if titles is not None:
                 ax.set_title(titles[r * ncol + j] if len(titles) > ncol else titles[j], fontsize=8)
             ax.tick_params(labelsize=6)
+            ax.set_xlabel("z₁", fontsize=8, labelpad=1)
+            ax.set_ylabel("z₂", fontsize=8, labelpad=1)
         if row_labels is not None:
-            axes[r + extra, 0].set_ylabel(row_labels[r], fontsize=9)
+            axes[r + extra, 0].set_ylabel(f"{row_labels[r]}\nz₂", fontsize=9)
+    _posterior_legend(fig, guide=any(g.log_q is not None for row in rows for g in row))
     return fig
 
 
@@ -152,9 +195,10 @@ def posterior_1d_figure(grids: Sequence, *, titles: Sequence[str] | None = None)
     axes = np.atleast_1d(fig.subplots(1, len(grids)))
     for j, g in enumerate(grids):
         u = _np(g.points_u()).reshape(-1)
-        axes[j].plot(u, np.exp(_np(g.log_density.reshape(-1))), "k", lw=2, label="exact")
+        axes[j].plot(u, np.exp(_np(g.log_density.reshape(-1))), "k", lw=2,
+                     label="exact p(z|x)")
         if g.log_q is not None:
-            axes[j].plot(u, np.exp(_np(g.log_q.reshape(-1))), "C3", lw=1.5, label="guide")
+            axes[j].plot(u, np.exp(_np(g.log_q.reshape(-1))), "C3", lw=1.5, label="guide q(z|x)")
         (a, b), = _limits(g)
         axes[j].set_xlim(a, b)
         if titles is not None:
@@ -164,6 +208,7 @@ def posterior_1d_figure(grids: Sequence, *, titles: Sequence[str] | None = None)
             t = t.base_transform
         identity = t is T.identity_transform
         axes[j].set_xlabel("z" if identity else "u = T⁻¹(z) (unconstrained)", fontsize=8)
+    axes[0].set_ylabel("density", fontsize=8)
     axes[0].legend(fontsize=7)
     return fig
 
@@ -177,14 +222,18 @@ def khat_figure(
     ax = fig.subplots()
     colors = ["C2" if v < GOOD else "C1" if v < OK else "C3" for v in k]
     ax.scatter(np.arange(len(k)), k, c=colors, s=18)
-    ax.axhline(GOOD, color="C1", ls="--", lw=1, label="0.5")
-    ax.axhline(OK, color="C3", ls="--", lw=1, label="0.7")
+    ax.axhline(GOOD, color="C1", ls="--", lw=1, label="0.5 (good below)")
+    ax.axhline(OK, color="C3", ls="--", lw=1, label="0.7 (unreliable above)")
     if labels is not None:
         ax.set_xticks(np.arange(len(k)), labels, fontsize=7)
+    else:  # point indices are integers
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("data point")
     ax.set_ylabel(r"$\hat{k}$")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.legend(fontsize=7, loc="outside right upper", frameon=False)
     return fig
 
 
@@ -196,13 +245,14 @@ def gaps_figure(results: dict) -> Figure:
     labels = list(results)
     approx = [float(_np(results[k]["approximation_gap"]).mean()) for k in labels]
     amort = [float(_np(results[k]["amortization_gap"]).mean()) for k in labels]
-    fig = Figure(figsize=(1.6 * len(labels) + 2.5, 3.2), layout="constrained")
+    fig = Figure(figsize=(max(1.6 * len(labels) + 2.5, 5.0), 3.6), layout="constrained")
     ax = fig.subplots()
     xs = np.arange(len(labels))
     ax.bar(xs, approx, color="C0", label="approximation gap  log p(x) − ELBO[q*]")
     ax.bar(xs, amort, bottom=approx, color="C1", label="amortization gap  ELBO[q*] − ELBO[q_φ]")
     ax.set_xticks(xs, labels)
     ax.set_ylabel("nats per point")
-    ax.set_title("Inference gap = approximation + amortization (Cremer et al. 2018)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title("inference gap = approximation + amortization\n(Cremer et al. 2018)", fontsize=9)
+    ax.set_xlim(-0.75, len(labels) - 0.25)
+    fig.legend(fontsize=7, loc="outside lower center", ncol=1, frameon=False)
     return fig

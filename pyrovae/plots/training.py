@@ -65,8 +65,12 @@ def reconstructions(
     return fig
 
 
-def samples(images: torch.Tensor, image_shape: tuple[int, int], ncol: int = 10) -> Figure:
-    """Draws from the generative model: z ~ p(z), shown as E[x|z]."""
+def samples(
+    images: torch.Tensor, image_shape: tuple[int, int], ncol: int | None = None
+) -> Figure:
+    """Draws from the generative model: z ~ p(z), shown as E[x|z]; a square grid
+    (``ncol`` = ⌈√n⌉: 64 samples are 8 × 8) unless ``ncol`` is given."""
+    ncol = ncol or max(1, int(np.ceil(np.sqrt(len(images)))))
     fig = new_figure(6.0, 6.0 * np.ceil(len(images) / ncol) / ncol + 0.4)
     ax = fig.add_subplot()
     ax.imshow(_grid(_as_np(images), image_shape, ncol), cmap="gray_r", vmin=0, vmax=1)
@@ -75,8 +79,15 @@ def samples(images: torch.Tensor, image_shape: tuple[int, int], ncol: int = 10) 
     return fig
 
 
-def latent_map(z: torch.Tensor, labels: Sequence[int] | None = None) -> Figure:
-    """E_q[z|x] of each example coloured by label; principal components if dim z > 2."""
+def latent_map(
+    z: torch.Tensor,
+    labels: Sequence[int] | None = None,
+    components: dict[str, np.ndarray] | None = None,
+) -> Figure:
+    """E_q[z|x] of each example coloured by label; principal components if dim z > 2.
+
+    ``components`` (from :func:`pyrovae.plots.latent.prior_components`) draws a
+    mixture prior's Gaussians over the map (2-d latents only)."""
     z = _as_np(z)
     title = "latent means E_q[z|x]"
     if z.shape[1] > 2:
@@ -94,6 +105,12 @@ def latent_map(z: torch.Tensor, labels: Sequence[int] | None = None) -> Figure:
         labels = _as_np(labels)
         sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=5, alpha=0.8)
         fig.colorbar(sc, ax=ax, label="label")
+    if components is not None and z.shape[1] == 2 and len(components["means"][0]) == 2:
+        from pyrovae.plots.latent import draw_components
+
+        draw_components(ax, components)
+        ax.legend(fontsize=7, loc="upper right")
+        title += " and the prior's components"
     ax.set_xlabel("z₁")
     ax.set_ylabel("z₂")
     ax.set_title(title, fontsize=9)

@@ -23,6 +23,7 @@ from pyrovae.data import Dataset, TensorSource, dataset_names, load_dataset, tra
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate, summary
 from pyrovae.plots import save_figure
+from pyrovae.plots import latent
 from pyrovae.plots import training as tplots
 from pyrovae.runs.spec import check_num_samples, dump_spec, normalize_spec
 from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
@@ -433,7 +434,12 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
     torch.manual_seed(0)
     with torch.no_grad():
         z_mean = _latent_means(vae, shown.x)
-    paths.append(save_figure(tplots.latent_map(z_mean, shown.y), folder / "latent_map.png"))
+    with torch.no_grad():
+        components = latent.prior_components(vae.prior_dist())
+    paths.append(save_figure(tplots.latent_map(z_mean, shown.y, components),
+                             folder / "latent_map.png"))
+    if shown.image_shape is not None and vae.latent_dim == 2:
+        paths.append(save_figure(_manifold(vae, shown.image_shape), folder / "latent_manifold.png"))
     if shown.image_shape is not None:
         x = shown.x[:20]
         paths.append(save_figure(
@@ -444,6 +450,14 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
             tplots.samples(vae.sample(100), shown.image_shape), folder / "samples.png"
         ))
     return paths
+
+
+@torch.no_grad()
+def _manifold(vae: VAE, image_shape: tuple[int, int], n: int = 15) -> Any:
+    """Decode a grid of z at the prior's marginal quantiles: the latent manifold."""
+    z, a1, a2 = latent.manifold_grid(vae.prior_dist().sample((4000,)), n)
+    images = vae.likelihood.mean(vae.decode(z))
+    return latent.latent_manifold(images, image_shape, a1, a2)
 
 
 def _latent_means(vae: VAE, x: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,6 @@ def test_theta_fixed_example(tmp_path):
 
 
 @pytest.mark.slow
-def test_gaussian_mle_example():
-    out = _run(str(EXAMPLES / "toy_gaussian_mle.py"))
+def test_gaussian_mle_example(tmp_path):
+    out = _run(str(EXAMPLES / "toy_gaussian_mle.py"), "--out", str(tmp_path))
     assert re.search(r"closed form : mu = -?\d+\.\d+", out) and "Pyro + Adam" in out
