@@ -10,7 +10,9 @@ SAME initial weights, on the same data, with the same optimiser and epochs:
                        ``TraceMeanField_ELBO``: the KL term in closed form);
 * ``pyrovae_mf_exp`` – ``trace_meanfield_elbo`` with the encoder's scale map
                        σ = exp(½·log-variance), as pythae and most PyTorch code write it
-                       (the scale-map check of issue 14; ``--no-scale-check`` drops it);
+                       (the scale-map check of issue 14; ``--methods`` also offers ``softplus1``,
+                       softplus shifted so that σ = 1 at s = 0, and the default objective
+                       with either map);
 * ``pythae``         – pythae's ``VAE`` trained by its ``TrainingPipeline`` (only when
                        ``import pythae`` works: it is the optional extra ``pyrovae[peer]``,
                        never a runtime dependency; nothing is installed at run time);
@@ -131,13 +133,26 @@ def iwae(
 
 
 # ------------------------------------------------------------------ the methods
-class ExpScaleGuide(DiagonalNormalGuide):
-    """Diagonal Gaussian q(z|x) with σ = exp(½·s): the encoder's second half read as
-    log σ² (Kingma & Welling 2014; pythae), instead of pyrovae's softplus(s) + 1e-4."""
+#: The encoder's scale maps s ↦ σ compared: pyrovae's default, pythae's (s read as
+#: log σ²), and softplus shifted so that σ = 1 at s = 0 as with exp (an initialisation check).
+SCALE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "softplus": lambda s: F.softplus(s) + 1e-4,
+    "exp": lambda s: torch.exp(0.5 * s),
+    "softplus1": lambda s: F.softplus(s + math.log(math.e - 1)) + 1e-4,
+}
+
+
+class ScaleMapGuide(DiagonalNormalGuide):
+    """Diagonal Gaussian q(z|x) = N(μ, diag σ²) with σ = ``SCALE_MAPS[scale_map]``(s)
+    for the encoder output (μ, s)."""
+
+    def __init__(self, latent_dim: int, scale_map: str) -> None:
+        super().__init__(latent_dim)
+        self.scale_map = scale_map
 
     def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
-        loc, log_var = out.split(self.latent_dim, dim=-1)
-        return dist.Normal(loc, torch.exp(0.5 * log_var)).to_event(1)
+        loc, s = out.split(self.latent_dim, dim=-1)
+        return dist.Normal(loc, SCALE_MAPS[self.scale_map](s)).to_event(1)
 
 
 def default_objective() -> str:
@@ -155,12 +170,12 @@ def init_state(data_dim: int, seed: int) -> dict[str, dict[str, torch.Tensor]]:
 def _scorers(encoder: nn.Module, decoder: nn.Module, scale_map: str):
     def encode(x):
         loc, s = encoder(x).split(LATENT, -1)
-        return loc, (torch.exp(0.5 * s) if scale_map == "exp" else F.softplus(s) + 1e-4)
+        return loc, SCALE_MAPS[scale_map](s)
     return encode, decoder
 
 
 def train_pyrovae(x, init, seed, epochs, objective: str, scale_map: str):
-    guide = ExpScaleGuide(LATENT) if scale_map == "exp" else "diagonal_normal"
+    guide = "diagonal_normal" if scale_map == "softplus" else ScaleMapGuide(LATENT, scale_map)
     vae = pyrovae.VAE(x.shape[1], LATENT, encoder=[HIDDEN], decoder=[HIDDEN], guide=guide)
     vae.encoder.load_state_dict(init["encoder"])
     vae.decoder.load_state_dict(init["decoder"])
@@ -256,19 +271,31 @@ def train_pythae(x, init, seed, epochs):
 
 
 # ------------------------------------------------------------------ the driver
+#: Methods run by default (pythae only where importable), in this order.
+DEFAULT_METHODS = ("pyrovae", "pyrovae_mf", "pyrovae_mf_exp", "pythae", "torch")
+#: Every method: "pyrovae" (default objective) or "pyrovae_mf" (trace_meanfield_elbo), with
+#: an optional "_<scale map>" suffix; "pythae"; "torch".
+ALL_METHODS = (
+    "pyrovae", "pyrovae_exp", "pyrovae_softplus1",
+    "pyrovae_mf", "pyrovae_mf_exp", "pyrovae_mf_softplus1", "pythae", "torch",
+)
+
+
 def methods(args) -> dict[str, Callable]:
-    obj = default_objective()
-    out: dict[str, Callable] = {
-        "pyrovae": lambda x, i, s: train_pyrovae(x, i, s, args.epochs, obj, "softplus"),
-        "pyrovae_mf": lambda x, i, s: train_pyrovae(
-            x, i, s, args.epochs, "trace_meanfield_elbo", "softplus"),
-    }
-    if args.scale_check:
-        out["pyrovae_mf_exp"] = lambda x, i, s: train_pyrovae(
-            x, i, s, args.epochs, "trace_meanfield_elbo", "exp")
-    if args.pythae:
-        out["pythae"] = lambda x, i, s: train_pythae(x, i, s, args.epochs)
-    out["torch"] = lambda x, i, s: train_torch(x, i, s, args.epochs)
+    """The chosen methods: name -> train(x, init, seed) -> (seconds, (encode, decode))."""
+    out: dict[str, Callable] = {}
+    for name in args.methods:
+        if name == "pythae":
+            if args.pythae:
+                out[name] = lambda x, i, s: train_pythae(x, i, s, args.epochs)
+        elif name == "torch":
+            out[name] = lambda x, i, s: train_torch(x, i, s, args.epochs)
+        else:
+            parts = name.split("_")[1:]
+            obj = "trace_meanfield_elbo" if parts[:1] == ["mf"] else default_objective()
+            scale_map = (parts[1:] if parts[:1] == ["mf"] else parts) or ["softplus"]
+            out[name] = (lambda o, m: lambda x, i, s: train_pyrovae(x, i, s, args.epochs, o, m))(
+                obj, scale_map[0])
     return out
 
 
@@ -354,8 +381,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--no-pythae", dest="pythae", action="store_false",
                    help="skip pythae even when it is importable")
-    p.add_argument("--no-scale-check", dest="scale_check", action="store_false",
-                   help="skip the exp(½ log σ²) scale-map variant")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=ALL_METHODS,
+                   help="methods to run (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny data, 1 epoch, K 10, 2 seeds")
     p.add_argument("--json", default=None, help="also write the raw results to this file")
     args = p.parse_args(argv)
@@ -374,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         print("pythae is not importable here (optional: pip install 'pyrovae[peer]'); "
               "comparing with the hand-written PyTorch VAE only.")
     args.pythae = version is not None
-    peer = "pythae" if args.pythae else "torch"
+    peer = "pythae" if args.pythae and "pythae" in args.methods else "torch"
+    if peer not in args.methods:
+        args.methods.append(peer)
     if version:
         print(f"pythae {version} found: comparing with pythae's VAE and the hand-written one.")
     rows = [run_dataset(name, args) for name in args.data]

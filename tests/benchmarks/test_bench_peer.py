@@ -43,8 +43,8 @@ def test_shared_iwae_matches_pyrovae_evaluate(peer):
     ``pyrovae.estimators.evaluate`` on the same pyrovae model, for both scale maps
     (a wrong log-density term would be off by many nats)."""
     x = load_dataset("digits").x[:64].float()
-    for scale_map in ("softplus", "exp"):
-        guide = peer.ExpScaleGuide(peer.LATENT) if scale_map == "exp" else "diagonal_normal"
+    for scale_map in peer.SCALE_MAPS:
+        guide = peer.ScaleMapGuide(peer.LATENT, scale_map)
         torch.manual_seed(0)
         vae = pyrovae.VAE(64, peer.LATENT, encoder=[32], guide=guide)
         pyrovae.fit(vae, x, epochs=3, seed=0, eval_every=0, progress=False)
@@ -89,6 +89,15 @@ def test_peer_quick_mode_without_pythae(peer, tmp_path, monkeypatch, capsys):
 
 def test_peer_uses_pyrovae_default_objective(peer):
     assert peer.default_objective() in pyrovae.registry.OBJECTIVES
+
+
+def test_peer_scale_maps_start_at_one_or_softplus():
+    """exp and softplus1 give σ = 1 at s = 0; pyrovae's softplus gives log 2 (+1e-4)."""
+    peer = _load("bench_pythae")
+    zero = torch.zeros(3)
+    assert torch.allclose(peer.SCALE_MAPS["exp"](zero), torch.ones(3))
+    assert torch.allclose(peer.SCALE_MAPS["softplus1"](zero), torch.ones(3), atol=2e-4)
+    assert torch.allclose(peer.SCALE_MAPS["softplus"](zero), torch.full((3,), math.log(2) + 1e-4))
 
 
 def test_engines_cover_every_family(engines):
