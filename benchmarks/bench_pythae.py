@@ -41,6 +41,7 @@ Usage::
     python benchmarks/bench_pythae.py                       # 5 seeds, 30 epochs, both data sets
     python benchmarks/bench_pythae.py --seeds 10 --epochs 30 --json out.json
     python benchmarks/bench_pythae.py --quick               # seconds; smoke test
+    python benchmarks/bench_pythae.py --merge a.json b.json # one report from several runs
 
 To include pythae, run it with an interpreter where ``pip install 'pyrovae[peer]'`` was done
 (pythae 0.1.2 installs next to the torch already there; see docs/peer-benchmark.md).
@@ -344,11 +345,12 @@ def summarise(row: dict[str, Any], peer: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def print_report(rows: list[dict[str, Any]], args, peer: str) -> None:
+def print_report(rows: list[dict[str, Any]], args, peer: str, load: str | None = None) -> None:
+    load = load or f"{os.getloadavg()[0]:.2f}"
     print(f"\n# pyrovae vs {peer}: held-out IWAE (K = {args.k}) and training seconds\n")
     print(f"{args.epochs} epochs, batch 128, Adam 1e-3, MLP D-{HIDDEN}-{LATENT}, Bernoulli, "
-          f"N(0, I) prior, torch threads {torch.get_num_threads()}; pyrovae default objective "
-          f"'{default_objective()}'; load {os.getloadavg()[0]:.2f} "
+          f"N(0, I) prior, torch threads {args.threads}; pyrovae default objective "
+          f"'{default_objective()}'; load {load} "
           f"({os.cpu_count()} cpus); torch {torch.__version__}, python "
           f"{platform.python_version()}" + (" (QUICK: not a measurement)" if args.quick else ""))
     for row in rows:
@@ -391,7 +393,33 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def merge(paths: list[str]) -> int:
+    """Print the report of several ``--json`` runs (e.g. seeds 0-4 and 5-9) as one."""
+    runs = [json.loads(open(p).read()) for p in paths]
+    first = runs[0]
+    rows: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for row in run["rows"]:
+            into = rows.setdefault(row["data"], {**row, "iwae": {}, "seconds": {}, "seeds": []})
+            into["seeds"] += row["seeds"]
+            for key in ("iwae", "seconds"):
+                for m, values in row[key].items():
+                    into[key].setdefault(m, []).extend(values)
+    methods_all = set.intersection(*(set(r["iwae"]) for run in runs for r in run["rows"]))
+    for row in rows.values():
+        for key in ("iwae", "seconds"):
+            row[key] = {m: v for m, v in row[key].items() if m in methods_all}
+    args = argparse.Namespace(**first["args"])
+    load = ", ".join(f"{run['load'][0]:.2f}" for run in runs) + " at the ends of the runs"
+    print_report(list(rows.values()), args, first["peer"], load)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--merge"]:
+        return merge(argv[1:])
     args = parse(argv)
     torch.set_num_threads(args.threads)
     version = pythae_available() if args.pythae else None

@@ -86,6 +86,18 @@ def test_peer_quick_mode_without_pythae(peer, tmp_path, monkeypatch, capsys):
     assert row["summary"]["torch"]["diff"] == 0.0
     assert result["args"]["epochs"] == 1
 
+    # a second run (seeds 2, 3) merges with the first into one four-seed report
+    out2 = tmp_path / "peer2.json"
+    assert peer.main(["--quick", "--data", "digits", "--seed0", "2", "--methods", "pyrovae",
+                      "--json", str(out2)]) == 0
+    capsys.readouterr()
+    assert peer.main(["--merge", str(out), str(out2)]) == 0
+    merged = capsys.readouterr().out
+    seed_rows = [line for line in merged.splitlines() if line[:4] in ("| 0 ", "| 3 ")]
+    assert len(seed_rows) == 2
+    header = next(line for line in merged.splitlines() if line.startswith("| seed |"))
+    assert header == "| seed | pyrovae | torch |"  # only the methods every run has
+
 
 def test_peer_uses_pyrovae_default_objective(peer):
     assert peer.default_objective() in pyrovae.registry.OBJECTIVES
