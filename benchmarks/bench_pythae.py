@@ -42,6 +42,7 @@ Usage::
     python benchmarks/bench_pythae.py --seeds 10 --epochs 30 --json out.json
     python benchmarks/bench_pythae.py --quick               # seconds; smoke test
     python benchmarks/bench_pythae.py --merge a.json b.json # one report from several runs
+                                                            # (or their logs: stopped runs)
 
 To include pythae, run it with an interpreter where ``pip install 'pyrovae[peer]'`` was done
 (pythae 0.1.2 installs next to the torch already there; see docs/peer-benchmark.md).
@@ -66,6 +67,7 @@ import logging
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -87,6 +89,7 @@ HIDDEN = 400
 LATENT = 20
 #: (data set, number of training rows; the rest, from the end, are the test rows)
 DATASETS = {"mnist5k": 4000, "digits": 1437}
+DATASETS_TOTAL = {"mnist5k": 5000, "digits": 1797}
 
 Encoded = tuple[torch.Tensor, torch.Tensor]  # (loc, scale) of q(z|x)
 
@@ -300,7 +303,10 @@ def methods(args) -> dict[str, Callable]:
     return out
 
 
-def run_dataset(name: str, args) -> dict[str, Any]:
+def run_dataset(name: str, args,
+                on_seed: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train and score every method on one data set, seed by seed (``on_seed(row)`` after
+    each, so an interrupted run keeps the seeds it finished)."""
     data = load_dataset(name).x.float()
     n_train = DATASETS[name]
     if args.quick:
@@ -313,6 +319,8 @@ def run_dataset(name: str, args) -> dict[str, Any]:
         table[m](xtr[:256], warm, 0)
     iw: dict[str, list[float]] = {m: [] for m in names}
     sec: dict[str, list[float]] = {m: [] for m in names}
+    row = {"data": name, "n_train": len(xtr), "n_test": len(xte), "iwae": iw, "seconds": sec,
+           "seeds": []}
     for r, seed in enumerate(range(args.seed0, args.seed0 + args.seeds)):
         init = init_state(xtr.shape[1], seed)
         order = names[r % len(names):] + names[: r % len(names)]
@@ -322,8 +330,10 @@ def run_dataset(name: str, args) -> dict[str, Any]:
             sec[m].append(t)
         print(f"  {name} seed {seed}: " + ", ".join(f"{m} {iw[m][-1]:.2f} ({sec[m][-1]:.1f}s)"
               for m in names), file=sys.stderr, flush=True)
-    return {"data": name, "n_train": len(xtr), "n_test": len(xte), "iwae": iw, "seconds": sec,
-            "seeds": list(range(args.seed0, args.seed0 + args.seeds))}
+        row["seeds"].append(seed)
+        if on_seed is not None:
+            on_seed(row)
+    return row
 
 
 def summarise(row: dict[str, Any], peer: str) -> dict[str, dict[str, float]]:
@@ -393,9 +403,35 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+_SEED_LINE = re.compile(r"^\s+(\S+) seed (\d+): (.*)$")
+_METHOD_CELL = re.compile(r"(\S+) (-?[\d.]+) \(([\d.]+)s\)")
+
+
+def read_log(path: str) -> dict[str, Any]:
+    """A run rebuilt from the per-seed lines of its log (stderr), for a run stopped before
+    it wrote its JSON; it was run with the default ``--epochs``, ``--k`` and ``--threads``."""
+    rows: dict[str, dict[str, Any]] = {}
+    with open(path) as f:
+        for line in f:
+            hit = _SEED_LINE.match(line)
+            if not hit:
+                continue
+            row = rows.setdefault(hit[1], {"data": hit[1], "n_train": DATASETS[hit[1]],
+                                           "n_test": None, "iwae": {}, "seconds": {},
+                                           "seeds": []})
+            row["seeds"].append(int(hit[2]))
+            for m, value, sec in _METHOD_CELL.findall(hit[3]):
+                row["iwae"].setdefault(m, []).append(float(value))
+                row["seconds"].setdefault(m, []).append(float(sec))
+    methods_seen = {m for row in rows.values() for m in row["iwae"]}
+    return {"args": vars(parse([])), "peer": "pythae" if "pythae" in methods_seen else "torch",
+            "load": [float("nan")], "rows": list(rows.values())}
+
+
 def merge(paths: list[str]) -> int:
-    """Print the report of several ``--json`` runs (e.g. seeds 0-4 and 5-9) as one."""
-    runs = [json.loads(open(p).read()) for p in paths]
+    """Print the report of several runs (e.g. seeds 0-4 and 5-9) as one: their ``--json``
+    files, or the logs (stderr) of runs stopped early."""
+    runs = [json.loads(open(p).read()) if p.endswith(".json") else read_log(p) for p in paths]
     first = runs[0]
     rows: dict[str, dict[str, Any]] = {}
     for run in runs:
@@ -407,10 +443,13 @@ def merge(paths: list[str]) -> int:
                     into[key].setdefault(m, []).extend(values)
     methods_all = set.intersection(*(set(r["iwae"]) for run in runs for r in run["rows"]))
     for row in rows.values():
+        row["n_test"] = row["n_test"] or DATASETS_TOTAL[row["data"]] - row["n_train"]
+    for row in rows.values():
         for key in ("iwae", "seconds"):
             row[key] = {m: v for m, v in row[key].items() if m in methods_all}
     args = argparse.Namespace(**first["args"])
-    load = ", ".join(f"{run['load'][0]:.2f}" for run in runs) + " at the ends of the runs"
+    load = ", ".join(f"{run['load'][0]:.2f}" for run in runs if run["load"][0] == run["load"][0])
+    load = (load + " at the ends of the runs") if load else "not recorded (from logs)"
     print_report(list(rows.values()), args, first["peer"], load)
     return 0
 
@@ -434,12 +473,18 @@ def main(argv: list[str] | None = None) -> int:
         args.methods.append(peer)
     if version:
         print(f"pythae {version} found: comparing with pythae's VAE and the hand-written one.")
-    rows = [run_dataset(name, args) for name in args.data]
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"args": vars(args), "peer": peer, "pythae": version,
+                           "load": os.getloadavg(), "rows": rows}, f, indent=1)
+
+    rows: list[dict[str, Any]] = []
+    for name in args.data:
+        rows.append(run_dataset(name, args, lambda row: save([*rows, row])))
     print_report(rows, args, peer)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "peer": peer, "pythae": version,
-                       "load": os.getloadavg(), "rows": rows}, f, indent=1)
+    save(rows)  # with the summaries
     return 0
 
 
