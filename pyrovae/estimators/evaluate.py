@@ -43,7 +43,7 @@ def _device(vae: torch.nn.Module) -> torch.device:
 
 
 def _width(vae: Any) -> int:
-    sizes = [vae.data_dim, vae.likelihood.num_outputs()]
+    sizes = [vae.data_dim, vae.likelihood.num_outputs(), getattr(vae, "width", 0)]
     sizes += [m.out_features for m in vae.modules() if isinstance(m, torch.nn.Linear)]
     return max(sizes)
 
@@ -77,6 +77,8 @@ def evaluate(
             raise PyrovaeError(f"{name}: expected an integer >= {lo}, got {value!r}"
                                + (f" (at most {hi})" if hi is not None else ""))
     x_all = as_tensor(data)
+    if hasattr(vae, "as_event"):  # flat data for an image VAE and back
+        x_all = vae.as_event(x_all)
     vae.likelihood.check_data(x_all)
     device = _device(vae)
     K = int(num_samples)

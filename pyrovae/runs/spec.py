@@ -35,6 +35,7 @@ from pyrovae.model.spec import (
     MODEL_KEYS,
     MODEL_SECTIONS,
     TOP,
+    check_event_shape,
     normalize_model_key,
 )
 from pyrovae.registry import REGISTRIES, Param, validate_section
@@ -105,6 +106,7 @@ def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if key not in ALL_KEYS:
             raise PyrovaeError(f"{key}: unknown spec key; known keys: {', '.join(ALL_KEYS)}")
     spec = {key: _normalize_key(key, raw) for key in ALL_KEYS}
+    check_event_shape(spec)
     check_combinations(spec)
     return spec
 

@@ -85,14 +85,15 @@ def trace_elbo_standard(
     from pyrovae.model.guides import MIN_SCALE
 
     latent = vae.latent_dim
-    out = vae.encoder(x)
+    out = vae.encoder_out(x)
     loc, raw = out.split(latent, dim=-1)
     scale = F.softplus(raw) + MIN_SCALE
     shape = loc.shape if num_particles == 1 else (num_particles, *loc.shape)
     if eps is None:
         eps = torch.empty(shape, dtype=loc.dtype, device=loc.device).normal_()
     z = loc + eps * scale
-    logits = vae.decoder(z)
+    logits = vae.decoder_out(z)
+    x = x.reshape(x.shape[0], -1)  # flat, as the decoder's output (any event shape)
     target = x if num_particles == 1 else x.expand(logits.shape)
     neg_rec = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
     prior = vae.prior

@@ -88,6 +88,14 @@ def _make_consistent(raw: dict) -> None:
     prior = raw.get("prior")
     if isinstance(prior, dict) and prior.get("flow") == "affine_coupling":
         raw["latent_dim"] = max(raw["latent_dim"], 2)  # coupling splits z in two
+    if "conv" in (_family(raw, "encoder"), _family(raw, "decoder")):
+        raw["event_shape"] = [1, 4, 4]  # conv networks need image-shaped data
+        raw["data_dim"] = 16
+        for key in ("encoder", "decoder"):
+            if isinstance(raw.get(key), dict) and raw[key].get("channels") == []:
+                raw[key]["channels"] = [2]  # at least one convolution (its own test)
+    if _family(raw, "prior") == "vamp":
+        raw.pop("context", None)  # vamp has no context (its own test)
     objective = raw.get("objective")
     if isinstance(objective, dict) and objective.get("free_bits"):
         ok = (
