@@ -13,10 +13,19 @@ from pyrovae.data.datasets import (
     register_dataset,
     train_test_split,
 )
-from pyrovae.data.source import Batch, DataSource, TensorSource, as_source
+from pyrovae.data.source import (
+    ArrayDataset,
+    Batch,
+    DataSource,
+    LoaderSource,
+    TensorSource,
+    as_source,
+)
 
 __all__ = [
     "TRANSFORMS",
+    "ArrayDataset",
+    "LoaderSource",
     "Batch",
     "DataSource",
     "Dataset",
