@@ -214,8 +214,8 @@ def _load_file(path: Path, header: bool = False) -> _Raw:
     except Exception as exc:  # whatever numpy raises on a bad file, it is the file's fault
         if "allow_pickle" in str(exc):  # numpy's guess for bytes without a NumPy header
             raise PyrovaeError(
-                f"{path}: not a NumPy {suffix} file (no NumPy header; pickled objects are "
-                "never loaded)"
+                f"{path}: cannot read data (not a NumPy {suffix} array: no NumPy header, or "
+                "pickled objects, which are never loaded)"
             ) from None
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         if suffix == ".csv" and not header and "could not convert" in str(exc):
@@ -271,7 +271,7 @@ def as_array(x: Any, what: str = "data") -> np.ndarray:
         raise PyrovaeError(f"{what}: expected numbers, got dtype {arr.dtype}")
     if arr.ndim < 2:
         raise PyrovaeError(
-            f"{what}: expected shape (n, d) or (n, *event_shape) such as (n, h, w), "
+            f"{what}: expected shape (n, d) or (n, h, w) (any (n, *event_shape)), "
             f"got {arr.shape}"
         )
     if arr.shape[0] == 0 or int(np.prod(arr.shape[1:])) == 0:

@@ -78,7 +78,7 @@ def evaluate(
                                + (f" (at most {hi})" if hi is not None else ""))
     x_all = as_tensor(data)
     if hasattr(vae, "as_event"):  # flat data for an image VAE and back
-        x_all = vae.as_event(x_all)
+        x_all = vae.as_event(x_all, "data")
     vae.likelihood.check_data(x_all)
     device = _device(vae)
     K = int(num_samples)

@@ -205,7 +205,7 @@ class VAE(nn.Module):
                    self.data_dim, self.likelihood.num_outputs())
 
     # ------------------------------------------------------------- shapes
-    def as_event(self, x: torch.Tensor) -> torch.Tensor:
+    def as_event(self, x: torch.Tensor, what: str = "x") -> torch.Tensor:
         """``x`` as a batch of examples of the VAE's event shape: ``(n, *event_shape)``.
 
         Data of another shape with the same number of values per example (a flat
@@ -217,8 +217,8 @@ class VAE(nn.Module):
             return x
         if x.ndim >= 2 and math.prod(x.shape[1:]) == self.data_dim:
             return x.reshape(x.shape[0], *shape)
-        raise PyrovaeError(f"x: expected examples of shape {shape} (or {self.data_dim} values "
-                           f"each), got a tensor of shape {tuple(x.shape)}")
+        want = ", ".join(str(s) for s in ("n", *shape))
+        raise PyrovaeError(f"{what}: expected shape ({want}), got {tuple(x.shape)}")
 
     def encode_context(self, y: Any) -> torch.Tensor | None:
         """The networks' context c for raw ``y`` (``None`` for an unconditional VAE)."""
@@ -294,7 +294,8 @@ class VAE(nn.Module):
         with self._plate(batch, num_data, device):
             with _kl_scale(kl_weight):
                 z = pyro.sample("z", self.prior_dist())
-            return pyro.sample("x", self.decode(z, x, y=y), obs=x)
+            d = self.decode(z, x) if y is None else self.decode(z, x, y=y)
+            return pyro.sample("x", d, obs=x)
 
     def guide(
         self,
@@ -309,7 +310,7 @@ class VAE(nn.Module):
         pyro.module("vae", self)
         with self._plate(x.shape[0], num_data, x.device):
             with _kl_scale(kl_weight):
-                return pyro.sample("z", self.encode(x, y))
+                return pyro.sample("z", self.encode(x) if y is None else self.encode(x, y))
 
     def likelihood_device(self) -> torch.device:
         """The device of the parameters (where the model creates its tensors)."""

@@ -104,9 +104,9 @@ class _Found(Exception):
         self.what, self.step = what, step
 
 
-def _as_event(vae: Any, x: torch.Tensor) -> torch.Tensor:
+def _as_event(vae: Any, x: torch.Tensor, what: str) -> torch.Tensor:
     """``x`` in the VAE's event shape (flat data for an image VAE and back)."""
-    return vae.as_event(x) if hasattr(vae, "as_event") else x
+    return vae.as_event(x, what) if hasattr(vae, "as_event") else x
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -271,11 +271,11 @@ class Trainer:
         self.callbacks = callbacks
         self.engine_name = engine
 
-        self.x = _as_event(vae, as_tensor(data, "data"))
+        self.x = _as_event(vae, as_tensor(data, "data"), "data")
         vae.likelihood.check_data(self.x, "data")
         self.x_test = None
         if test_data is not None:
-            self.x_test = _as_event(vae, as_tensor(test_data, "test_data"))
+            self.x_test = _as_event(vae, as_tensor(test_data, "test_data"), "test_data")
             vae.likelihood.check_data(self.x_test, "test_data")
         vae.to(self.device)
         self.x = self.x.to(self.device)
