@@ -145,6 +145,36 @@ class VAE(nn.Module):
             out_features=self.likelihood.num_outputs(), **sizes,
         )
         self.prior.attach(self)
+        for key in custom:
+            self._probe(key)
+
+    def _probe(self, role: str) -> None:
+        """Call a custom network once on zeros (eval mode, no grad: no state changes) so
+        that a wrong input or output shape is reported now, in one line."""
+        net = getattr(self, role)
+        was = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                if role == "encoder":
+                    inp = torch.zeros(2, *self.event_shape)
+                else:
+                    inp = torch.zeros(2, self.latent_dim)
+                c = torch.zeros(2, self.context.dim) if self.context.dim else None
+                try:
+                    out = net(inp) if c is None else net(inp, c)
+                except PyrovaeError:
+                    raise
+                except Exception as exc:  # the module's own failure on the contract's input
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    args = f"x of shape {tuple(inp.shape)}" + (
+                        f" and a context of shape {tuple(c.shape)}" if c is not None else "")
+                    raise PyrovaeError(f"{role}: calling it with {args} failed ({first})") from None
+                family = self.guide_family if role == "encoder" else self.likelihood
+                want = (family.num_outputs(),)
+                _checked(out, (2, *want), role, family)
+        finally:
+            net.train(was)
 
     # ------------------------------------------------------------------ spec
     @classmethod
