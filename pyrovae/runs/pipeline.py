@@ -31,7 +31,7 @@ from pyrovae.model.vae import VAE
 def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
     """``(full, train, test)`` as the spec's ``data`` section describes (seeded split)."""
     d = spec["data"]
-    full = load_dataset(d["name"], path=d["path"], transform=d["transform"])
+    full = load_dataset(d["name"], path=d["path"], transform=d["transform"], header=d["header"])
     train, test = train_test_split(full, d["test_fraction"], d["split_seed"])
     return full, train, test
 

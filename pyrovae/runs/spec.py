@@ -70,6 +70,7 @@ RUN_SECTIONS: dict[str, dict[str, Param]] = {
             "choice", None, nullable=True, choices=("binarize", "unit", "none"),
             doc="binarize (x/max > 0.5), unit (x/max), none; null = the data set's default",
         ),
+        "header": Param("bool", False, doc="a .csv file's first row holds column names"),
         "test_fraction": Param("unit_float", 0.2, doc="held-out fraction"),
         "split_seed": Param("nonneg_int", 0, doc="seed of the train/test split"),
     },
