@@ -56,6 +56,7 @@ def evaluate(
     num_samples: int = 1000,
     max_elements: int = 2**24,
     seed: int = 0,
+    y: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a trained VAE on ``data`` (array, tensor or :class:`~pyrovae.data.Dataset`).
 
@@ -66,6 +67,7 @@ def evaluate(
     ``kl``, ``log_likelihood``, ``log_likelihood_mc_se``, ``ess``).
 
     Random draws use their own seeded stream; the global RNG is left untouched.
+    ``y``: the context of a conditional VAE, one row per example.
     """
     from pyrovae.errors import PyrovaeError
 
@@ -77,6 +79,10 @@ def evaluate(
             raise PyrovaeError(f"{name}: expected an integer >= {lo}, got {value!r}"
                                + (f" (at most {hi})" if hi is not None else ""))
     x_all = as_tensor(data)
+    if y is not None:
+        y = torch.as_tensor(y)
+        if len(y) != len(x_all):
+            raise PyrovaeError(f"y: expected {len(x_all)} rows (one per example), got {len(y)}")
     if hasattr(vae, "as_event"):  # flat data for an image VAE and back
         x_all = vae.as_event(x_all, "data")
     vae.likelihood.check_data(x_all)
@@ -99,7 +105,8 @@ def evaluate(
             torch.manual_seed(seed)
             for start in range(0, len(x_all), data_chunk):
                 x = x_all[start : start + data_chunk].to(device)
-                q = vae.encode(x)
+                yb = None if y is None else y[start : start + data_chunk].to(device)
+                q = vae.encode(x) if yb is None else vae.encode(x, yb)
                 prior = vae.prior_dist()
                 kl_cf = closed_form_kl(q, prior)
                 used_closed_form &= kl_cf is not None
@@ -110,7 +117,8 @@ def evaluate(
                 for s0 in range(0, K, sample_chunk):
                     s = min(sample_chunk, K - s0)
                     z = q.sample((s,))
-                    log_px = vae.decode(z, x).log_prob(x)
+                    d = vae.decode(z, x) if yb is None else vae.decode(z, x, y=yb)
+                    log_px = d.log_prob(x)
                     log_ratio = q.log_prob(z) - prior.log_prob(z)
                     log_w = log_px - log_ratio
                     lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
