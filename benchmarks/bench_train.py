@@ -383,7 +383,8 @@ def print_eval(e: dict[str, Any]) -> None:
           f"({e['threads']} threads)\n")
     print("| implementation                 | seconds | × hand | log p(x) (nats) |")
     print("|:-------------------------------|--------:|-------:|:----------------|")
-    print(f"| pyrovae.estimators.evaluate               | {e['pyrovae_s']:7.2f} | {e['ratio']:6.2f} "
+    print(f"| pyrovae.estimators.evaluate               | {e['pyrovae_s']:7.2f} "
+          f"| {e['ratio']:6.2f} "
           f"| {e['ll_pyrovae']:.2f} ± {e['ll_pyrovae_se']:.2f} |")
     print(f"| hand-vectorised torch          | {e['hand_s']:7.2f} |   1.00 "
           f"| {e['ll_hand']:.2f} ± {e['ll_hand_se']:.2f} |")

@@ -25,10 +25,10 @@ from pyrovae.data.source import (
 __all__ = [
     "TRANSFORMS",
     "ArrayDataset",
-    "LoaderSource",
     "Batch",
     "DataSource",
     "Dataset",
+    "LoaderSource",
     "TensorSource",
     "as_array",
     "as_source",

@@ -116,7 +116,9 @@ class BernoulliLikelihood(Likelihood):
     }
     support = "values in {0, 1}"
 
-    def __init__(self, event_shape: int | Sequence[int], dynamic_binarization: bool = False) -> None:
+    def __init__(
+        self, event_shape: int | Sequence[int], dynamic_binarization: bool = False
+    ) -> None:
         super().__init__(event_shape)
         self.dynamic_binarization = dynamic_binarization
         if dynamic_binarization:
@@ -244,7 +246,9 @@ class LaplaceLikelihood(Likelihood):
         "scale_init": Param("positive_float", 1.0, doc="initial (or fixed) b"),
     }
 
-    def __init__(self, event_shape: int | Sequence[int], scale: str = "shared", scale_init: float = 1.0) -> None:
+    def __init__(
+        self, event_shape: int | Sequence[int], scale: str = "shared", scale_init: float = 1.0
+    ) -> None:
         super().__init__(event_shape)
         self.scale_mode = scale
         log_scale = torch.tensor(math.log(scale_init))

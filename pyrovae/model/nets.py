@@ -34,6 +34,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -240,7 +241,7 @@ class ConvNetwork(Network):
         self._in_shape = (c_img, *hw)
         if role == "encoder":
             layers: list[nn.Module] = []
-            for c_in, c_out in zip(chans[:-1], chans[1:]):
+            for c_in, c_out in itertools.pairwise(chans):
                 layers += [nn.Conv2d(c_in, c_out, kernel, stride, padding), act()]
             self.convs = nn.Sequential(*layers, nn.Flatten())
             self.head = mlp(feat + self.context_dim, list(hidden), self.out_features, activation)

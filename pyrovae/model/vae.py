@@ -394,7 +394,9 @@ def _event_shape(data_dim: Any) -> tuple[int, ...]:
     try:
         shape = tuple(data_dim)
     except TypeError:
-        raise PyrovaeError(f"data_dim: expected an int or an event shape, got {data_dim!r}") from None
+        raise PyrovaeError(
+            f"data_dim: expected an int or an event shape, got {data_dim!r}"
+        ) from None
     if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
                             for s in shape):
         raise PyrovaeError(f"data_dim: expected positive sizes, got {data_dim!r}")

@@ -38,7 +38,7 @@ class CountingDataset(Dataset):
 def _same_batches(a, b) -> bool:
     a, b = list(a), list(b)
     return len(a) == len(b) and all(
-        torch.equal(p.x, q.x) and (p.y is None and q.y is None or torch.equal(p.y, q.y))
+        torch.equal(p.x, q.x) and ((p.y is None and q.y is None) or torch.equal(p.y, q.y))
         for p, q in zip(a, b)
     )
 
@@ -112,7 +112,7 @@ def test_user_arrays_keep_their_shape(tmp_path):
 
 def test_csv_header_row_can_be_skipped(tmp_path):
     (tmp_path / "h.csv").write_text("a,b,c\n1,0,1\n0,1,1\n")
-    with pytest.raises(PyrovaeError, match="data.header: true"):
+    with pytest.raises(PyrovaeError, match=r"data\.header: true"):
         load_dataset(str(tmp_path / "h.csv"))
     ds = load_dataset(str(tmp_path / "h.csv"), header=True)
     assert ds.x.tolist() == [[1, 0, 1], [0, 1, 1]]
@@ -140,6 +140,6 @@ def test_spec_records_the_resolved_transform_and_event_shape():
 def test_spec_event_shape_must_match_the_data():
     with pytest.raises(PyrovaeError, match=r"event_shape: spec says \[64\].*\[1, 8, 8\]"):
         pipeline.build({"event_shape": [64], "data": {"name": "digits"}})
-    with pytest.raises(PyrovaeError, match="event_shape: .* holds 64 values, data_dim says 5"):
+    with pytest.raises(PyrovaeError, match=r"event_shape: .* holds 64 values, data_dim says 5"):
         pipeline.build({"event_shape": [1, 8, 8], "data_dim": 5})
     assert runs.SPEC_FILE  # the run-folder layer still imports

@@ -202,5 +202,5 @@ def test_context_spec_and_vector_context():
     x, y = torch.rand(4, 5).round(), torch.randn(4, 3)
     assert vae.encode(x, y).batch_shape == (4,)
     assert vae.sample(2, y=torch.zeros(3)).shape == (2, 5)
-    with pytest.raises(PyrovaeError, match="'vamp'.*conditional"):
+    with pytest.raises(PyrovaeError, match=r"'vamp'.*conditional"):
         VAE(5, context={"family": "label"}, prior="vamp")
