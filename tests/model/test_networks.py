@@ -204,3 +204,18 @@ def test_context_spec_and_vector_context():
     assert vae.sample(2, y=torch.zeros(3)).shape == (2, 5)
     with pytest.raises(PyrovaeError, match=r"'vamp'.*conditional"):
         VAE(5, context={"family": "label"}, prior="vamp")
+
+
+def test_posterior_checks_accept_a_context(images):
+    from pyrovae.posterior.exact import elbo, iwae
+    from pyrovae.posterior.target import as_target
+
+    torch.manual_seed(0)
+    vae = VAE(EVENT, 2, encoder=[16], context={"family": "label", "classes": 10})
+    x, y = images[:4], torch.arange(4)
+    target = as_target(vae, y=y)
+    lq, lp = elbo(target, x, num_samples=50), iwae(target, x, num_samples=50)
+    q, p = torch.as_tensor(lq.value), torch.as_tensor(lp.value)
+    assert q.shape == (4,) and torch.isfinite(q).all() and (p >= q - 1).all()
+    ev = evaluate(vae, x, num_samples=50, y=y)
+    assert abs(ev["elbo"] - float(q.mean())) < 1.0
