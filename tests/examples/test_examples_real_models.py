@@ -21,7 +21,7 @@ def _run(*args: str) -> str:
 @pytest.mark.slow
 def test_conv_vs_mlp_prints_the_table():
     out = _run(str(ROOT / "examples" / "conv_vs_mlp.py"), "--epochs", "1",
-               "--test-points", "8", "--k", "4", "--threads", "1")
+               "--train-points", "256", "--test-points", "8", "--k", "4", "--threads", "1")
     assert re.search(r"\| conv \| family: conv.* \| -\d+\.\d\d \| -\d+\.\d\d ± ", out)
     assert re.search(r"\| mlp \| family: mlp.* \| -\d+\.\d\d \| -\d+\.\d\d ± ", out)
 
