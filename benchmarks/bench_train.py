@@ -261,7 +261,7 @@ def memory_child(args) -> None:
     """One method alone in this process: print the resident-set growth of training."""
     device = torch.device(args.device)
     torch.set_num_threads(1)
-    x = load_dataset("mnist5k").x
+    x = load_dataset("mnist5k").flat
     if args.quick:
         x = x[: args.quick_rows]
     x = x.to(device)
@@ -331,7 +331,7 @@ def print_speed(rows: list[dict[str, Any]], device_name: str) -> None:
 def eval_memory_child(args) -> None:
     torch.set_num_threads(1)
     vae = make_vae(args.hidden, args.latent, 784, 0)
-    x = load_dataset("mnist5k").x[: args.eval_n]
+    x = load_dataset("mnist5k").flat[: args.eval_n]
     before = reset_peak_rss()
     pyrovae.evaluate(vae, x, num_samples=args.eval_k, max_elements=args.max_elements)
     print(json.dumps({"peak_mib": peak_rss() - before}))
@@ -384,7 +384,8 @@ def print_eval(e: dict[str, Any]) -> None:
           f"({e['threads']} threads)\n")
     print("| implementation                 | seconds | × hand | log p(x) (nats) |")
     print("|:-------------------------------|--------:|-------:|:----------------|")
-    print(f"| pyrovae.estimators.evaluate               | {e['pyrovae_s']:7.2f} | {e['ratio']:6.2f} "
+    print(f"| pyrovae.estimators.evaluate               | {e['pyrovae_s']:7.2f} "
+          f"| {e['ratio']:6.2f} "
           f"| {e['ll_pyrovae']:.2f} ± {e['ll_pyrovae_se']:.2f} |")
     print(f"| hand-vectorised torch          | {e['hand_s']:7.2f} |   1.00 "
           f"| {e['ll_hand']:.2f} ± {e['ll_hand_se']:.2f} |")
@@ -409,9 +410,9 @@ def grid_bench(args) -> dict[str, Any] | None:
         return None
     data = load_dataset("digits")
     vae = make_vae([128, 64], 2, 64, 0)
-    pyrovae.fit(vae, data.x, epochs=args.grid_epochs, seed=0, eval_every=None, progress=False)
+    pyrovae.fit(vae, data.flat, epochs=args.grid_epochs, seed=0, eval_every=None, progress=False)
     n = args.grid_n
-    x = data.x[:n]
+    x = data.flat[:n]
     out: dict[str, Any] = {"n": n}
     # (1) the library's grid_posterior, one data point at a time (vectorised over the grid)
     if hasattr(G, "grid_posterior"):
@@ -502,7 +503,7 @@ def quality(args) -> list[dict[str, Any]]:
         if args.quick:
             data = data.subset(torch.arange(min(len(data), args.quick_rows)))
         train, test = train_test_split(data, 0.2, seed=0)
-        xtr, xte = train.x, test.x
+        xtr, xte = train.flat, test.flat
         epochs = args.quality_epochs
         per = {"pyrovae": [], "hand": [], "hand_same": []}
         for seed in range(args.quality_seeds):
@@ -617,7 +618,7 @@ def main(argv=None) -> int:
     results: dict[str, Any] = {"device": device_name, "args": vars(args)}
     t_start = time.perf_counter()
     full = load_dataset("mnist5k")
-    x = full.x[: args.quick_rows] if args.quick else full.x
+    x = full.flat[: args.quick_rows] if args.quick else full.flat
     if "speed" in sections:
         rows = speed(args, x.to(device), device)
         if "memory" in sections:
@@ -628,10 +629,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(max(args.threads))
         train, test = train_test_split(full, 0.2, seed=0)
         vae = make_vae(args.hidden, args.latent, 784, 0)
-        xtr = train.x[: args.quick_rows] if args.quick else train.x
+        xtr = train.flat[: args.quick_rows] if args.quick else train.flat
         pyrovae.fit(vae, xtr, epochs=1 if args.quick else 5, seed=0, eval_every=None,
                     progress=False)
-        e = evaluation(args, test.x, vae)
+        e = evaluation(args, test.flat, vae)
         print_eval(e)
         results["eval"] = e
     if "grid" in sections:

@@ -55,7 +55,7 @@ def main() -> None:
     results, grids, vaes = {}, {}, {}
     for family in GUIDES:
         t0 = time.perf_counter()
-        vae = pyrovae.VAE(train.x.shape[1], 2, encoder=(128, 64), guide=family)
+        vae = pyrovae.VAE(train.data_dim, 2, encoder=(128, 64), guide=family)
         hist = pyrovae.fit(vae, train.x, epochs=args.epochs, batch_size=128, lr=1e-3, seed=0,
                            test_data=test.x, progress=False, eval_every=args.epochs)
         train_s = time.perf_counter() - t0

@@ -24,7 +24,12 @@ _EXPORTS: dict[str, str] = {
     "OBJECTIVES": "pyrovae.registry",
     "PRIORS": "pyrovae.registry",
     "SCHEDULES": "pyrovae.registry",
+    "NETWORKS": "pyrovae.registry",
+    "CONTEXTS": "pyrovae.registry",
     "Param": "pyrovae.registry",
+    "ArrayDataset": "pyrovae.data",
+    "LoaderSource": "pyrovae.data",
+    "as_source": "pyrovae.data",
     "Dataset": "pyrovae.data",
     "load_dataset": "pyrovae.data",
     "train_test_split": "pyrovae.data",
@@ -57,15 +62,19 @@ _SUBPACKAGES = (
 )
 
 __all__ = [
+    "CONTEXTS",
     "GUIDES",
     "LIKELIHOODS",
+    "NETWORKS",
     "OBJECTIVES",
     "PRIORS",
     "SCHEDULES",
     "VAE",
+    "ArrayDataset",
     "Dataset",
     "DivergenceError",
     "History",
+    "LoaderSource",
     "Param",
     "PyrovaeError",
     "TrainConfig",
@@ -76,6 +85,7 @@ __all__ = [
     "check_vae",
     "collapse_callback",
     "collapse_diagnostics",
+    "as_source",
     "evaluate",
     "fit",
     "list_families",
@@ -105,10 +115,26 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
-    from pyrovae.data import Dataset, load_dataset, train_test_split
+    from pyrovae.data import (
+        ArrayDataset,
+        Dataset,
+        LoaderSource,
+        as_source,
+        load_dataset,
+        train_test_split,
+    )
     from pyrovae.estimators.evaluate import evaluate
     from pyrovae.model.vae import VAE
-    from pyrovae.registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, SCHEDULES, Param
+    from pyrovae.registry import (
+        CONTEXTS,
+        GUIDES,
+        LIKELIHOODS,
+        NETWORKS,
+        OBJECTIVES,
+        PRIORS,
+        SCHEDULES,
+        Param,
+    )
     from pyrovae.runs.families import list_families
     from pyrovae.runs.folder import load_run
     from pyrovae.runs.pipeline import resume_run, train_run

@@ -261,12 +261,17 @@ LIKELIHOODS = Registry("likelihood")
 GUIDES = Registry("guide")
 OBJECTIVES = Registry("objective")
 SCHEDULES = Registry("kl_weight")
+NETWORKS = Registry("network")
+CONTEXTS = Registry("context")
 
 #: Every registry by the spec key it fills.
 REGISTRIES: dict[str, Registry] = {
     "prior": PRIORS,
     "likelihood": LIKELIHOODS,
     "guide": GUIDES,
+    "encoder": NETWORKS,
+    "decoder": NETWORKS,
+    "context": CONTEXTS,
     "objective": OBJECTIVES,
     "kl_weight": SCHEDULES,
 }

@@ -1,5 +1,6 @@
 """``pyrovae families``: list the registered priors, likelihoods, guides,
-objectives and KL-weight schedules with their parameters."""
+networks (encoder, decoder), contexts, objectives and KL-weight schedules with
+their parameters."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def register(sub: Any) -> argparse.ArgumentParser:
         "families",
         help="list the registered families and their parameters",
         description="List every family a spec can name (prior, likelihood, guide, "
-        "objective, kl_weight) with its parameters, types and defaults.",
+        "encoder, decoder, context, objective, kl_weight) with its parameters, types and "
+        "defaults.",
     )
     p.add_argument("--kind", choices=KINDS, help="only this kind of family")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")

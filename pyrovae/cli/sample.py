@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         from pyrovae.plots.training import samples
 
         d = spec["data"]
-        shape = load_dataset(d["name"], path=d["path"], transform=d["transform"]).image_shape
+        shape = load_dataset(d["name"], path=d["path"], transform=d["transform"],
+                             header=d.get("header", False)).image_shape
         if shape is None:
             raise PyrovaeError("this run's data are not images; use --out FILE.npy")
         save_figure(samples(x, shape), out)

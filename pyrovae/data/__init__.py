@@ -13,13 +13,22 @@ from pyrovae.data.datasets import (
     register_dataset,
     train_test_split,
 )
-from pyrovae.data.source import Batch, DataSource, TensorSource, as_source
+from pyrovae.data.source import (
+    ArrayDataset,
+    Batch,
+    DataSource,
+    LoaderSource,
+    TensorSource,
+    as_source,
+)
 
 __all__ = [
     "TRANSFORMS",
+    "ArrayDataset",
     "Batch",
     "DataSource",
     "Dataset",
+    "LoaderSource",
     "TensorSource",
     "as_array",
     "as_source",

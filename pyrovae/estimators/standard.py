@@ -50,7 +50,7 @@ def standard_families(vae: Any) -> bool:
         type(vae.guide_family) is DiagonalNormalGuide
         and type(vae.prior) is StandardNormalPrior
         and type(vae.likelihood) is BernoulliLikelihood
-        and getattr(vae, "context_dim", 0) in (0, None)
+        and not getattr(getattr(vae, "context", None), "dim", 0)
     )
 
 
@@ -71,13 +71,14 @@ def standard_loss(
     from pyrovae.model.guides import MIN_SCALE
 
     latent = vae.latent_dim
-    loc, raw = vae.encoder(x).split(latent, dim=-1)
+    loc, raw = vae.encoder_out(x).split(latent, dim=-1)  # any network, shape-checked
     scale = F.softplus(raw) + MIN_SCALE
     shape = loc.shape if num_particles == 1 else (num_particles, *loc.shape)
     if eps is None:
         eps = torch.empty(shape, dtype=loc.dtype, device=loc.device).normal_()
     z = loc + eps * scale
-    logits = vae.decoder(z)
+    logits = vae.decoder_out(z)
+    x = x.reshape(x.shape[0], -1)  # flat, as the decoder's output (any event shape)
     target = x if num_particles == 1 else x.expand(logits.shape)
     rec = -F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / num_particles
     prior = vae.prior

@@ -1,7 +1,9 @@
 """Likelihood families p_θ(x|z) (the decoder's output distribution).
 
-The decoder network maps z to a vector of ``num_outputs()`` numbers; the family
-turns it into a distribution over x with ``event_shape == (data_dim,)``.  Each
+The decoder network maps z to a flat vector of ``num_outputs()`` numbers; the
+family reshapes it to the data's event shape (``(D,)`` for vectors, ``(C, H, W)``
+for images) and returns a distribution over x with that ``event_shape``
+(``.to_event(len(event_shape))``), so ``log_prob(x)`` is one number per example.  Each
 family also owns the check of its support (:meth:`Likelihood.check_data`), run
 once on the whole data set before training, so per-step distribution validation
 can stay off without ever scoring data outside the support.
@@ -12,6 +14,7 @@ Register a new family with ``@LIKELIHOODS.register("name")`` (see ``registry.py`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import pyro.distributions as dist
@@ -35,13 +38,23 @@ class Likelihood(nn.Module):
     #: Words for the support, used in error messages.
     support: ClassVar[str] = "real numbers"
 
-    def __init__(self, data_dim: int) -> None:
+    def __init__(self, event_shape: int | Sequence[int]) -> None:
         super().__init__()
-        self.data_dim = int(data_dim)
+        shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+        self.event_shape: tuple[int, ...] = tuple(int(s) for s in shape)
+        self.data_dim = math.prod(self.event_shape)
 
     def num_outputs(self) -> int:
         """Length of the decoder output vector this family consumes."""
         return self.data_dim
+
+    def view(self, out: torch.Tensor) -> torch.Tensor:
+        """A flat ``(*batch, data_dim)`` tensor reshaped to ``(*batch, *event_shape)``."""
+        return out.reshape(*out.shape[:-1], *self.event_shape)
+
+    def event(self, d: dist.TorchDistribution) -> dist.TorchDistribution:
+        """``d.to_event(len(event_shape))``: one log-density per example."""
+        return d.to_event(len(self.event_shape))
 
     def forward(
         self, out: torch.Tensor, x: torch.Tensor | None = None
@@ -54,10 +67,9 @@ class Likelihood(nn.Module):
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
         """Raise :class:`PyrovaeError` naming how many values are NaN/Inf or off-support."""
-        if x.ndim != 2 or x.shape[-1] != self.data_dim:
-            raise PyrovaeError(
-                f"{what}: expected shape (n, {self.data_dim}), got {tuple(x.shape)}"
-            )
+        if tuple(x.shape[1:]) != self.event_shape:
+            want = ", ".join(str(s) for s in ("n", *self.event_shape))
+            raise PyrovaeError(f"{what}: expected shape ({want}), got {tuple(x.shape)}")
         bad = ~torch.isfinite(x)
         if bad.any():
             n_nan = int(torch.isnan(x).sum())
@@ -104,14 +116,16 @@ class BernoulliLikelihood(Likelihood):
     }
     support = "values in {0, 1}"
 
-    def __init__(self, data_dim: int, dynamic_binarization: bool = False) -> None:
-        super().__init__(data_dim)
+    def __init__(
+        self, event_shape: int | Sequence[int], dynamic_binarization: bool = False
+    ) -> None:
+        super().__init__(event_shape)
         self.dynamic_binarization = dynamic_binarization
         if dynamic_binarization:
             self.support = "values in [0, 1] (binarised at each step)"
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
-        return dist.Bernoulli(logits=out).to_event(1)
+        return self.event(dist.Bernoulli(logits=self.view(out)))
 
     def outside_support(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_binarization:
@@ -136,7 +150,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
     support = "values in [0, 1]"
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
-        return dist.ContinuousBernoulli(logits=out).to_event(1)
+        return self.event(dist.ContinuousBernoulli(logits=self.view(out)))
 
     def outside_support(self, x: torch.Tensor) -> torch.Tensor:
         return (x < 0) | (x > 1)
@@ -178,12 +192,12 @@ class GaussianLikelihood(Likelihood):
 
     def __init__(
         self,
-        data_dim: int,
+        event_shape: int | Sequence[int],
         sigma: str = "shared",
         sigma_init: float = 1.0,
         momentum: float = 0.9,
     ) -> None:
-        super().__init__(data_dim)
+        super().__init__(event_shape)
         self.sigma_mode = sigma
         self.momentum = momentum
         log_sigma = torch.tensor(math.log(sigma_init))
@@ -192,7 +206,7 @@ class GaussianLikelihood(Likelihood):
         elif sigma == "shared":
             self.log_sigma = nn.Parameter(log_sigma)
         elif sigma == "per_dim":
-            self.log_sigma = nn.Parameter(log_sigma.repeat(self.data_dim))
+            self.log_sigma = nn.Parameter(log_sigma.repeat(self.event_shape))
         #: the σ used by the last call (a tensor), for inspection and tests
         self.last_sigma: torch.Tensor | None = None
 
@@ -204,7 +218,8 @@ class GaussianLikelihood(Likelihood):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.sigma_mode == "predicted":
             loc, raw = out.split(self.data_dim, dim=-1)
-            return loc, F.softplus(raw) + MIN_SIGMA
+            return self.view(loc), self.view(F.softplus(raw) + MIN_SIGMA)
+        out = self.view(out)
         if self.sigma_mode == "calibrated" and x is not None and self.training:
             sigma = ((x - out) ** 2).mean().sqrt().clamp_min(MIN_SIGMA)
             with torch.no_grad():
@@ -216,7 +231,7 @@ class GaussianLikelihood(Likelihood):
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
         loc, scale = self._loc_scale(out, x)
         self.last_sigma = scale.detach()
-        return dist.Normal(loc, scale).to_event(1)
+        return self.event(dist.Normal(loc, scale))
 
 
 @LIKELIHOODS.register("laplace")
@@ -231,8 +246,10 @@ class LaplaceLikelihood(Likelihood):
         "scale_init": Param("positive_float", 1.0, doc="initial (or fixed) b"),
     }
 
-    def __init__(self, data_dim: int, scale: str = "shared", scale_init: float = 1.0) -> None:
-        super().__init__(data_dim)
+    def __init__(
+        self, event_shape: int | Sequence[int], scale: str = "shared", scale_init: float = 1.0
+    ) -> None:
+        super().__init__(event_shape)
         self.scale_mode = scale
         log_scale = torch.tensor(math.log(scale_init))
         if scale == "fixed":
@@ -241,7 +258,8 @@ class LaplaceLikelihood(Likelihood):
             self.log_scale = nn.Parameter(log_scale)
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
-        return dist.Laplace(out, self.log_scale.exp().expand_as(out)).to_event(1)
+        out = self.view(out)
+        return self.event(dist.Laplace(out, self.log_scale.exp().expand_as(out)))
 
 
 @LIKELIHOODS.register("binomial")
@@ -256,13 +274,13 @@ class BinomialLikelihood(Likelihood):
         "total_count": Param("positive_int", 16, doc="N: the largest value"),
     }
 
-    def __init__(self, data_dim: int, total_count: int = 16) -> None:
-        super().__init__(data_dim)
+    def __init__(self, event_shape: int | Sequence[int], total_count: int = 16) -> None:
+        super().__init__(event_shape)
         self.total_count = total_count
         self.support = f"integers 0..{total_count}"
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
-        return dist.Binomial(total_count=self.total_count, logits=out).to_event(1)
+        return self.event(dist.Binomial(total_count=self.total_count, logits=self.view(out)))
 
     def outside_support(self, x: torch.Tensor) -> torch.Tensor:
         return (x < 0) | (x > self.total_count) | ~_is_integer(x)
@@ -281,8 +299,8 @@ class CategoricalLikelihood(Likelihood):
         "levels": Param("positive_int", 17, doc="L: number of values, 0..L-1"),
     }
 
-    def __init__(self, data_dim: int, levels: int = 17) -> None:
-        super().__init__(data_dim)
+    def __init__(self, event_shape: int | Sequence[int], levels: int = 17) -> None:
+        super().__init__(event_shape)
         self.levels = levels
         self.support = f"integers 0..{levels - 1}"
 
@@ -295,8 +313,8 @@ class CategoricalLikelihood(Likelihood):
         return self.data_dim * self.levels
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
-        logits = out.reshape(*out.shape[:-1], self.data_dim, self.levels)
-        return dist.Categorical(logits=logits).to_event(1)
+        logits = out.reshape(*out.shape[:-1], *self.event_shape, self.levels)
+        return self.event(dist.Categorical(logits=logits))
 
     def outside_support(self, x: torch.Tensor) -> torch.Tensor:
         return (x < 0) | (x > self.levels - 1) | ~_is_integer(x)
@@ -314,7 +332,7 @@ class PoissonLikelihood(Likelihood):
     support = "non-negative integers"
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
-        return dist.Poisson(F.softplus(out) + 1e-6).to_event(1)
+        return self.event(dist.Poisson(F.softplus(self.view(out)) + 1e-6))
 
     def outside_support(self, x: torch.Tensor) -> torch.Tensor:
         return (x < 0) | ~_is_integer(x)

@@ -205,13 +205,13 @@ class VampPrior(Prior):
     def attach(self, vae: Any) -> None:
         object.__setattr__(self, "_vae", vae)
         if self.pseudo_inputs is None:
-            self.pseudo_inputs = nn.Parameter(torch.rand(self.components, vae.data_dim))
+            self.pseudo_inputs = nn.Parameter(torch.rand(self.components, *vae.event_shape))
 
     def forward(self) -> dist.TorchDistribution:
         vae = self.__dict__.get("_vae")
         if vae is None:
             raise RuntimeError("VampPrior is used before attach(vae)")
-        comps = vae.guide_family(vae.encoder(self.pseudo_inputs))
+        comps = vae.guide_family(vae.encoder_out(self.pseudo_inputs))
         weights = torch.zeros(self.components, device=self.pseudo_inputs.device)
         return _BroadcastMixture(dist.Categorical(logits=weights), comps)
 

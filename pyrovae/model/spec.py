@@ -6,24 +6,32 @@ layers' sections.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 # Importing the family modules fills the registries.
 from pyrovae.errors import PyrovaeError
+from pyrovae.model import context as _context  # noqa: F401
 from pyrovae.model import guides as _guides  # noqa: F401
 from pyrovae.model import likelihoods as _likelihoods  # noqa: F401
 from pyrovae.model import priors as _priors  # noqa: F401
 from pyrovae.model.nets import ACTIVATIONS
-from pyrovae.registry import REGISTRIES, Param, validate_section
+from pyrovae.registry import NETWORKS, REGISTRIES, Param
 
 _ACT = tuple(sorted(ACTIVATIONS))
 
 TOP: dict[str, Param] = {
     "data_dim": Param("positive_int", None, nullable=True, doc="null: inferred from data"),
+    "event_shape": Param(
+        "int_list", None, nullable=True,
+        doc="shape of one example, e.g. [1, 28, 28]; null: [data_dim] or inferred from data",
+    ),
     "latent_dim": Param("positive_int", 2, doc="dimension of z"),
 }
 
+#: The networks: a network family entry (``pyrovae families --kind encoder``); a
+#: mapping without ``family`` is an ``mlp`` with these parameters (the old form).
 MODEL_SECTIONS: dict[str, dict[str, Param]] = {
     "encoder": {
         "hidden": Param("int_list", [128, 64], doc="hidden layer sizes ([] = affine)"),
@@ -39,17 +47,35 @@ MODEL_FAMILY_DEFAULTS: dict[str, str] = {
     "prior": "normal",
     "likelihood": "bernoulli",
     "guide": "diagonal_normal",
+    "context": "none",
 }
 
-MODEL_KEYS = ("data_dim", "latent_dim", "encoder", "decoder", "prior", "likelihood", "guide")
+MODEL_KEYS = ("data_dim", "event_shape", "latent_dim", "encoder", "decoder", "prior",
+              "likelihood", "guide", "context")
+
+
+def _network(entry: Any, path: str) -> dict[str, Any]:
+    if entry is None:
+        entry = {}
+    if isinstance(entry, Mapping) and "family" not in entry:
+        entry = {"family": "mlp", **entry}
+    return NETWORKS.normalize(entry, path)
 
 
 def normalize_model_key(key: str, raw: Mapping[str, Any]) -> Any:
-    """One model key of a raw spec, validated, with its default filled in."""
+    """One model key of a raw spec, validated, with its default filled in.
+
+    ``decoder`` defaults to the mirror image of the encoder (an MLP's hidden
+    sizes reversed; a conv decoder with the encoder's parameters).
+    """
     if key in TOP:
         return TOP[key].validate(raw.get(key, TOP[key].default), key)
+    if key == "decoder" and raw.get("decoder") is None:
+        enc = _network(raw.get("encoder"), "encoder")
+        params = {k: v for k, v in enc.items() if k != "family"}
+        return {"family": enc["family"], **NETWORKS.get(enc["family"]).mirror(params)}
     if key in MODEL_SECTIONS:
-        return validate_section(MODEL_SECTIONS[key], raw.get(key), key)
+        return _network(raw.get(key), key)
     return REGISTRIES[key].normalize(raw.get(key, MODEL_FAMILY_DEFAULTS[key]), key)
 
 
@@ -60,6 +86,21 @@ def normalize_model_spec(
     if not isinstance(raw, Mapping):
         raise PyrovaeError(f"spec: expected a mapping, got {type(raw).__name__}")
     out = {key: normalize_model_key(key, raw) for key in MODEL_KEYS}
+    check_event_shape(out)
     if require_data_dim and out["data_dim"] is None:
         raise PyrovaeError("data_dim: missing (pass data_dim or fit on data to infer it)")
     return out
+
+
+def check_event_shape(spec: dict[str, Any]) -> None:
+    """``data_dim`` = prod(``event_shape``) (filled in from it when null)."""
+    shape = spec.get("event_shape")
+    if shape is None:
+        return
+    size = math.prod(shape)
+    if spec["data_dim"] is None:
+        spec["data_dim"] = size
+    elif spec["data_dim"] != size:
+        raise PyrovaeError(
+            f"event_shape: {shape} holds {size} values, data_dim says {spec['data_dim']}"
+        )

@@ -18,6 +18,7 @@ the latent site in model *and* guide, so that Trace_ELBO estimates
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,79 +28,153 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from pyrovae.errors import PyrovaeError
+from pyrovae.model.context import Context
 from pyrovae.model.guides import GuideFamily
 from pyrovae.model.likelihoods import Likelihood
-from pyrovae.model.nets import mlp
+from pyrovae.model.nets import Network
 from pyrovae.model.priors import Prior
-from pyrovae.registry import GUIDES, LIKELIHOODS, PRIORS
+from pyrovae.registry import CONTEXTS, GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 
 
 class VAE(nn.Module):
     """Variational autoencoder (Kingma & Welling 2014) as a Pyro model/guide pair.
 
     Args:
-        data_dim: length D of each (flattened) observation.
+        data_dim: the shape of one observation: an int D for vectors, or an event
+            shape such as ``(1, 28, 28)`` for images (the likelihood's event shape).
         latent_dim: length of z.
-        encoder: hidden sizes of the encoder MLP (``[]`` = affine).
-        decoder: hidden sizes of the decoder MLP (default: ``encoder`` reversed).
-        activation: activation name (see ``pyrovae.nets.ACTIVATIONS``).
+        encoder: hidden sizes of an MLP encoder (``[]`` = affine), a network family
+            entry (``{"family": "conv", "channels": [32, 64]}``), or any
+            ``torch.nn.Module`` meeting the contract in :mod:`pyrovae.model.nets`
+            (x of shape ``(batch, *event_shape)`` in, ``(batch, guide.num_outputs())`` out).
+        decoder: the same for the decoder (z in, ``(batch, likelihood.num_outputs())``
+            out); default: the encoder's mirror image (an MLP's hidden list reversed).
+        activation: activation of an MLP given by its hidden sizes.
         decoder_activation: the decoder's, when it differs from ``activation``.
         prior, likelihood, guide: a family name, a ``{"family": ..., ...}`` entry,
             or a ready module (see ``pyrovae families``).
+        context: what a conditional VAE conditions on: ``None`` (unconditional),
+            a context family (``{"family": "label", "classes": 10}``,
+            ``{"family": "vector", "dim": 3}``) or a ready module.  The encoded
+            context is the networks' second argument.
 
     Example:
         >>> vae = VAE(64, latent_dim=2, likelihood="bernoulli")
         >>> svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({}), pyro.infer.Trace_ELBO())
+        >>> conv = VAE((1, 28, 28), 16, encoder={"family": "conv", "channels": [32, 64]})
+
+    References:
+        Kingma & Welling (2014), *Auto-Encoding Variational Bayes*.
+        Sohn et al. (2015), *Learning Structured Output Representation using Deep
+        Conditional Generative Models* (the conditional VAE).
     """
 
     def __init__(
         self,
-        data_dim: int,
+        data_dim: int | Sequence[int],
         latent_dim: int = 2,
         *,
-        encoder: Sequence[int] = (128, 64),
-        decoder: Sequence[int] | None = None,
+        encoder: Sequence[int] | Mapping[str, Any] | nn.Module = (128, 64),
+        decoder: Sequence[int] | Mapping[str, Any] | nn.Module | None = None,
         activation: str = "relu",
         decoder_activation: str | None = None,
         prior: str | Mapping[str, Any] | Prior = "normal",
         likelihood: str | Mapping[str, Any] | Likelihood = "bernoulli",
         guide: str | Mapping[str, Any] | GuideFamily = "diagonal_normal",
+        context: str | Mapping[str, Any] | Context | None = None,
     ) -> None:
         super().__init__()
         from pyrovae.model.spec import normalize_model_spec
 
-        decoder = list(reversed(list(encoder))) if decoder is None else list(decoder)
-        self._spec = normalize_model_spec(
-            {
-                "data_dim": data_dim,
-                "latent_dim": latent_dim,
-                "encoder": {"hidden": list(encoder), "activation": activation},
-                "decoder": {"hidden": decoder, "activation": decoder_activation or activation},
-                "prior": _entry(prior),
-                "likelihood": _entry(likelihood),
-                "guide": _entry(guide),
-            }
-        )
+        event_shape = _event_shape(data_dim)
+        custom = {k: v for k, v in (("encoder", encoder), ("decoder", decoder))
+                  if isinstance(v, nn.Module) and not isinstance(v, Network)}
+        if "encoder" in custom and decoder is None:
+            raise PyrovaeError("decoder: a custom encoder module needs a decoder too "
+                               "(pass decoder=...)")
+        raw = {
+            "data_dim": math.prod(event_shape),
+            "event_shape": list(event_shape) if len(event_shape) > 1 else None,
+            "latent_dim": latent_dim,
+            "encoder": _net_entry(encoder, activation),
+            "prior": _entry(prior),
+            "likelihood": _entry(likelihood),
+            "guide": _entry(guide),
+            "context": "none" if context is None else _entry(context),
+        }
+        if decoder is None and decoder_activation is not None and "encoder" not in custom \
+                and not isinstance(encoder, (str, Mapping, nn.Module)):
+            decoder = list(reversed(list(encoder)))
+        if decoder is not None:
+            raw["decoder"] = _net_entry(decoder, decoder_activation or activation)
+        for key in custom:
+            raw[key] = "mlp"  # placeholder, replaced below: a module is not a spec entry
+        self._spec = normalize_model_spec(raw)
+        for key, module in custom.items():
+            self._spec[key] = {"family": "custom", "module": type(module).__qualname__}
         s = self._spec
         self.data_dim, self.latent_dim = s["data_dim"], s["latent_dim"]
+        self.event_shape: tuple[int, ...] = event_shape
         self.prior = prior if isinstance(prior, Prior) else PRIORS.build(
             s["prior"], "prior", latent_dim=self.latent_dim
         )
         self.likelihood = likelihood if isinstance(likelihood, Likelihood) else LIKELIHOODS.build(
-            s["likelihood"], "likelihood", data_dim=self.data_dim
+            s["likelihood"], "likelihood", event_shape=self.event_shape
         )
+        if tuple(self.likelihood.event_shape) != self.event_shape:
+            raise PyrovaeError(f"likelihood: built for event shape {self.likelihood.event_shape}, "
+                               f"the VAE's is {self.event_shape}")
         self.guide_family = guide if isinstance(guide, GuideFamily) else GUIDES.build(
             s["guide"], "guide", latent_dim=self.latent_dim
         )
-        self.encoder = mlp(
-            self.data_dim, s["encoder"]["hidden"], self.guide_family.num_outputs(),
-            s["encoder"]["activation"],
+        self.context = context if isinstance(context, Context) else CONTEXTS.build(
+            s["context"], "context"
         )
-        self.decoder = mlp(
-            self.latent_dim, s["decoder"]["hidden"], self.likelihood.num_outputs(),
-            s["decoder"]["activation"],
+        if self.context.dim and s["prior"]["family"] == "vamp":
+            raise PyrovaeError("prior.family: 'vamp' encodes pseudo-inputs without a context; "
+                               "it cannot be used with a conditional VAE (context)")
+        sizes = {"event_shape": self.event_shape, "latent_dim": self.latent_dim,
+                 "context_dim": self.context.dim}
+        self.encoder = custom.get("encoder") or NETWORKS.build(
+            s["encoder"], "encoder", role="encoder",
+            out_features=self.guide_family.num_outputs(), **sizes,
+        )
+        self.decoder = custom.get("decoder") or NETWORKS.build(
+            s["decoder"], "decoder", role="decoder",
+            out_features=self.likelihood.num_outputs(), **sizes,
         )
         self.prior.attach(self)
+        for key in custom:
+            self._probe(key)
+
+    def _probe(self, role: str) -> None:
+        """Call a custom network once on zeros (eval mode, no grad: no state changes) so
+        that a wrong input or output shape is reported now, in one line."""
+        net = getattr(self, role)
+        was = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                if role == "encoder":
+                    inp = torch.zeros(2, *self.event_shape)
+                else:
+                    inp = torch.zeros(2, self.latent_dim)
+                c = torch.zeros(2, self.context.dim) if self.context.dim else None
+                try:
+                    out = net(inp) if c is None else net(inp, c)
+                except PyrovaeError:
+                    raise
+                except Exception as exc:  # the module's own failure on the contract's input
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    args = f"x of shape {tuple(inp.shape)}" + (
+                        f" and a context of shape {tuple(c.shape)}" if c is not None else "")
+                    raise PyrovaeError(f"{role}: calling it with {args} failed ({first})") from None
+                family = self.guide_family if role == "encoder" else self.likelihood
+                want = (family.num_outputs(),)
+                _checked(out, (2, *want), role, family)
+        finally:
+            net.train(was)
 
     # ------------------------------------------------------------------ spec
     @classmethod
@@ -111,20 +186,27 @@ class VAE(nn.Module):
         from pyrovae.model.spec import normalize_model_spec
 
         s = dict(spec)
+        for key in ("encoder", "decoder"):
+            entry = s.get(key)
+            if isinstance(entry, Mapping) and entry.get("family") == "custom":
+                raise PyrovaeError(
+                    f"{key}.family: 'custom' ({entry.get('module')}) is a Python module that a "
+                    "spec cannot rebuild; build VAE(..., encoder=..., decoder=...) in Python"
+                )
         if s.get("data_dim") is None and data_dim is not None:
             s["data_dim"] = data_dim
         s = normalize_model_spec(s, require_data_dim=True)
+        shape = s["event_shape"] or [s["data_dim"]]
         try:
             return cls(
-                s["data_dim"],
+                shape,
                 s["latent_dim"],
-                encoder=s["encoder"]["hidden"],
-                decoder=s["decoder"]["hidden"],
-                activation=s["encoder"]["activation"],
-                decoder_activation=s["decoder"]["activation"],
+                encoder=s["encoder"],
+                decoder=s["decoder"],
                 prior=s["prior"],
                 likelihood=s["likelihood"],
                 guide=s["guide"],
+                context=s["context"],
             )
         except (RuntimeError, MemoryError, OverflowError, TypeError) as exc:
             # sizes too large to allocate (torch: "can't allocate", "Overflow when unpacking")
@@ -133,32 +215,81 @@ class VAE(nn.Module):
                 w in text for w in ("allocate", "Overflow", "overflow", "out of memory")
             ):
                 raise
-            from pyrovae.errors import PyrovaeError
-
             sizes = (f"data_dim {s['data_dim']}, latent_dim {s['latent_dim']}, encoder "
-                     f"{s['encoder']['hidden']}, decoder {s['decoder']['hidden']}")
+                     f"{_sizes(s['encoder'])}, decoder {_sizes(s['decoder'])}")
             raise PyrovaeError(f"cannot build a VAE of these sizes ({sizes}): too large "
                                "to allocate") from None
 
     @property
     def spec(self) -> dict[str, Any]:
-        """The model part of the spec (a plain, JSON-able dict); round-trips via ``from_spec``."""
+        """The model part of the spec (a plain, JSON-able dict); round-trips via ``from_spec``
+        (except for custom network modules, recorded as ``{"family": "custom"}``)."""
         import copy
 
         return copy.deepcopy(self._spec)
+
+    @property
+    def width(self) -> int:
+        """The largest per-example activation of the networks (evaluation sizes chunks by it)."""
+        return max(getattr(self.encoder, "width", 0), getattr(self.decoder, "width", 0),
+                   self.data_dim, self.likelihood.num_outputs())
+
+    # ------------------------------------------------------------- shapes
+    def as_event(self, x: torch.Tensor, what: str = "x") -> torch.Tensor:
+        """``x`` as a batch of examples of the VAE's event shape: ``(n, *event_shape)``.
+
+        Data of another shape with the same number of values per example (a flat
+        ``(n, D)`` for an image VAE, ``(n, 1, 8, 8)`` for a flat one) is reshaped;
+        anything else is a :class:`PyrovaeError` naming both shapes.
+        """
+        shape = self.event_shape
+        if tuple(x.shape[x.ndim - len(shape):]) == shape and x.ndim > len(shape):
+            return x
+        if x.ndim >= 2 and math.prod(x.shape[1:]) == self.data_dim:
+            return x.reshape(x.shape[0], *shape)
+        want = ", ".join(str(s) for s in ("n", *shape))
+        raise PyrovaeError(f"{what}: expected shape ({want}), got {tuple(x.shape)}")
+
+    def encode_context(self, y: Any) -> torch.Tensor | None:
+        """The networks' context c for raw ``y`` (``None`` for an unconditional VAE)."""
+        if y is None:
+            if self.context.dim:
+                raise PyrovaeError(f"y: this VAE is conditional (context "
+                                   f"{self.context.family!r}); pass y")
+            return None
+        return self.context(y)
+
+    def encoder_out(self, x: torch.Tensor, y: Any = None) -> torch.Tensor:
+        """The encoder's raw output for ``x`` (and context ``y``), its shape checked:
+        ``(batch, guide.num_outputs())``."""
+        x = self.as_event(x)
+        c = self.encode_context(y)
+        out = self.encoder(x) if c is None else self.encoder(x, c)
+        return _checked(out, (*x.shape[: x.ndim - len(self.event_shape)],
+                              self.guide_family.num_outputs()), "encoder", self.guide_family)
+
+    def decoder_out(self, z: torch.Tensor, y: Any = None) -> torch.Tensor:
+        """The decoder's raw output for ``z`` (and context ``y``), its shape checked:
+        ``(*z.shape[:-1], likelihood.num_outputs())``."""
+        c = self.encode_context(y)
+        out = self.decoder(z) if c is None else self.decoder(z, c)
+        return _checked(out, (*z.shape[:-1], self.likelihood.num_outputs()), "decoder",
+                        self.likelihood)
 
     # --------------------------------------------------------- distributions
     def prior_dist(self) -> dist.TorchDistribution:
         """p(z), event shape ``(latent_dim,)``."""
         return self.prior()
 
-    def encode(self, x: torch.Tensor) -> dist.TorchDistribution:
-        """q_φ(z|x), batch shape ``x.shape[:-1]``, event shape ``(latent_dim,)``."""
-        return self.guide_family(self.encoder(x))
+    def encode(self, x: torch.Tensor, y: Any = None) -> dist.TorchDistribution:
+        """q_φ(z|x[, y]), batch shape ``(len(x),)``, event shape ``(latent_dim,)``."""
+        return self.guide_family(self.encoder_out(x, y))
 
-    def decode(self, z: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
-        """p_θ(x|z), batch shape ``z.shape[:-1]``, event shape ``(data_dim,)``."""
-        return self.likelihood(self.decoder(z), x)
+    def decode(
+        self, z: torch.Tensor, x: torch.Tensor | None = None, *, y: Any = None
+    ) -> dist.TorchDistribution:
+        """p_θ(x|z[, y]), batch shape ``z.shape[:-1]``, event shape ``event_shape``."""
+        return self.likelihood(self.decoder_out(z, y), x)
 
     # ------------------------------------------------------------ pyro pair
     def _plate(self, batch: int, num_data: int | None, device: torch.device):
@@ -171,52 +302,80 @@ class VAE(nn.Module):
     def model(
         self,
         x: torch.Tensor | None = None,
+        y: Any = None,
         *,
         num_data: int | None = None,
         kl_weight: float = 1.0,
         batch_size: int = 1,
     ) -> torch.Tensor:
-        """Generative model p(z) p_θ(x|z); ``x=None`` samples ``batch_size`` new points.
+        """Generative model p(z) p_θ(x|z[, y]); ``x=None`` samples ``batch_size`` new points
+        (or one per row of ``y``).
 
         ``num_data`` is the full data-set size when ``x`` is a minibatch: the plate
         then scales every log-density by ``num_data / len(x)``.
         """
         pyro.module("vae", self)
-        batch = batch_size if x is None else x.shape[0]
-        device = self.decoder[-1].weight.device
+        if x is not None:
+            x = self.as_event(x)
+            batch = x.shape[0]
+        else:
+            batch = batch_size if y is None else len(y)
+        device = self.likelihood_device()
         with self._plate(batch, num_data, device):
             with _kl_scale(kl_weight):
                 z = pyro.sample("z", self.prior_dist())
-            return pyro.sample("x", self.decode(z, x), obs=x)
+            d = self.decode(z, x) if y is None else self.decode(z, x, y=y)
+            return pyro.sample("x", d, obs=x)
 
     def guide(
         self,
         x: torch.Tensor,
+        y: Any = None,
         *,
         num_data: int | None = None,
         kl_weight: float = 1.0,
         batch_size: int = 1,
     ) -> torch.Tensor:
-        """Amortised guide q_φ(z|x) (the encoder)."""
+        """Amortised guide q_φ(z|x[, y]) (the encoder)."""
         pyro.module("vae", self)
         with self._plate(x.shape[0], num_data, x.device):
             with _kl_scale(kl_weight):
-                return pyro.sample("z", self.encode(x))
+                return pyro.sample("z", self.encode(x) if y is None else self.encode(x, y))
+
+    def likelihood_device(self) -> torch.device:
+        """The device of the parameters (where the model creates its tensors)."""
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
 
     # ---------------------------------------------------------- conveniences
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, *, sample: bool = False) -> torch.Tensor:
-        """Mean of p_θ(x | z) at z = E_q[z|x] (or a sample of z when ``sample=True``)."""
-        q = self.encode(x)
+    def reconstruct(
+        self, x: torch.Tensor, y: Any = None, *, sample: bool = False
+    ) -> torch.Tensor:
+        """Mean of p_θ(x | z[, y]) at z = E_q[z|x] (or a sample of z when ``sample=True``),
+        shape ``(len(x), *event_shape)``."""
+        q = self.encode(x, y)
         z = q.sample() if sample else _dist_mean(q)
-        return self.likelihood.mean(self.decode(z))
+        return self.likelihood.mean(self.decode(z, y=y))
 
     @torch.no_grad()
-    def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
-        """``n`` draws from the generative model: z ~ p(z), then the mean of p_θ(x|z)
-        (``mean=True``) or a draw x ~ p_θ(x|z)."""
+    def sample(self, n: int, *, y: Any = None, mean: bool = True) -> torch.Tensor:
+        """``n`` draws from the generative model, shape ``(n, *event_shape)``: z ~ p(z),
+        then the mean of p_θ(x|z[, y]) (``mean=True``) or a draw x ~ p_θ(x|z[, y]).
+
+        ``y``: the context of every draw (one label, e.g. ``y=3`` draws n threes, or
+        one vector), or one per draw (``n`` rows).
+        """
+        if y is not None:
+            y = torch.as_tensor(y, device=self.likelihood_device())
+            if y.ndim == 0 or (self.context.family == "vector" and y.ndim == 1):
+                y = y.unsqueeze(0).expand(n, *y.shape)
+            elif len(y) != n:
+                raise PyrovaeError(f"y: expected one context or {n} (one per draw), "
+                                   f"got {len(y)}")
         z = self.prior_dist().sample((n,))
-        d = self.decode(z)
+        d = self.decode(z, y=y)
         return self.likelihood.mean(d) if mean else d.sample()
 
     def model_parameters(self) -> list[nn.Parameter]:
@@ -227,6 +386,48 @@ class VAE(nn.Module):
     def guide_parameters(self) -> list[nn.Parameter]:
         """φ: encoder and guide-family parameters."""
         return list(self.encoder.parameters()) + list(self.guide_family.parameters())
+
+
+def _event_shape(data_dim: Any) -> tuple[int, ...]:
+    if isinstance(data_dim, int) and not isinstance(data_dim, bool):
+        return (data_dim,)
+    try:
+        shape = tuple(data_dim)
+    except TypeError:
+        raise PyrovaeError(
+            f"data_dim: expected an int or an event shape, got {data_dim!r}"
+        ) from None
+    if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                            for s in shape):
+        raise PyrovaeError(f"data_dim: expected positive sizes, got {data_dim!r}")
+    return shape
+
+
+def _net_entry(net: Any, activation: str) -> Any:
+    """A spec entry for a network given as hidden sizes, an entry or a built family."""
+    if isinstance(net, Network):
+        return dict(getattr(net, "entry", None) or {"family": net.family})
+    if isinstance(net, (str, Mapping)):
+        return net
+    if isinstance(net, nn.Module):
+        return None
+    return {"family": "mlp", "hidden": list(net), "activation": activation}
+
+
+def _sizes(entry: Mapping[str, Any]) -> Any:
+    return entry.get("hidden", entry.get("channels"))
+
+
+def _checked(out: Any, expected: tuple[int, ...], role: str, family: Any) -> torch.Tensor:
+    """``out`` if it has the ``expected`` shape, else a one-line PyrovaeError."""
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == expected:
+        return out
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    kind = "guide" if role == "encoder" else "likelihood"
+    raise PyrovaeError(
+        f"{role}: expected output shape {expected} (the {family.family!r} {kind} needs "
+        f"{expected[-1]} numbers per example), got {got}"
+    )
 
 
 def _entry(family: Any) -> Any:

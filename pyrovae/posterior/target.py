@@ -133,15 +133,22 @@ class _DistGuideMixin:
 
 
 class VAETarget(_DistGuideMixin, Target):
-    """Fast path for :class:`pyrovae.VAE`: p(z), p_θ(x|z) and q_φ(z|x) used directly."""
+    """Fast path for :class:`pyrovae.VAE`: p(z), p_θ(x|z) and q_φ(z|x) used directly.
 
-    def __init__(self, vae) -> None:
+    ``y``: a conditional VAE's context, one row per row of the ``x`` checked (then
+    p(x, z | y) and q(z | x, y); methods that score one row at a time need the
+    matching single row of ``y``).
+    """
+
+    def __init__(self, vae, y=None) -> None:
         self.vae = vae
+        self.y = y
         self.latent_dim = vae.latent_dim
-        self._dist_fn = vae.encode
+        self._dist_fn = vae.encode if y is None else (lambda x: vae.encode(x, y))
 
     def log_joint(self, x, z):
-        return self.vae.prior_dist().log_prob(z) + self.vae.decode(z, x).log_prob(x)
+        d = self.vae.decode(z, x) if self.y is None else self.vae.decode(z, x, y=self.y)
+        return self.vae.prior_dist().log_prob(z) + d.log_prob(x)
 
     def prior_dist(self):
         return self.vae.prior_dist()
@@ -337,7 +344,7 @@ def as_target(model: Any, guide: Any = None, **kwargs: Any) -> Target:
     if isinstance(model, VAE):
         if guide is not None:
             raise PyrovaeError("a VAE carries its own guide; do not pass another")
-        return VAETarget(model)
+        return VAETarget(model, kwargs.get("y"))
     if isinstance(model, ExactProblem):
         return ToyTarget(model, guide)
     if callable(model):

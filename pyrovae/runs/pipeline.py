@@ -33,14 +33,16 @@ from pyrovae.model.vae import VAE
 def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
     """``(full, train, test)`` as the spec's ``data`` section describes (seeded split)."""
     d = spec["data"]
-    full = load_dataset(d["name"], path=d["path"], transform=d["transform"])
+    full = load_dataset(d["name"], path=d["path"], transform=d["transform"], header=d["header"])
     train, test = train_test_split(full, d["test_fraction"], d["split_seed"])
     return full, train, test
 
 
 def fingerprint(x: torch.Tensor) -> str:
-    """SHA-256 of the data's shape and float32 bytes (identifies a data set)."""
-    return TensorSource(x).fingerprint()
+    """SHA-256 of the data's (flattened) shape and float32 bytes (identifies a data set;
+    the same for image-shaped and flat copies, as in run folders written before event
+    shapes were kept)."""
+    return TensorSource(x.reshape(len(x), -1)).fingerprint()
 
 
 def default_likelihood(x: torch.Tensor) -> str:
@@ -69,6 +71,15 @@ def build(spec_raw: dict[str, Any] | None) -> tuple[dict[str, Any], VAE, Dataset
             f"data_dim: spec says {spec['data_dim']}, data {spec['data']['name']!r} "
             f"has {train.data_dim}"
         )
+    if spec["event_shape"] is None:  # the data's own shape (an MLP flattens it)
+        spec["event_shape"] = list(train.event_shape)
+    elif tuple(spec["event_shape"]) != train.event_shape:
+        raise PyrovaeError(
+            f"event_shape: spec says {spec['event_shape']}, data {spec['data']['name']!r} "
+            f"has examples of shape {list(train.event_shape)}"
+        )
+    if spec["data"]["transform"] is None:
+        spec["data"]["transform"] = train.transform  # record the default it resolved to
     pyro.set_rng_seed(spec["train"]["seed"])
     vae = VAE.from_spec(spec)
     vae.likelihood.check_data(train.x, f"data {spec['data']['name']!r}")
@@ -277,13 +288,20 @@ def _resume_spec(path: Path, saved: dict[str, Any], spec_raw: dict[str, Any] | N
         inferred = ["train.epochs"]
         if given["data_dim"] is None:
             inferred.append("data_dim")
+        if given["event_shape"] is None:
+            inferred.append("event_shape")
+        if given["data"]["transform"] is None:
+            inferred.append("data.transform")
         if not spec_raw.get("likelihood"):
             inferred.append("likelihood")  # build() picks it from the data
         changed = spec_diff(saved, given, ignore=tuple(inferred))
         if changed:
             raise PyrovaeError(f"cannot resume {path} with a different spec: {changed} {only}")
     spec, vae, train, test = build(saved if spec_raw is None else spec_raw)
-    changed = spec_diff(saved, spec, ignore=("train.epochs",))
+    # keys inferred from the data that a run folder written before they were recorded lacks
+    unrecorded = tuple(k for k, v in (("event_shape", saved["event_shape"]),
+                                      ("data.transform", saved["data"]["transform"])) if v is None)
+    changed = spec_diff(saved, spec, ignore=("train.epochs", *unrecorded))
     if changed:
         raise PyrovaeError(f"cannot resume {path} with a different spec: {changed} {only}")
     return spec, vae, train, test
@@ -432,22 +450,25 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
     shown = test if test is not None else train
     paths = [save_figure(tplots.learning_curve(history), folder / "learning_curve.png")]
     torch.manual_seed(0)
+    y = shown.y if getattr(vae.context, "dim", 0) else None  # a conditional VAE's context
     with torch.no_grad():
-        z_mean = _latent_means(vae, shown.x)
+        z_mean = _latent_means(vae, shown.x, y)
     with torch.no_grad():
         components = latent.prior_components(vae.prior_dist())
     paths.append(save_figure(tplots.latent_map(z_mean, shown.y, components),
                              folder / "latent_map.png"))
-    if shown.image_shape is not None and vae.latent_dim == 2:
+    if shown.image_shape is not None and vae.latent_dim == 2 and y is None:
         paths.append(save_figure(_manifold(vae, shown.image_shape), folder / "latent_manifold.png"))
     if shown.image_shape is not None:
         x = shown.x[:20]
+        recon = vae.reconstruct(x) if y is None else vae.reconstruct(x, y[:20])
         paths.append(save_figure(
-            tplots.reconstructions(x, vae.reconstruct(x), shown.image_shape),
+            tplots.reconstructions(x, recon, shown.image_shape),
             folder / "reconstructions.png",
         ))
+        drawn = vae.sample(100) if y is None else vae.sample(100, y=y[:100])
         paths.append(save_figure(
-            tplots.samples(vae.sample(100), shown.image_shape), folder / "samples.png"
+            tplots.samples(drawn, shown.image_shape), folder / "samples.png"
         ))
     return paths
 
@@ -460,10 +481,10 @@ def _manifold(vae: VAE, image_shape: tuple[int, int], n: int = 15) -> Any:
     return latent.latent_manifold(images, image_shape, a1, a2)
 
 
-def _latent_means(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+def _latent_means(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     from pyrovae.model.vae import _dist_mean
 
-    return _dist_mean(vae.encode(x))
+    return _dist_mean(vae.encode(x) if y is None else vae.encode(x, y))
 
 
 def evaluate_run(path: str | Path, *, num_samples: int | None = None,

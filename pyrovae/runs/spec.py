@@ -34,6 +34,7 @@ from pyrovae.model.spec import (
     MODEL_KEYS,
     MODEL_SECTIONS,
     TOP,
+    check_event_shape,
     normalize_model_key,
 )
 from pyrovae.registry import REGISTRIES, Param, validate_section
@@ -83,6 +84,7 @@ RUN_SECTIONS: dict[str, dict[str, Param]] = {
             "choice", None, nullable=True, choices=("binarize", "unit", "none"),
             doc="binarize (x/max > 0.5), unit (x/max), none; null = the data set's default",
         ),
+        "header": Param("bool", False, doc="a .csv file's first row holds column names"),
         "test_fraction": Param("unit_float", 0.2, doc="held-out fraction"),
         "split_seed": Param("nonneg_int", 0, doc="seed of the train/test split"),
     },
@@ -123,6 +125,7 @@ def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
                                f"{', '.join(ALL_KEYS)}")
     spec = {key: _normalize_key(key, raw) for key in ALL_KEYS}
     check_bounds(spec)
+    check_event_shape(spec)
     check_combinations(spec)
     return spec
 
@@ -217,7 +220,7 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
             if isinstance(child, str) and i == 0 and part in REGISTRIES:
                 child = {"family": child}
             if child is None:  # a family section not in the file: start from its default
-                child = {"family": FAMILY_DEFAULTS[part]} if i == 0 and part in REGISTRIES else {}
+                child = {"family": FAMILY_DEFAULTS[part]} if i == 0 and part in FAMILY_DEFAULTS else {}
             if not isinstance(child, dict):
                 raise PyrovaeError(f"--set {pio.short(item)}: {'.'.join(parts[: i + 1])} "
                                    "is not a mapping")

@@ -111,14 +111,19 @@ def _source(data: Any, y: Any, what: str, vae: Any, device: torch.device) -> Dat
     else:
         src = as_source(data, y, what)
     if isinstance(src, TensorSource):
-        x = src.x
+        x = _as_event(vae, src.x, what)
         if x.is_floating_point():
             x = x.to(device=device, dtype=_dtype_of(vae))
         src = TensorSource(x.to(device), None if src.y is None else src.y.to(device))
         _check_once(vae.likelihood, src.x, what)
     else:
-        vae.likelihood.check_data(src.head(64).x, what)
+        vae.likelihood.check_data(_as_event(vae, src.head(64).x, what), what)
     return src
+
+
+def _as_event(vae: Any, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``x`` in the VAE's event shape (flat data for an image VAE, and back)."""
+    return vae.as_event(x, what) if hasattr(vae, "as_event") else x
 
 
 class _Progress:
@@ -258,7 +263,7 @@ class Trainer:
         for batch in self.source.batches(self.batch_size, generator=self.shuffle):
             if batch.x.device != device:
                 batch = batch.to(device)
-            xb = self.vae.likelihood.prepare_batch(batch.x)
+            xb = self.vae.likelihood.prepare_batch(_as_event(self.vae, batch.x, "data"))
             beta = self.schedule.weight(self.step, self.steps_per_epoch)
             loss = engine.step(xb, self.num_data, beta, y=batch.y)
             rec, kl = engine.last_terms

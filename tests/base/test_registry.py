@@ -16,8 +16,15 @@ from pyrovae.runs.families import list_families
 from pyrovae.model.priors import Prior
 from pyrovae.registry import REGISTRIES, Registry, validate_section
 
-CONTEXT = {"prior": {"latent_dim"}, "likelihood": {"data_dim"}, "guide": {"latent_dim"},
-           "objective": set(), "kl_weight": set()}
+CONTEXT = {"prior": {"latent_dim"}, "likelihood": {"event_shape"}, "guide": {"latent_dim"},
+           "objective": set(), "kl_weight": set(), "context": set(),
+           **{net: {"role", "event_shape", "latent_dim", "out_features", "context_dim"}
+              for net in ("encoder", "decoder")}}
+#: the sizes each kind is built with (networks: image-shaped data, so conv builds too)
+SIZES = {"encoder": {"role": "encoder", "event_shape": (1, 8, 8), "latent_dim": 2,
+                     "out_features": 4, "context_dim": 0},
+         "decoder": {"role": "decoder", "event_shape": (1, 8, 8), "latent_dim": 2,
+                     "out_features": 64, "context_dim": 3}}
 
 
 @pytest.mark.parametrize("kind", sorted(REGISTRIES))
@@ -36,7 +43,7 @@ def test_declared_params_are_the_constructor_arguments(kind):
         assert inspect.getdoc(cls), (kind, name)
         assert cls.family == name
         # every family builds with its defaults
-        context = {k: 3 for k in CONTEXT[kind]}
+        context = SIZES.get(kind) or {k: 3 for k in CONTEXT[kind]}
         registry.build(name, kind, **context)
 
 

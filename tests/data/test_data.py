@@ -15,7 +15,8 @@ from pyrovae.data import as_tensor, read_idx
 
 def test_digits_default_is_binarised():
     ds = load_dataset("digits")
-    assert ds.x.shape == (1797, 64) and ds.x.dtype == torch.float32
+    assert ds.x.shape == (1797, 1, 8, 8) and ds.x.dtype == torch.float32
+    assert ds.event_shape == (1, 8, 8) and ds.data_dim == 64 and ds.flat.shape == (1797, 64)
     assert set(ds.x.unique().tolist()) == {0.0, 1.0}
     assert ds.y.shape == (1797,) and ds.image_shape == (8, 8) and ds.max_value == 16
 
@@ -30,7 +31,7 @@ def test_digits_transforms():
 
 def test_mnist5k_bundled():
     ds = load_dataset("mnist5k", transform="unit")
-    assert ds.x.shape == (5000, 784) and ds.image_shape == (28, 28)
+    assert ds.x.shape == (5000, 1, 28, 28) and ds.image_shape == (28, 28)
     assert 0 <= ds.x.min() and ds.x.max() <= 1
 
 
@@ -49,7 +50,7 @@ def test_mnist_idx_folder(tmp_path, compress):
     _write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", images, 0x08, compress)
     _write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", labels, 0x08, compress)
     ds = load_dataset("mnist", path=str(tmp_path), transform="none")
-    assert ds.x.shape == (7, 20) and ds.image_shape == (4, 5)
+    assert ds.x.shape == (7, 1, 4, 5) and ds.image_shape == (4, 5)
     np.testing.assert_array_equal(ds.x.numpy().reshape(7, 4, 5), images)
     np.testing.assert_array_equal(ds.y.numpy(), labels)
 

@@ -88,6 +88,15 @@ def _make_consistent(raw: dict) -> None:
     prior = raw.get("prior")
     if isinstance(prior, dict) and prior.get("flow") == "affine_coupling":
         raw["latent_dim"] = max(raw["latent_dim"], 2)  # coupling splits z in two
+    nets = [raw.get(k) for k in ("encoder", "decoder")]
+    if "conv" in [n if isinstance(n, str) else (n or {}).get("family") for n in nets]:
+        raw["event_shape"] = [1, 4, 4]  # conv networks need image-shaped data
+        raw["data_dim"] = 16
+        for key in ("encoder", "decoder"):  # a geometry that fits 4x4 (bad ones: own tests)
+            if isinstance(raw.get(key), dict) and raw[key].get("family") == "conv":
+                raw[key].update(channels=[2], kernel=4, stride=2, padding=1)
+    if _family(raw, "prior") == "vamp":
+        raw.pop("context", None)  # vamp has no context (its own test)
     objective = raw.get("objective")
     if isinstance(objective, dict) and objective.get("free_bits"):
         ok = (
