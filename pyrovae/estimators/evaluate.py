@@ -79,7 +79,6 @@ def evaluate(
     num_samples: int = 1000,
     max_elements: int = 2**24,
     seed: int = 0,
-    y: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a trained VAE on ``data`` (array, tensor, :class:`~pyrovae.data.Dataset`
     or any :class:`~pyrovae.data.DataSource`; ``y`` the context, if any).
@@ -96,7 +95,6 @@ def evaluate(
     ``log_likelihood_mc_se``, ``ess``, ``khat``).
 
     Random draws use their own seeded stream; the global RNG is left untouched.
-    ``y``: the context of a conditional VAE, one row per example.
     """
     K = _check_int("num_samples", num_samples, 1)
     max_elements = _check_int("max_elements", max_elements, 1)
