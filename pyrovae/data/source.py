@@ -216,6 +216,9 @@ class LoaderSource(DataSource):
         if isinstance(self.dataset, ArrayDataset):
             # one read per batch; the dataset returns [collated batch]
             kwargs["collate_fn"] = lambda rows: rows[0]
+        # a DataLoader draws its workers' base seed from the global RNG unless given a
+        # generator: a private one keeps the model's random draws identical to in-memory data
+        kwargs["generator"] = torch.Generator().manual_seed(0)
         loader = DataLoader(self.dataset, batch_sampler=index_batches, **kwargs)
         for items in loader:
             yield self._batch(items)

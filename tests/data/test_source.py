@@ -87,7 +87,6 @@ def test_streamed_sources_that_cannot_work_are_refused():
         as_source(TensorDataset(torch.zeros(4, 3)), y=torch.zeros(4))
 
 
-@pytest.mark.xfail(strict=False, reason="needs the h9 loop (fit reading DataSource.batches)")
 def test_fit_on_a_dataloader_equals_fit_in_memory_for_a_seed():
     data = CountingDataset(90, labels=False)
     x = torch.stack([data[i] for i in range(90)])
