@@ -120,9 +120,8 @@ def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
     pio.check_shape(raw, "spec")
     for key in raw:
         if key not in ALL_KEYS:
-            raise PyrovaeError(f"{key if isinstance(key, str) and len(key) < 60 else pio.short(key)}"
-                               ": unknown spec key; known keys: "
-                               f"{', '.join(ALL_KEYS)}")
+            name = key if isinstance(key, str) and len(key) < 60 else pio.short(key)
+            raise PyrovaeError(f"{name}: unknown spec key; known keys: {', '.join(ALL_KEYS)}")
     spec = {key: _normalize_key(key, raw) for key in ALL_KEYS}
     check_bounds(spec)
     check_event_shape(spec)

@@ -25,7 +25,7 @@ from pyrovae.runs import folder as runs
 from pyrovae.runs import pipeline
 
 _EXAMPLES = int(os.environ.get("PYROVAE_FUZZ_EXAMPLES", "0"))
-SETTINGS = settings(max_examples=_EXAMPLES or 25, deadline=None, derandomize=not _EXAMPLES,
+SETTINGS = settings(max_examples=_EXAMPLES or 15, deadline=None, derandomize=not _EXAMPLES,
                     suppress_health_check=list(HealthCheck))
 #: Python memory one case may allocate (tracemalloc peak); the YAML bomb once took 4.4 GB.
 MEMORY_BOUND = 96 << 20
