@@ -60,7 +60,7 @@ def rows_to_run(kinds: list[str]) -> list[tuple[str, str]]:
 def data_for(vae: pyrovae.VAE, rows: int) -> torch.Tensor:
     """The digits in the first representation ``vae``'s likelihood accepts."""
     for transform in ("unit", "binarize", "none"):
-        x = load_dataset("digits", transform=transform).x[:rows].float()
+        x = load_dataset("digits", transform=transform).x[:rows].float().flatten(1)
         try:
             vae.likelihood.check_data(x)
             return x

@@ -307,7 +307,7 @@ def run_dataset(name: str, args,
                 on_seed: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train and score every method on one data set, seed by seed (``on_seed(row)`` after
     each, so an interrupted run keeps the seeds it finished)."""
-    data = load_dataset(name).x.float()
+    data = load_dataset(name).x.float().flatten(1)  # flat rows for the MLPs
     n_train = DATASETS[name]
     if args.quick:
         n_train, data = 256, torch.cat([data[:256], data[-64:]])

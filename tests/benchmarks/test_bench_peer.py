@@ -42,7 +42,7 @@ def test_shared_iwae_matches_pyrovae_evaluate(peer):
     """The hand-vectorised IWAE that scores every library agrees with
     ``pyrovae.estimators.evaluate`` on the same pyrovae model, for both scale maps
     (a wrong log-density term would be off by many nats)."""
-    x = load_dataset("digits").x[:64].float()
+    x = load_dataset("digits").x[:64].float().flatten(1)
     for scale_map in peer.SCALE_MAPS:
         guide = peer.ScaleMapGuide(peer.LATENT, scale_map)
         torch.manual_seed(0)
@@ -57,7 +57,7 @@ def test_shared_iwae_matches_pyrovae_evaluate(peer):
 
 
 def test_iwae_is_reproducible_and_chunking_free(peer):
-    x = load_dataset("digits").x[:16].float()
+    x = load_dataset("digits").x[:16].float().flatten(1)
     torch.manual_seed(0)
     enc, dec = peer.mlp(64, [8], 2 * peer.LATENT), peer.mlp(peer.LATENT, [8], 64)
     encode, decode = peer._scorers(enc, dec, "exp")

@@ -53,9 +53,11 @@ def _run(script: str, args: list[str], cwd: Path) -> str:
 def test_every_example_is_smoke_tested():
     scripts = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
     # quickstart and swap: tested below and in test_examples_swap.py; readme_figures only
-    # chains the others (and the default `pyrovae train`, tested in tests/cli)
+    # chains the others (and the default `pyrovae train`, tested in tests/cli); the real
+    # models in test_examples_real_models.py; is_my_loglik_real in tests/posterior
     assert scripts - set(SMOKE) == {"quickstart.py", "swap_priors_likelihoods.py",
-                                    "readme_figures.py"}
+                                    "readme_figures.py", "conv_vs_mlp.py",
+                                    "conditional_digits.py", "is_my_loglik_real.py"}
 
 
 @pytest.mark.parametrize(
