@@ -131,3 +131,31 @@ def test_every_public_name_imports(name):
 def test_subpackages_are_attributes():
     for name in ("posterior", "toy", "model", "training", "runs"):
         assert getattr(pyrovae, name) is importlib.import_module(f"pyrovae.{name}")
+
+
+def _heavy_modules_after(code: str) -> set[str]:
+    import subprocess
+    import sys
+
+    probe = (f"import sys\n{code}\n"
+             "print(' '.join(m for m in ('torch', 'pyro', 'matplotlib', 'arviz', 'sklearn',"
+             " 'mlxtend') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    return set(out.split())
+
+
+def test_import_pyrovae_loads_no_heavy_dependency():
+    assert _heavy_modules_after("import pyrovae") == set()
+
+
+def test_cli_help_and_version_load_no_heavy_dependency():
+    code = ("from pyrovae.cli import main\n"
+            "import contextlib, io\n"
+            "for argv in (['--help'], ['--version']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        try:\n"
+            "            main(argv)\n"
+            "        except SystemExit:\n"
+            "            pass")
+    assert _heavy_modules_after(code) == set()

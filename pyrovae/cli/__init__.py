@@ -28,8 +28,16 @@ from pyrovae.errors import PyrovaeError
 #: Longest error message printed (characters); longer ones are cut.
 MAX_MESSAGE = 400
 
-#: Subcommand modules, in the order ``pyrovae --help`` lists them.
-COMMANDS = ("train", "evaluate", "sample", "families", "check")
+#: Subcommand modules, in the order ``pyrovae --help`` lists them, with their one-line
+#: help.  Only the module of the command being run is imported (each pulls in torch), so
+#: ``pyrovae --help`` and ``pyrovae --version`` start fast.
+COMMANDS: dict[str, str] = {
+    "train": "train a VAE and write a run folder",
+    "evaluate": "evaluate a run folder (ELBO, IWAE log-likelihood)",
+    "sample": "sample from a trained model",
+    "families": "list the registered families and their parameters",
+    "check": "check a guide against the exact posterior (toy problem or run folder)",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +85,10 @@ def _quiet_broken_pipe() -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the full arguments of the subcommand named in ``argv`` only (all of
+    them when ``argv`` is ``None``)."""
+    chosen = _chosen_command(argv)
     parser = _Parser(
         prog="pyrovae",
         description="Variational autoencoders in Pyro: train, evaluate, sample, check.",
@@ -85,9 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMANDS:
-        importlib.import_module(f"pyrovae.cli.{name}").register(sub)
+    for name, text in COMMANDS.items():
+        if argv is None or name == chosen:
+            importlib.import_module(f"pyrovae.cli.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=text)
     return parser
+
+
+def _chosen_command(argv: Sequence[str] | None) -> str | None:
+    """The subcommand named in ``argv`` (its first word that is not an option)."""
+    args = sys.argv[1:] if argv is None else argv
+    for word in args:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def _version() -> str:
@@ -108,8 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _readable_streams()
     with warnings.catch_warnings(record=True) as caught:  # imports warn too
         warnings.simplefilter("always")
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        words = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(words)
+        args = parser.parse_args(words)
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread
