@@ -52,10 +52,10 @@ def test_sample_png_and_npy(run_dir, tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 500
     assert main(["sample", str(run_dir), "-n", "6", "--out", str(tmp_path / "s.npy")]) == 0
     arr = np.load(tmp_path / "s.npy")
-    assert arr.shape == (6, 64) and (arr >= 0).all() and (arr <= 1).all()
+    assert arr.shape == (6, 1, 8, 8) and (arr >= 0).all() and (arr <= 1).all()
     # never overwrites without being asked
     assert main(["sample", str(run_dir), "--out", str(tmp_path / "s.npy")]) == 2
-    assert np.load(tmp_path / "s.npy").shape == (6, 64)
+    assert np.load(tmp_path / "s.npy").shape == (6, 1, 8, 8)
 
 
 def test_missing_run_is_one_line_error(tmp_path, capsys):
