@@ -88,8 +88,9 @@ class VAE(nn.Module):
         from pyrovae.model.spec import normalize_model_spec
 
         event_shape = _event_shape(data_dim)
-        custom = {k: v for k, v in (("encoder", encoder), ("decoder", decoder))
-                  if isinstance(v, nn.Module) and not isinstance(v, Network)}
+        given = {k: v for k, v in (("encoder", encoder), ("decoder", decoder))
+                 if isinstance(v, nn.Module)}  # ready modules, used as they are
+        custom = {k: v for k, v in given.items() if not isinstance(v, Network)}
         if "encoder" in custom and decoder is None:
             raise PyrovaeError("decoder: a custom encoder module needs a decoder too "
                                "(pass decoder=...)")
@@ -136,21 +137,21 @@ class VAE(nn.Module):
                                "it cannot be used with a conditional VAE (context)")
         sizes = {"event_shape": self.event_shape, "latent_dim": self.latent_dim,
                  "context_dim": self.context.dim}
-        self.encoder = custom.get("encoder") or NETWORKS.build(
+        self.encoder = given["encoder"] if "encoder" in given else NETWORKS.build(
             s["encoder"], "encoder", role="encoder",
             out_features=self.guide_family.num_outputs(), **sizes,
         )
-        self.decoder = custom.get("decoder") or NETWORKS.build(
+        self.decoder = given["decoder"] if "decoder" in given else NETWORKS.build(
             s["decoder"], "decoder", role="decoder",
             out_features=self.likelihood.num_outputs(), **sizes,
         )
         self.prior.attach(self)
-        for key in custom:
+        for key in given:
             self._probe(key)
 
     def _probe(self, role: str) -> None:
-        """Call a custom network once on zeros (eval mode, no grad: no state changes) so
-        that a wrong input or output shape is reported now, in one line."""
+        """Call a network passed in as a module once on zeros (eval mode, no grad: no
+        state changes) so that a wrong input or output shape is reported now, in one line."""
         net = getattr(self, role)
         was = net.training
         net.eval()
@@ -320,7 +321,7 @@ class VAE(nn.Module):
             batch = x.shape[0]
         else:
             batch = batch_size if y is None else len(y)
-        device = self.likelihood_device()
+        device = self.param_device()
         with self._plate(batch, num_data, device):
             with _kl_scale(kl_weight):
                 z = pyro.sample("z", self.prior_dist())
@@ -342,7 +343,7 @@ class VAE(nn.Module):
             with _kl_scale(kl_weight):
                 return pyro.sample("z", self.encode(x) if y is None else self.encode(x, y))
 
-    def likelihood_device(self) -> torch.device:
+    def param_device(self) -> torch.device:
         """The device of the parameters (where the model creates its tensors)."""
         for p in self.parameters():
             return p.device
@@ -368,7 +369,7 @@ class VAE(nn.Module):
         one vector), or one per draw (``n`` rows).
         """
         if y is not None:
-            y = torch.as_tensor(y, device=self.likelihood_device())
+            y = torch.as_tensor(y, device=self.param_device())
             if y.ndim == 0 or (self.context.family == "vector" and y.ndim == 1):
                 y = y.unsqueeze(0).expand(n, *y.shape)
             elif len(y) != n:
