@@ -18,16 +18,15 @@ import pyro
 import torch
 
 from pyrovae import io as pio
-from pyrovae.runs import folder as runs
 from pyrovae.data import Dataset, TensorSource, dataset_names, load_dataset, train_test_split
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate, summary
-from pyrovae.plots import save_figure
-from pyrovae.plots import latent
+from pyrovae.model.vae import VAE
+from pyrovae.plots import latent, save_figure
 from pyrovae.plots import training as tplots
+from pyrovae.runs import folder as runs
 from pyrovae.runs.spec import check_num_samples, dump_spec, normalize_spec
 from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
-from pyrovae.model.vae import VAE
 
 
 def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
@@ -114,10 +113,21 @@ def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | 
     return Trainer(
         vae, train.x, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
         seed=t["seed"], test_data=None if test is None else test.x,
+        y=_context(vae, train), test_y=None if test is None else _context(vae, test),
         objective=spec["objective"], kl_weight=spec["kl_weight"], engine=t["engine"],
         clip_norm=t["clip_norm"], eval_every=t["eval_every"], progress=progress,
         device=t["device"], callbacks=callbacks,
     )
+
+
+def _context(vae: VAE, data: Dataset) -> torch.Tensor | None:
+    """The context a conditional VAE is given: the data set's labels (None otherwise)."""
+    if not getattr(vae.context, "dim", 0):
+        return None
+    if data.y is None:
+        raise PyrovaeError(f"context: the {vae.context.family!r} context needs labels; "
+                           f"data {data.name!r} has none")
+    return data.y
 
 
 def checkpoint_state(trainer: Trainer, spec: dict[str, Any], data_fingerprint: str,
@@ -425,10 +435,10 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     metrics: dict[str, Any] = {
         "epochs": history.last.get("epoch"),
         "seconds": history.last.get("seconds"),
-        "train": summary(evaluate(vae, train.x, num_samples=k)),
+        "train": summary(evaluate(vae, train.x, y=_context(vae, train), num_samples=k)),
     }
     if test is not None:
-        metrics["test"] = summary(evaluate(vae, test.x, num_samples=k))
+        metrics["test"] = summary(evaluate(vae, test.x, y=_context(vae, test), num_samples=k))
     pio.atomic_write_json(out / runs.METRICS_FILE, metrics)
     require_finite(metrics, "the final evaluation")
     write_figures(out / runs.FIGURES_DIR, vae, history, train, test)
@@ -450,7 +460,7 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
     shown = test if test is not None else train
     paths = [save_figure(tplots.learning_curve(history), folder / "learning_curve.png")]
     torch.manual_seed(0)
-    y = shown.y if getattr(vae.context, "dim", 0) else None  # a conditional VAE's context
+    y = _context(vae, shown)  # a conditional VAE's context
     with torch.no_grad():
         z_mean = _latent_means(vae, shown.x, y)
     with torch.no_grad():
@@ -498,7 +508,7 @@ def evaluate_run(path: str | Path, *, num_samples: int | None = None,
     data = train if split == "train" or test is None else test
     k = num_samples or spec["eval"]["num_samples"]
     result = {"split": "train" if data is train else "test",
-              **summary(evaluate(vae, data.x, num_samples=k))}
+              **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k))}
     require_finite(result, f"evaluating {path}")
     return result
 

@@ -96,8 +96,8 @@ def _sample_sites(trace: Any) -> dict[str, bool]:
 
 
 def check_standard_pair(
-    vae: Any, x: torch.Tensor, loss_fn: LossFn | None = None, *, kl: str = "mc",
-    rtol: float = 1e-4,
+    vae: Any, x: torch.Tensor, loss_fn: LossFn | None = None, *, y: torch.Tensor | None = None,
+    kl: str = "mc", rtol: float = 1e-4,
 ) -> str | None:
     """``None`` if ``vae.model``/``vae.guide`` are the standard pair the fast engine
     computes from ``encode``/``decode``/``prior_dist``; else a reason (a string).
@@ -118,6 +118,7 @@ def check_standard_pair(
     n = x.shape[0]
     num_data, beta = 3 * n, 0.5
     kwargs = {"num_data": num_data, "kl_weight": beta}
+    args = (x,) if y is None else (x, y)  # a conditional VAE's context: vae.model(x, y)
     devices = [x.device] if x.device.type == "cuda" else []
     buffers = {k: v.detach().clone() for k, v in vae.named_buffers()}
     try:
@@ -129,9 +130,10 @@ def check_standard_pair(
         ):
             if hasattr(vae, "likelihood"):  # e.g. dynamic binarisation (seeded, forked RNG)
                 x = vae.likelihood.prepare_batch(x)
-            guide_tr = poutine.trace(vae.guide).get_trace(x, **kwargs)
+                args = (x, *args[1:])
+            guide_tr = poutine.trace(vae.guide).get_trace(*args, **kwargs)
             model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(
-                x, **kwargs
+                *args, **kwargs
             )
             if _sample_sites(guide_tr) != {"z": False}:
                 return f"guide sample sites {sorted(_sample_sites(guide_tr))} (expected ['z'])"
@@ -143,11 +145,12 @@ def check_standard_pair(
             # the same draw for both: replay the generator state (no reseeding)
             cpu_state = torch.get_rng_state()
             cuda_state = torch.cuda.get_rng_state(x.device) if devices else None
-            stock = float(objective.elbo().differentiable_loss(vae.model, vae.guide, x, **kwargs))
+            stock = float(objective.elbo().differentiable_loss(vae.model, vae.guide, *args,
+                                                               **kwargs))
             torch.set_rng_state(cpu_state)
             if cuda_state is not None:
                 torch.cuda.set_rng_state(cuda_state, x.device)
-            fast = float(loss_fn(vae, x, None, num_data, beta).loss)
+            fast = float(loss_fn(vae, x, y, num_data, beta).loss)
     except Exception as exc:  # any failure means: not the standard pair
         return f"tracing the model/guide failed ({type(exc).__name__}: {exc})"
     finally:
@@ -265,6 +268,7 @@ def make_engine(
     lr: float,
     clip_norm: float | None = None,
     sample: torch.Tensor | None = None,
+    sample_y: torch.Tensor | None = None,
 ) -> FastEngine | PyroEngine:
     """``"fast"`` unless the objective has no direct form, then ``"pyro"``.
 
@@ -275,7 +279,7 @@ def make_engine(
     returns the pyro engine.
     """
     if sample is not None:
-        objective.check(vae, sample)
+        objective.check(vae, sample, sample_y)
     fn = objective.loss_fn(vae) if name == "fast" else None
     if fn is None:
         return PyroEngine(vae, objective, lr, clip_norm)
@@ -283,7 +287,7 @@ def make_engine(
         kl = getattr(objective, "kl", "mc")
         verdicts = _PAIR_CHECKS.setdefault(vae, {})
         if kl not in verdicts:  # once per model: fit(epochs=1) in a loop pays it once
-            verdicts[kl] = check_standard_pair(vae, sample, kl=kl)
+            verdicts[kl] = check_standard_pair(vae, sample, y=sample_y, kl=kl)
         reason = verdicts[kl]
         if reason is not None:
             # Pyro's TraceMeanField_ELBO needs every guide site in the model: a

@@ -81,8 +81,9 @@ class Objective:
         """The direct estimator for this VAE (specialised once), or ``None`` (stock SVI only)."""
         return None
 
-    def check(self, vae: Any, sample: torch.Tensor) -> None:
-        """Raise PyrovaeError if this objective cannot train ``vae`` (a few rows given)."""
+    def check(self, vae: Any, sample: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Raise PyrovaeError if this objective cannot train ``vae`` (a few rows given,
+        with their context ``y`` for a conditional VAE)."""
 
     def differentiable_loss(
         self,
@@ -198,11 +199,11 @@ class _ELBOObjective(Objective):
         fb = f"; free bits λ = {self.free_bits:g}" if self.free_bits > 0 else ""
         return f"ELBO, {kl}{fb}"
 
-    def check(self, vae: Any, sample: torch.Tensor) -> None:
+    def check(self, vae: Any, sample: torch.Tensor, y: torch.Tensor | None = None) -> None:
         if self.kl != "analytic":
             return
         with torch.no_grad():
-            q = vae.encode(sample)
+            q = vae.encode(sample) if y is None else vae.encode(sample, y=y)
             if closed_form_kl_or_none(q, vae.prior_dist()) is None:
                 raise PyrovaeError(
                     f"objective.kl: 'analytic' needs a closed-form KL between the guide "

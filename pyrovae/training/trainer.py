@@ -242,8 +242,9 @@ class Trainer:
         """A fresh engine; the fast engine checks once, on a few rows, that
         vae.model/guide are the standard pair its estimator assumes (else: warning,
         stock SVI)."""
+        head = self.source.head(8).to(self.device)
         return make_engine(self.engine_name, self.vae, self.objective, self.lr, self.clip_norm,
-                           sample=self.source.head(8).x.to(self.device))
+                           sample=_as_event(self.vae, head.x, "data"), sample_y=head.y)
 
     # --------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
