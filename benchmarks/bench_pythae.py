@@ -378,14 +378,17 @@ def print_report(rows: list[dict[str, Any]], args, peer: str, load: str | None =
             cells = [f"{row['iwae'][m][i]:.2f} ({row['seconds'][m][i]:.1f} s)" for m in names]
             print(f"| {s} | " + " | ".join(cells) + " |")
         summ = summarise(row, peer)
-        print(f"\n| method | mean IWAE | − {peer} (paired, ± se) | better on | mean s "
-              f"| time / {peer} (median) | CPU time / {peer} (median) |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        own = summarise(row, names[0])
+        print(f"\n| method | mean IWAE | − {peer} (paired, ± se) | better on | − {names[0]} "
+              f"(paired, ± se) | mean s | time / {peer} (median) | CPU time / {peer} (median) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for m in names:
             r = summ[m]
+            cpu = "-" if math.isnan(r["cpu_ratio"]) else f"{r['cpu_ratio']:.2f}"
             print(f"| {m} | {r['iwae']:.2f} | {r['diff']:+.2f} ± {r['diff_se']:.2f} "
-                  f"| {r['wins']}/{len(row['seeds'])} | {r['seconds']:.1f} "
-                  f"| {r['time_ratio']:.2f} | {r['cpu_ratio']:.2f} |")
+                  f"| {r['wins']}/{len(row['seeds'])} "
+                  f"| {own[m]['diff']:+.2f} ± {own[m]['diff_se']:.2f} | {r['seconds']:.1f} "
+                  f"| {r['time_ratio']:.2f} | {cpu} |")
         row["summary"] = summ
 
 
