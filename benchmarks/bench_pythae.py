@@ -319,13 +319,16 @@ def run_dataset(name: str, args,
         table[m](xtr[:256], warm, 0)
     iw: dict[str, list[float]] = {m: [] for m in names}
     sec: dict[str, list[float]] = {m: [] for m in names}
+    cpu: dict[str, list[float]] = {m: [] for m in names}
     row = {"data": name, "n_train": len(xtr), "n_test": len(xte), "iwae": iw, "seconds": sec,
-           "seeds": []}
+           "cpu_seconds": cpu, "seeds": []}
     for r, seed in enumerate(range(args.seed0, args.seed0 + args.seeds)):
         init = init_state(xtr.shape[1], seed)
         order = names[r % len(names):] + names[: r % len(names)]
         for m in order:
+            c0 = time.process_time()
             t, (enc, dec) = table[m](xtr, init, seed)
+            cpu[m].append(time.process_time() - c0)  # one thread: robust to others' load
             iw[m].append(float(iwae(enc, dec, xte, args.k, seed=1000 + seed).mean()))
             sec[m].append(t)
         print(f"  {name} seed {seed}: " + ", ".join(f"{m} {iw[m][-1]:.2f} ({sec[m][-1]:.1f}s)"
@@ -344,6 +347,8 @@ def summarise(row: dict[str, Any], peer: str) -> dict[str, dict[str, float]]:
     for m, vals in row["iwae"].items():
         diffs = [a - b for a, b in zip(vals, row["iwae"][peer])]
         ratios = [a / b for a, b in zip(row["seconds"][m], row["seconds"][peer])]
+        cpu = row.get("cpu_seconds") or {}
+        cpu_ratios = [a / b for a, b in zip(cpu.get(m, []), cpu.get(peer, []))]
         out[m] = {
             "iwae": statistics.mean(vals),
             "diff": statistics.mean(diffs),
@@ -351,6 +356,7 @@ def summarise(row: dict[str, Any], peer: str) -> dict[str, dict[str, float]]:
             "wins": sum(d > 0 for d in diffs),
             "seconds": statistics.mean(row["seconds"][m]),
             "time_ratio": statistics.median(ratios),
+            "cpu_ratio": statistics.median(cpu_ratios) if cpu_ratios else float("nan"),
         }
     return out
 
@@ -372,14 +378,17 @@ def print_report(rows: list[dict[str, Any]], args, peer: str, load: str | None =
             cells = [f"{row['iwae'][m][i]:.2f} ({row['seconds'][m][i]:.1f} s)" for m in names]
             print(f"| {s} | " + " | ".join(cells) + " |")
         summ = summarise(row, peer)
-        print(f"\n| method | mean IWAE | − {peer} (paired, ± se) | better on | mean s "
-              f"| time / {peer} (median) |")
-        print("|---|---:|---:|---:|---:|---:|")
+        own = summarise(row, names[0])
+        print(f"\n| method | mean IWAE | − {peer} (paired, ± se) | better on | − {names[0]} "
+              f"(paired, ± se) | mean s | time / {peer} (median) | CPU time / {peer} (median) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for m in names:
             r = summ[m]
+            cpu = "-" if math.isnan(r["cpu_ratio"]) else f"{r['cpu_ratio']:.2f}"
             print(f"| {m} | {r['iwae']:.2f} | {r['diff']:+.2f} ± {r['diff_se']:.2f} "
-                  f"| {r['wins']}/{len(row['seeds'])} | {r['seconds']:.1f} "
-                  f"| {r['time_ratio']:.2f} |")
+                  f"| {r['wins']}/{len(row['seeds'])} "
+                  f"| {own[m]['diff']:+.2f} ± {own[m]['diff_se']:.2f} | {r['seconds']:.1f} "
+                  f"| {r['time_ratio']:.2f} | {cpu} |")
         row["summary"] = summ
 
 
@@ -436,17 +445,20 @@ def merge(paths: list[str]) -> int:
     rows: dict[str, dict[str, Any]] = {}
     for run in runs:
         for row in run["rows"]:
-            into = rows.setdefault(row["data"], {**row, "iwae": {}, "seconds": {}, "seeds": []})
+            into = rows.setdefault(row["data"], {**row, "iwae": {}, "seconds": {},
+                                                 "cpu_seconds": {}, "seeds": []})
             into["seeds"] += row["seeds"]
-            for key in ("iwae", "seconds"):
-                for m, values in row[key].items():
+            for key in ("iwae", "seconds", "cpu_seconds"):
+                for m, values in row.get(key, {}).items():
                     into[key].setdefault(m, []).extend(values)
     methods_all = set.intersection(*(set(r["iwae"]) for run in runs for r in run["rows"]))
     for row in rows.values():
         row["n_test"] = row["n_test"] or DATASETS_TOTAL[row["data"]] - row["n_train"]
     for row in rows.values():
-        for key in ("iwae", "seconds"):
+        for key in ("iwae", "seconds", "cpu_seconds"):
             row[key] = {m: v for m, v in row[key].items() if m in methods_all}
+        if any(len(v) != len(row["seeds"]) for v in row["cpu_seconds"].values()):
+            row["cpu_seconds"] = {}  # some runs (logs) did not record CPU time
     args = argparse.Namespace(**first["args"])
     load = ", ".join(f"{run['load'][0]:.2f}" for run in runs if run["load"][0] == run["load"][0])
     load = (load + " at the ends of the runs") if load else "not recorded (from logs)"

@@ -83,6 +83,7 @@ def test_peer_quick_mode_without_pythae(peer, tmp_path, monkeypatch, capsys):
     for method, values in row["iwae"].items():
         assert len(values) == 2 and all(math.isfinite(v) and v < 0 for v in values), method
         assert all(s > 0 for s in row["seconds"][method])
+        assert all(c > 0 for c in row["cpu_seconds"][method])
     assert row["summary"]["torch"]["diff"] == 0.0
     assert result["args"]["epochs"] == 1
 
