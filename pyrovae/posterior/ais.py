@@ -16,7 +16,9 @@ Hamiltonian Monte Carlo with a few leapfrog steps).  Then E[w] = p_θ(x) exactly
 log p_θ(x) (Jensen) that becomes exact as T grows.  The start π₀ is the prior p(z)
 (``start="prior"``, the classic choice of Wu et al. 2017) or the amortised guide
 q_φ(z|x) (``start="guide"``: far fewer intermediate distributions for the same
-accuracy, because q is already close to p(z|x)).
+accuracy when q is close to p(z|x); when q is much narrower than a curved posterior
+the weights are heavy-tailed and the prior with more distributions is safer, which
+BDMC on simulated data reveals).
 
 Details:
 
