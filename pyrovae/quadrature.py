@@ -23,11 +23,14 @@ KL(q ‖ p(z|x)) is computed on the same grid as
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.distributions import transforms as T
+
+from pyrovae.errors import PyrovaeError
 
 #: Cells within this many nats of the maximum count as holding mass.
 MASS_WINDOW = 30.0
@@ -51,6 +54,13 @@ class GridPosterior:
     log_q: torch.Tensor | None = None
     narrowest_std: float = math.nan
     truncated: bool = False
+    tol: float = math.nan
+    unresolved_points: int = 0
+
+    @property
+    def tol_met(self) -> bool:
+        """Whether the reported error bound is within the requested ``tol``."""
+        return bool(self.error_bound <= self.tol) if math.isfinite(self.tol) else True
 
     @property
     def latent_dim(self) -> int:
@@ -133,6 +143,9 @@ class GridPosterior:
             "spacing_over_narrowest_std": max(self.spacing) / self.narrowest_std
             if self.narrowest_std > 0 else math.nan,
             "truncated": self.truncated,
+            "tol": self.tol,
+            "tol_met": self.tol_met,
+            "unresolved_points": self.unresolved_points,
         }
 
 
@@ -149,7 +162,11 @@ def evaluate_on_grid(
 ) -> torch.Tensor:
     """fn(z) + log|dz/du| at every grid point u, shaped like the grid.
 
-    ``fn`` maps z of shape (G, d) to log-densities of shape (G,).
+    ``fn`` maps z of shape (G, d) to log-densities of shape (G,).  Where z = T(u)
+    is not resolved in floating point (T⁻¹(T(u)) ≠ u, e.g. the sigmoid beyond
+    |u| ≈ 36 in float64, where z rounds to 1 and log(1 − z) is −inf or wrong) the
+    density is unknown: it is set to −inf there, and :func:`unresolved_mask` says
+    where.
     """
     u = _mesh(axes)
     out = []
@@ -163,8 +180,23 @@ def evaluate_on_grid(
                 if ladj.dim() == ub.dim():  # elementwise transform: sum the event dim
                     ladj = ladj.sum(-1)
                 lj = lj + ladj
+                lj = torch.where(_unresolved(transform, ub, zb), -math.inf, lj)
             out.append(torch.nan_to_num(lj, nan=-math.inf))
     return torch.cat(out).reshape(tuple(len(a) for a in axes))
+
+
+def _unresolved(transform: T.Transform, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    back = transform.inv(z)
+    return ~((back - u).abs() <= 1e-6 * (1 + u.abs())).all(-1)
+
+
+def unresolved_mask(axes: Sequence[torch.Tensor], transform: T.Transform) -> torch.Tensor:
+    """True at the grid points where z = T(u) does not round-trip (see
+    :func:`evaluate_on_grid`), shaped like the grid."""
+    u = _mesh(axes)
+    with torch.no_grad():
+        bad = _unresolved(transform, u, transform(u))
+    return bad.reshape(tuple(len(a) for a in axes))
 
 
 def _logsumexp(t: torch.Tensor) -> float:
@@ -254,6 +286,7 @@ def grid_posterior(
     max_points: int | None = None,
     zoom: bool = True,
     dtype: torch.dtype = torch.float64,
+    on_unmet: str = "warn",
 ) -> GridPosterior:
     """Quadrature of one data point's posterior (see the module docstring).
 
@@ -269,7 +302,18 @@ def grid_posterior(
         points: points per dimension to start with (default 801 in 1-D, 161 in 2-D).
         max_points: cap per dimension (default 100001 in 1-D, 1281 in 2-D).
         zoom: zoom onto the mass region before refining.
+        on_unmet: when the error bound exceeds ``tol`` (the resolution cap was
+            reached, mass sits on the edge, or z = T(u) is unresolved in floating
+            point inside the box): ``"warn"`` (a UserWarning), ``"raise"``
+            (:class:`~pyrovae.errors.PyrovaeError`) or ``"ignore"``; the result's
+            ``tol_met`` says it either way.
+
+    The bound is a heuristic: a narrow mode that falls between grid points is
+    invisible to it.  An independent estimate (AIS, :mod:`pyrovae.posterior.ais`)
+    is the cross-check that sees such mass; ``pyrovae check`` reports both.
     """
+    if on_unmet not in ("warn", "raise", "ignore"):
+        raise PyrovaeError(f"grid on_unmet: expected 'warn', 'raise' or 'ignore', got {on_unmet!r}")
     if latent_dim not in (1, 2):
         raise ValueError(f"grid quadrature needs latent_dim 1 or 2, got {latent_dim}")
     n = points or (801 if latent_dim == 1 else 161)
@@ -316,8 +360,37 @@ def grid_posterior(
             break
         n = 2 * n - 1
     edge = _edge_mass(lj, log_z, log_vol)
-    return GridPosterior(
-        axes=axes, log_joint=lj, log_marginal=log_z, error_bound=err + edge,
+    unresolved = (int(unresolved_mask(axes, transform).sum())
+                  if transform is not T.identity_transform else 0)
+    bound = err + edge if unresolved == 0 else max(err + edge, _unresolved_edge(lj))
+    out = GridPosterior(
+        axes=axes, log_joint=lj, log_marginal=log_z, error_bound=bound,
         refine_error=err, edge_mass=edge, transform=transform, log_q=lq,
-        narrowest_std=_narrowest_std(lj, spacing), truncated=truncated,
+        narrowest_std=_narrowest_std(lj, spacing), truncated=truncated, tol=tol,
+        unresolved_points=unresolved,
     )
+    if not out.tol_met and on_unmet != "ignore":
+        msg = (f"grid quadrature: error bound {out.error_bound:.2g} nats exceeds tol {tol:g} "
+               f"(grid {list(out.shape)}, edge mass {edge:.1g}, {unresolved} unresolved "
+               "points); widen the box, raise max_points, or cross-check with AIS")
+        if on_unmet == "raise":
+            raise PyrovaeError(msg)
+        warnings.warn(msg, stacklevel=2)
+    return out
+
+
+def _unresolved_edge(lj: torch.Tensor) -> float:
+    """With unresolved points in the box, the relative density at the last finite
+    cells next to them bounds nothing: report it as the error (it is ~0 when the
+    posterior has no mass there, and large when it is cut off)."""
+    finite = torch.isfinite(lj)
+    if finite.all():
+        return 0.0
+    m = lj[finite].max()
+    border = torch.zeros_like(finite)
+    for dim in range(lj.dim()):
+        for shift in (1, -1):
+            border |= finite & ~torch.roll(finite, shift, dim)
+    if not border.any():
+        return 0.0
+    return float((lj[border] - m).exp().max())

@@ -16,7 +16,9 @@ Hamiltonian Monte Carlo with a few leapfrog steps).  Then E[w] = p_θ(x) exactly
 log p_θ(x) (Jensen) that becomes exact as T grows.  The start π₀ is the prior p(z)
 (``start="prior"``, the classic choice of Wu et al. 2017) or the amortised guide
 q_φ(z|x) (``start="guide"``: far fewer intermediate distributions for the same
-accuracy, because q is already close to p(z|x)).
+accuracy when q is close to p(z|x); when q is much narrower than a curved posterior
+the weights are heavy-tailed and the prior with more distributions is safer, which
+BDMC on simulated data reveals).
 
 Details:
 
@@ -129,17 +131,21 @@ class _Annealer:
         self.transform = biject_to(target.support)
         self.inv_mass = None  # diagonal inverse mass matrix (n, d): the guide's variances
         if precondition and target.has_guide and target.support == constraints.real_vector:
-            q = as_mvn(target.guide_dist(x)) if target.guide_dist(x) is not None else None
+            with torch.no_grad():
+                q = target.guide_dist(x)
+                q = as_mvn(q) if q is not None else None
             if q is not None:
                 self.inv_mass = q.covariance_matrix.diagonal(dim1=-2, dim2=-1).detach()
         if start == "guide":
             if not target.has_guide:
                 raise PyrovaeError("ais start='guide' needs a guide; none was given")
-            q = target.guide_dist(x)
+            with torch.no_grad():  # q's parameters are constants here: no encoder graph
+                q = target.guide_dist(x)
             self._lp0 = (q.log_prob if q is not None
                          else (lambda z: target.guide_log_prob(x, z)))
         elif start == "prior":
-            p = target.prior_dist()
+            with torch.no_grad():
+                p = target.prior_dist()
             self._lp0 = p.log_prob if p is not None else (lambda z: target.prior_log_prob(x, z))
         else:
             raise PyrovaeError(f"ais start: expected 'prior' or 'guide', got {start!r}")

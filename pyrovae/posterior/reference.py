@@ -153,6 +153,18 @@ def arviz_khat(log_weights: np.ndarray) -> np.ndarray:
     return np.asarray(k)
 
 
+def sbc_inference_data(ranks: np.ndarray, num_draws: int):
+    """SBC ranks (num_sims, d) from :func:`pyrovae.posterior.sbc.sbc` as an
+    ``arviz.InferenceData`` (group ``posterior``, variable ``rank``, dims
+    (latent,), one chain of num_sims draws; ``attrs["num_draws"]`` = L), e.g. for
+    ``arviz.plot_ecdf(r / (L + 1), ...)`` with ArviZ's own bands."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = az.from_dict(posterior={"rank": np.asarray(ranks)[None]},
+                             dims={"rank": ["latent"]}, attrs={"num_draws": int(num_draws)})
+    return idata
+
+
 def summary(idata):
     """``arviz.summary`` of the NUTS draws (a pandas DataFrame)."""
     with warnings.catch_warnings():

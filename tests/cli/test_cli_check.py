@@ -80,3 +80,33 @@ def test_check_run_folder(tmp_path):
     assert len(report["gap"]) == 2 and all(report["ok"])
     assert "amortization" in report
     assert (run / "check" / "posterior.png").is_file()
+
+
+def test_budget_flags_are_validated(tmp_path, capsys):
+    for flag, value in (("--ais-steps", "0"), ("--ais-chains", "0"), ("--sbc-sims", "5"),
+                        ("--bdmc-points", "-1"), ("--collapse-points", "1")):
+        assert main(["check", "ppca", "--out", str(tmp_path / "x"), flag, value]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_overwrite_swaps_at_the_end_and_keeps_the_old_report_on_failure(tmp_path, monkeypatch):
+    import pyrovae.runs.check as rc
+
+    out = tmp_path / "g"
+    assert main(["check", "gaussian_mle", "--out", str(out), "--quick"]) == 0
+    before = (out / "report.json").read_text()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(rc, "check_toy", boom)
+    with pytest.raises(RuntimeError):
+        main(["check", "gaussian_mle", "--out", str(out), "--quick", "--overwrite"])
+    assert (out / "report.json").read_text() == before  # the old report survives
+    monkeypatch.undo()
+    assert main(["check", "gaussian_mle", "--out", str(out), "--quick", "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]  # no staging left behind
+    report = json.loads((out / "report.json").read_text())
+    assert all(str(out) in v for v in report["figures"].values() if v)

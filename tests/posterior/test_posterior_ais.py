@@ -106,6 +106,7 @@ def test_ais_matches_grid_on_2d_digits_vae():
     from pyrovae.data.datasets import load_dataset
 
     x = load_dataset("digits").x
+    torch.manual_seed(0)
     vae = pyrovae.VAE(64, 2, encoder=[64], decoder=[64])
     pyrovae.fit(vae, x[:1000], epochs=30, batch_size=100, lr=3e-3, seed=0, progress=False)
     vae.eval()

@@ -51,3 +51,13 @@ def test_sbc_bad_arguments():
         sbc(toy, guide=_Posterior(toy), num_sims=3)
     with pytest.raises(pyrovae.PyrovaeError, match="alpha"):
         sbc(toy, guide=_Posterior(toy), alpha=1.5)
+
+
+def test_sbc_ranks_export_to_arviz():
+    from pyrovae.posterior.reference import sbc_inference_data
+
+    toy = PPCA.example(4, 2)
+    r = sbc(toy, guide=_Posterior(toy), num_sims=20, num_draws=9)
+    idata = sbc_inference_data(r.ranks, r.num_draws)
+    assert idata.posterior["rank"].shape == (1, 20, 2)
+    assert np.array_equal(idata.posterior["rank"].values[0], r.ranks)
