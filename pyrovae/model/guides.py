@@ -19,19 +19,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.model.priors import drop_transform_caches
+from pyrovae.model.priors import LatentFamily, drop_transform_caches
 from pyrovae.registry import GUIDES, Param
 
 
-class GuideFamily(nn.Module):
+class GuideFamily(LatentFamily):
     """Base class: ``forward(out) -> q(z|x)`` from the encoder's raw output."""
-
-    params: ClassVar[dict[str, Param]] = {}
-    family: ClassVar[str] = ""
-
-    def __init__(self, latent_dim: int) -> None:
-        super().__init__()
-        self.latent_dim = int(latent_dim)
 
     def num_outputs(self) -> int:
         """Length of the encoder output vector this family consumes."""

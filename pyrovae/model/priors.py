@@ -38,8 +38,9 @@ def drop_transform_caches(module: nn.Module) -> None:
                     setattr(m, key, None)
 
 
-class Prior(nn.Module):
-    """Base class: ``forward() -> p(z)`` with event shape ``(latent_dim,)``."""
+class LatentFamily(nn.Module):
+    """Base of the families over z (priors and guides): the registered name, the declared
+    parameters and the latent dimension."""
 
     params: ClassVar[dict[str, Param]] = {}
     family: ClassVar[str] = ""
@@ -47,6 +48,10 @@ class Prior(nn.Module):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = int(latent_dim)
+
+
+class Prior(LatentFamily):
+    """Base class: ``forward() -> p(z)`` with event shape ``(latent_dim,)``."""
 
     def forward(self) -> dist.TorchDistribution:  # pragma: no cover - abstract
         raise NotImplementedError
