@@ -167,9 +167,9 @@ class GaussianLikelihood(Likelihood):
     """p(x|z) = ∏_d N(x_d; μ_θ(z)_d, σ_d²).
 
     σ matters: the reconstruction term is −Σ_d (x_d − μ_d)²/(2σ_d²) − Σ_d log σ_d −
-    (D/2) log 2π, so σ sets the weight of reconstruction against the KL term (the
-    seed's footnote 3; Rybkin et al. 2021, "Simple and Effective VAE Training with
-    Calibrated Decoders").  ``sigma`` chooses how σ is set:
+    (D/2) log 2π, so σ sets the weight of reconstruction against the KL term
+    (footnote 3 of "The Intuitive VAE", Break Yang, 2024; Rybkin et al. (2021),
+    *Simple and Effective VAE Training with Calibrated Decoders*).  ``sigma`` chooses how σ is set:
 
     - ``fixed``: σ = ``sigma_init`` for every dimension, not trained;
     - ``shared``: one learned σ for all dimensions (stored as log σ);

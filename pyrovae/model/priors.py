@@ -67,7 +67,7 @@ class Prior(LatentFamily):
 
 @PRIORS.register("normal")
 class StandardNormalPrior(Prior):
-    """Standard normal p(z) = N(0, I), the seed's default prior."""
+    """Standard normal p(z) = N(0, I), the default prior of "The Intuitive VAE" (Break Yang, 2024)."""
 
     params: ClassVar[dict[str, Param]] = {}
 

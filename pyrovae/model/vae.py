@@ -1,6 +1,6 @@
 """The VAE: a Pyro model p(z)·p_θ(x|z) and a guide q_φ(z|x) in one module.
 
-Generative model (the seed's "prior × decoder")::
+Generative model ("prior × decoder" in "The Intuitive VAE", Break Yang, 2024)::
 
     z_i ~ p(z)                      (site "z", default N(0, I))
     x_i ~ p_θ(x | z_i)              (site "x", observed)      for i in plate "data"

@@ -4,7 +4,7 @@ quadrature, so a learned guide can be checked against the truth.
 ====================  =================================================  ===============
 name                  model                                              exact by
 ====================  =================================================  ===============
-``gaussian_mle``      x ~ N(μ, σ²) (no latent; the seed's MLE)           closed form
+``gaussian_mle``      x ~ N(μ, σ²) (no latent; the article's MLE)        closed form
 ``ppca``              z ~ N(0, I), x ~ N(Wz + μ, σ²I), correlated W       closed form
 ``ppca_orthogonal``   the same with orthogonal columns of W               closed form
 ``beta_bernoulli``    z ~ Beta(a, b), x_d ~ Bernoulli(z)                  closed form

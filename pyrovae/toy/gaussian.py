@@ -1,4 +1,4 @@
-"""The seed's first section: maximum likelihood for one Gaussian.
+"""The first section of "The Intuitive VAE" (Break Yang, 2024): maximum likelihood for one Gaussian.
 
 θ* = argmax_θ Σᵢ log N(xᵢ; μ, σ²) has the closed form μ̂ = mean(x), σ̂ = std(x)
 (population standard deviation, ``ddof=0``, i.e. ``np.std``).  :func:`fit_mle_pyro`
