@@ -119,7 +119,8 @@ def test_no_import_cycle():
         if node not in state:
             visit(node, [node])
     # a package __init__ importing its own submodules is not a cycle of ideas
-    cycles = [c for c in cycles if not all(p.startswith(c.split(" -> ")[0]) for p in c.split(" -> "))]
+    cycles = [c for c in cycles
+              if not all(p.startswith(c.split(" -> ")[0]) for p in c.split(" -> "))]
     assert cycles == []
 
 

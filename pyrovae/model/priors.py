@@ -67,7 +67,8 @@ class Prior(LatentFamily):
 
 @PRIORS.register("normal")
 class StandardNormalPrior(Prior):
-    """Standard normal p(z) = N(0, I), the default prior of "The Intuitive VAE" (Break Yang, 2024)."""
+    """Standard normal p(z) = N(0, I), the default prior of "The Intuitive VAE"
+    (Break Yang, 2024)."""
 
     params: ClassVar[dict[str, Param]] = {}
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# Importing the spec imports every family module, which fills the registries.
-from pyrovae.runs import spec as _spec  # noqa: F401
 from pyrovae.errors import PyrovaeError
 from pyrovae.registry import REGISTRIES
+
+# Importing the spec imports every family module, which fills the registries.
+from pyrovae.runs import spec as _spec  # noqa: F401
 
 #: Kinds in listing order (the spec keys the registries fill).
 KINDS: tuple[str, ...] = tuple(REGISTRIES)

@@ -97,7 +97,7 @@ def _absolute_data_paths(spec: dict[str, Any]) -> None:
 
 
 def check_train_section(spec: dict[str, Any]) -> None:
-    """Checks of ``train`` beyond the spec's types: the random seed's range, the device exists."""
+    """Checks of ``train`` beyond the spec's types: the range of train.seed, the device exists."""
     t = spec["train"]
     if t["seed"] > 2**32 - 1:
         raise PyrovaeError(f"train.seed: expected an integer in [0, 4294967295], got {t['seed']}")

@@ -219,7 +219,8 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
             if isinstance(child, str) and i == 0 and part in REGISTRIES:
                 child = {"family": child}
             if child is None:  # a family section not in the file: start from its default
-                child = {"family": FAMILY_DEFAULTS[part]} if i == 0 and part in FAMILY_DEFAULTS else {}
+                default = FAMILY_DEFAULTS.get(part) if i == 0 else None
+                child = {"family": default} if default is not None else {}
             if not isinstance(child, dict):
                 raise PyrovaeError(f"--set {pio.short(item)}: {'.'.join(parts[: i + 1])} "
                                    "is not a mapping")

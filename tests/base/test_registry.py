@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from pyrovae import PRIORS, VAE, Param, PyrovaeError, normalize_spec
-from pyrovae.runs.families import list_families
 from pyrovae.model.priors import Prior
 from pyrovae.registry import REGISTRIES, Registry, validate_section
+from pyrovae.runs.families import list_families
 
 CONTEXT = {"prior": {"latent_dim"}, "likelihood": {"event_shape"}, "guide": {"latent_dim"},
            "objective": set(), "kl_weight": set(), "context": set(),

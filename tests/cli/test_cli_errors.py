@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrovae import Trainer
-from pyrovae.runs import pipeline
 from pyrovae.cli import main
+from pyrovae.runs import pipeline
 
 
 @pytest.fixture(scope="module")

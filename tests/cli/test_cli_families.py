@@ -7,8 +7,8 @@ import json
 import pytest
 
 from pyrovae.cli import main
-from pyrovae.runs.families import format_families, list_families
 from pyrovae.registry import REGISTRIES
+from pyrovae.runs.families import format_families, list_families
 
 
 def test_lists_every_family_of_every_kind(capsys):

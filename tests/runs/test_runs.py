@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from pyrovae import io as pio
 from pyrovae import PyrovaeError
-from pyrovae.runs import pipeline
-from pyrovae.runs import folder as runs
+from pyrovae import io as pio
 from pyrovae.cli import main
+from pyrovae.runs import folder as runs
+from pyrovae.runs import pipeline
 
 
 @pytest.fixture

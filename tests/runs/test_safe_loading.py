@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae import io as pio
 from pyrovae import PyrovaeError, load_run
-from pyrovae.runs import pipeline
-from pyrovae.runs import folder as runs
+from pyrovae import io as pio
 from pyrovae.cli import main
+from pyrovae.runs import folder as runs
+from pyrovae.runs import pipeline
 
 
 class Payload:

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrovae import VAE, PyrovaeError, apply_overrides, load_spec, normalize_spec
-from pyrovae.training.objectives import FREE_BITS_GUIDES, FREE_BITS_PRIORS
 from pyrovae.registry import REGISTRIES, Param
 from pyrovae.runs.spec import MODEL_KEYS, SECTIONS
+from pyrovae.training.objectives import FREE_BITS_GUIDES, FREE_BITS_PRIORS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 SETTINGS = settings(

@@ -10,9 +10,9 @@ import torch
 from scipy import stats
 from scipy.optimize import minimize
 
+from pyrovae.experiments.theta_fixed import ppca_exact
 from pyrovae.posterior.exact import gaussian_kl
 from pyrovae.quadrature import grid_posterior
-from pyrovae.experiments.theta_fixed import ppca_exact
 from pyrovae.toy import PPCA
 
 
