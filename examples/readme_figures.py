@@ -6,7 +6,8 @@
 Parts: ``train`` (the default ``pyrovae train``: learning curve, reconstructions,
 latent manifold, latent map, samples -> ``train_*.png``), ``mixture`` (the
 ``examples/configs/digits_mixture.yaml`` run's latent map with the prior's components
--> ``train_latent_map_mixture.png``), ``theta`` (``theta_fixed.py``), ``toys``
+and its decoded manifold -> ``train_latent_{map,manifold}_mixture.png``), ``theta``
+(``theta_fixed.py``), ``toys``
 (``toy_*.py``), ``check`` (``check_trained_vae.py``, the longest).  Runs go to
 ``--runs`` (default: a fresh ``runs/examples/readme_figures-TIME``); only the figures
 are copied into ``--out`` (default: that same fresh folder).
@@ -51,8 +52,9 @@ def main() -> None:
     if "mixture" in args.only:
         _pyrovae("train", "--config", str(HERE / "configs" / "digits_mixture.yaml"),
                  "--out", str(runs / "mixture"))
-        shutil.copyfile(runs / "mixture" / "figures" / "latent_map.png",
-                        out / "train_latent_map_mixture.png")
+        for name in ("latent_map", "latent_manifold"):
+            shutil.copyfile(runs / "mixture" / "figures" / f"{name}.png",
+                            out / f"train_{name}_mixture.png")
     if "theta" in args.only:
         _sh(sys.executable, str(HERE / "theta_fixed.py"), "--out", str(out))
     if "toys" in args.only:

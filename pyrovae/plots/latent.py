@@ -59,18 +59,19 @@ def latent_manifold(
     imgs = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
     n1, n2 = len(axis1), len(axis2)
     h, w = image_shape
-    canvas = np.zeros((n2 * h, n1 * w))
+    gap = max(1, h // 8)  # a thin light line between tiles keeps small images apart
+    top = max(1.0, float(np.max(imgs)))
+    canvas = np.full((n2 * (h + gap) - gap, n1 * (w + gap) - gap), 0.12 * top)
     for k, img in enumerate(np.asarray(imgs).reshape(n1 * n2, h, w)):
         r, c = divmod(k, n1)
-        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img
     fig = new_figure(6.0, 6.2)
     ax = fig.add_subplot()
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=max(1.0, float(canvas.max())),
-              interpolation="nearest")
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=top, interpolation="nearest")
     step = max(1, n1 // 5)
-    ax.set_xticks([c * w + (w - 1) / 2 for c in range(0, n1, step)],
+    ax.set_xticks([c * (w + gap) + (w - 1) / 2 for c in range(0, n1, step)],
                   [f"{axis1[c]:.2f}" for c in range(0, n1, step)], fontsize=7)
-    ax.set_yticks([r * h + (h - 1) / 2 for r in range(0, n2, step)],
+    ax.set_yticks([r * (h + gap) + (h - 1) / 2 for r in range(0, n2, step)],
                   [f"{axis2[::-1][r]:.2f}" for r in range(0, n2, step)], fontsize=7)
     ax.set_xlabel("z₁")
     ax.set_ylabel("z₂")
