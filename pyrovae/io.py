@@ -184,8 +184,9 @@ def check_shape(data: Any, what: str) -> Any:
         if depth > MAX_DEPTH:
             raise PyrovaeError(f"{what}: nested more than {MAX_DEPTH} levels deep; refused")
         if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= MAX_INT:
-            raise PyrovaeError(f"{what}: {where or 'value'}: integer too large "
-                               f"({short(v)}; the limit is 2**64)")
+            # the key path first, as every spec error names it
+            place = f"{where} (in {what})" if where else what
+            raise PyrovaeError(f"{place}: integer too large ({short(v)}; the limit is 2**64)")
         if isinstance(v, Mapping):
             stack.extend((x, f"{where}.{k}" if where else str(k), depth + 1)
                          for k, x in v.items())

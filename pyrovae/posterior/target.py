@@ -147,6 +147,7 @@ class VAETarget(_DistGuideMixin, Target):
         self._dist_fn = vae.encode if y is None else (lambda x: vae.encode(x, y))
 
     def log_joint(self, x, z):
+        x = self.vae.as_event(x)  # flat rows for an image VAE, or images for a flat one
         d = self.vae.decode(z, x) if self.y is None else self.vae.decode(z, x, y=self.y)
         return self.vae.prior_dist().log_prob(z) + d.log_prob(x)
 

@@ -24,7 +24,7 @@ def test_strong_beta_has_fewer_active_units_matching_numpy():
                         kl_weight=beta, callbacks=[collapse_callback(x, every=20)])
         d = collapse_diagnostics(vae, x)
         with torch.no_grad():  # independent: the encoder's means, numpy's variance
-            means = vae.encoder(x)[:, :6].numpy().astype(np.float64)
+            means = vae.encoder(x.flatten(1))[:, :6].numpy().astype(np.float64)
         activity = means.var(0, ddof=1)
         assert np.allclose(d["activity"], activity, rtol=1e-4, atol=1e-7)
         assert d["active_units"] == int((activity > 0.01).sum())
