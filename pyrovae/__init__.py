@@ -100,7 +100,14 @@ __all__ = [
 ]
 
 
+#: registries filled by importing the family modules (the spec assembly imports them all)
+_REGISTRIES = {"GUIDES", "LIKELIHOODS", "OBJECTIVES", "PRIORS", "SCHEDULES", "NETWORKS",
+               "CONTEXTS"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _REGISTRIES:
+        importlib.import_module("pyrovae.runs.spec")  # registers every family
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value

@@ -160,3 +160,15 @@ def test_cli_help_and_version_load_no_heavy_dependency():
             "        except SystemExit:\n"
             "            pass")
     assert _heavy_modules_after(code) == set()
+
+
+def test_registries_from_the_facade_hold_every_family():
+    code = ("import pyrovae\n"
+            "print(len(pyrovae.PRIORS.names()), len(pyrovae.GUIDES.names()),"
+            " len(pyrovae.OBJECTIVES.names()), len(pyrovae.NETWORKS.names()))")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert all(int(n) >= 2 for n in out), out
