@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
-    ds = load_dataset("mnist5k")
-    x = (ds.x > 0.5).float() if ds.x.max() > 1 or not ((ds.x == 0) | (ds.x == 1)).all() \
-        else ds.x.float()
+    ds = load_dataset("mnist5k")  # flat rows below: the MLPs take 784-vectors
+    flat = ds.flat
+    x = (flat > 0.5).float() if flat.max() > 1 or not ((flat == 0) | (flat == 1)).all() \
+        else flat.float()
     hidden, latent, batch = [400], 50, 128
     if args.quick:
         x, args.repeats, args.threads = x[:256], 2, [1]
