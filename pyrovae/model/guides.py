@@ -18,8 +18,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.errors import PyrovaeError
-from pyrovae.model.priors import LatentFamily, drop_transform_caches
+from pyrovae.model.priors import (
+    FLOW_HIDDEN,
+    LatentFamily,
+    check_flow_hidden,
+    drop_transform_caches,
+)
 from pyrovae.registry import GUIDES, Param
 
 
@@ -102,16 +106,11 @@ class FlowGuide(GuideFamily):
 
     params: ClassVar[dict[str, Param]] = {
         "num_layers": Param("positive_int", 2, doc="number of IAF layers"),
-        "hidden": Param(
-            "int_list", [32], doc="hidden sizes of each layer's network (widened to >= latent_dim)"
-        ),
+        "hidden": FLOW_HIDDEN,
         "context_dim": Param("nonneg_int", 8, doc="size of the context h(x) (0: unconditional)"),
     }
 
-    @classmethod
-    def check_params(cls, params: dict, path: str) -> None:
-        if not params["hidden"]:
-            raise PyrovaeError(f"{path}.hidden: expected at least one hidden layer, got []")
+    check_params = classmethod(check_flow_hidden)
 
     def __init__(
         self,

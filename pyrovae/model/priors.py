@@ -38,6 +38,18 @@ def drop_transform_caches(module: nn.Module) -> None:
                     setattr(m, key, None)
 
 
+#: Hidden sizes of the networks inside each flow layer (flow priors and flow guides).
+FLOW_HIDDEN = Param(
+    "int_list", [32], doc="hidden sizes of each layer's network (widened to >= latent_dim)"
+)
+
+
+def check_flow_hidden(cls: type, params: dict, path: str) -> None:
+    """A flow needs at least one hidden layer in each layer's network."""
+    if not params["hidden"]:
+        raise PyrovaeError(f"{path}.hidden: expected at least one hidden layer, got []")
+
+
 class LatentFamily(nn.Module):
     """Base of the families over z (priors and guides): the registered name, the declared
     parameters and the latent dimension."""
@@ -249,15 +261,10 @@ class FlowPrior(Prior):
     params: ClassVar[dict[str, Param]] = {
         "flow": Param("choice", "affine_autoregressive", choices=tuple(_FLOWS), doc="layer type"),
         "num_layers": Param("positive_int", 2, doc="number of flow layers"),
-        "hidden": Param(
-            "int_list", [32], doc="hidden sizes of each layer's network (widened to >= latent_dim)"
-        ),
+        "hidden": FLOW_HIDDEN,
     }
 
-    @classmethod
-    def check_params(cls, params: dict, path: str) -> None:
-        if not params["hidden"]:
-            raise PyrovaeError(f"{path}.hidden: expected at least one hidden layer, got []")
+    check_params = classmethod(check_flow_hidden)
 
     def __init__(
         self,
