@@ -185,8 +185,10 @@ def check_shape(data: Any, what: str) -> Any:
             raise PyrovaeError(f"{what}: nested more than {MAX_DEPTH} levels deep; refused")
         if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= MAX_INT:
             # the key path first, as every spec error names it
-            place = f"{where} (in {what})" if where else what
-            raise PyrovaeError(f"{place}: integer too large ({short(v)}; the limit is 2**64)")
+            if not where:
+                raise PyrovaeError(f"{what}: integer too large ({short(v)}; the limit is 2**64)")
+            raise PyrovaeError(f"{where}: integer too large ({short(v)}; the limit is 2**64; "
+                               f"in {what})")
         if isinstance(v, Mapping):
             stack.extend((x, f"{where}.{k}" if where else str(k), depth + 1)
                          for k, x in v.items())
