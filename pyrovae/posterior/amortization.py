@@ -100,7 +100,7 @@ def optimise_local(
     if method not in ("lbfgs", "adam"):
         raise PyrovaeError(f"amortization method: expected 'lbfgs' or 'adam', got {method!r}")
     with torch.no_grad():
-        out = vae.encoder(x).detach().clone()
+        out = vae.encoder_out(x).detach().clone()  # any network, any event shape
     out.requires_grad_(True)
     target = VAETarget(vae)
     trace: list[float] = []

@@ -83,7 +83,7 @@ class ShardLoss(nn.Module):
         B = x_global.shape[0]
         lo, hi = shard_bounds(B, self.rank, self.world)
         x = x_global[lo:hi]
-        out = vae.encoder(x)
+        out = vae.encoder_out(x)
         # the guide over the global batch: this rank's rows, constants elsewhere, so
         # that one rsample draws exactly the single-process ε for every row
         pad = out.detach().new_zeros(())
