@@ -1,4 +1,5 @@
-"""The seed's experiment: θ fixed, maximise the ELBO over φ; KL falls to the floor."""
+"""The experiment of "The Intuitive VAE": θ fixed, maximise the ELBO over φ; the KL falls
+to the floor."""
 
 from __future__ import annotations
 

@@ -3,14 +3,15 @@ families keep is tests/model/test_family_contract.py)."""
 
 from __future__ import annotations
 
-import pyro
 import pytest
 import scipy.stats
 import torch
 
+# the shared contract's helpers (one copy; tests/model is on sys.path under pytest)
+from test_family_contract import train_both_engines
+
 from pyrovae import VAE, PyrovaeError, normalize_spec
 from pyrovae.model.guides import MIN_SCALE
-from pyrovae.training.objectives import TraceELBOObjective, TraceMeanFieldObjective
 
 
 def build(guide, latent_dim=2, data_dim=6, seed=0):
@@ -23,23 +24,6 @@ def build(guide, latent_dim=2, data_dim=6, seed=0):
 
 def binary_data(n=32, d=6, seed=1):
     return (torch.rand(n, d, generator=torch.Generator().manual_seed(seed)) > 0.5).float()
-
-
-def train_both_engines(vae, x, steps=4):
-    pyro.clear_param_store()
-    svi = pyro.infer.SVI(
-        vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), pyro.infer.Trace_ELBO()
-    )
-    losses = [svi.step(x, num_data=len(x)) for _ in range(steps)]
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
-    for objective in (TraceELBOObjective(), TraceMeanFieldObjective()):
-        for _ in range(steps):
-            loss = objective.fast_loss(vae, x, len(x), 1.0)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    return losses
 
 
 def test_full_covariance_is_pd_correlated_and_matches_scipy():

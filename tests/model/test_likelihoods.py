@@ -5,38 +5,16 @@ from __future__ import annotations
 
 import math
 
-import pyro
 import pytest
 import scipy.stats
 import torch
 
+# the shared contract's helpers (one copy; tests/model is on sys.path under pytest)
+from test_family_contract import data_for, train_both_engines
+
 from pyrovae import VAE, PyrovaeError, normalize_spec
-from pyrovae.training.objectives import TraceELBOObjective
 
 D = 6
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def data_for(entry, n=32, seed=1):
-    """Small synthetic data inside the family's support."""
-    family = entry if isinstance(entry, str) else entry["family"]
-    g = _gen(seed)
-    if family == "bernoulli" and isinstance(entry, dict) and entry.get("dynamic_binarization"):
-        return torch.rand(n, D, generator=g)
-    if family == "bernoulli":
-        return (torch.rand(n, D, generator=g) > 0.5).float()
-    if family == "continuous_bernoulli":
-        return torch.rand(n, D, generator=g)
-    if family == "binomial":
-        return torch.randint(0, entry.get("total_count", 16) + 1, (n, D), generator=g).float()
-    if family == "categorical":
-        return torch.randint(0, entry.get("levels", 17), (n, D), generator=g).float()
-    if family == "poisson":
-        return torch.poisson(3 * torch.rand(n, D, generator=g), generator=g)
-    return torch.randn(n, D, generator=g) * 2 + 1  # gaussian, laplace
 
 
 def build(likelihood, latent_dim=2, seed=0, guide="diagonal_normal"):
@@ -47,28 +25,6 @@ def build(likelihood, latent_dim=2, seed=0, guide="diagonal_normal"):
     )
 
 
-def train_both_engines(vae, x, steps=4):
-    """Stock SVI steps, then fast-engine steps, each on ``prepare_batch(x)``."""
-    vae.likelihood.check_data(x)
-    pyro.clear_param_store()
-    svi = pyro.infer.SVI(
-        vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), pyro.infer.Trace_ELBO()
-    )
-    losses = [
-        svi.step(vae.likelihood.prepare_batch(x), num_data=len(x)) for _ in range(steps)
-    ]
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
-    objective = TraceELBOObjective()
-    for _ in range(steps):
-        loss = objective.fast_loss(vae, vae.likelihood.prepare_batch(x), len(x), 1.0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-# ------------------------------------------------------------------ densities
 def test_bernoulli_and_continuous_bernoulli_match_direct_formulas():
     out = torch.randn(4, D)
     x = torch.rand(4, D)
@@ -124,7 +80,7 @@ def test_gaussian_sigma_modes_have_the_right_parameters():
 
 def test_calibrated_sigma_is_the_batch_rmse_and_eval_uses_the_running_value():
     vae = build({"family": "gaussian", "sigma": "calibrated", "momentum": 0.5})
-    x = data_for("gaussian")
+    x = data_for(vae, "likelihood", "gaussian")
     train_both_engines(vae, x, steps=3)
     lik = vae.likelihood
     z = vae.encode(x).rsample()

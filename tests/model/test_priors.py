@@ -10,6 +10,9 @@ import pytest
 import scipy.stats
 import torch
 
+# the shared contract's helpers (one copy; tests/model is on sys.path under pytest)
+from test_family_contract import train_both_engines
+
 from pyrovae import VAE, PyrovaeError, normalize_spec
 from pyrovae.training.objectives import TraceELBOObjective
 
@@ -32,30 +35,12 @@ def binary_data(n=32, d=6, seed=1):
     return (torch.rand(n, d, generator=g) > 0.5).float()
 
 
-def train_both_engines(vae, x, steps=4):
-    """A few stock-SVI steps, then a few fast-engine steps; returns all losses."""
-    pyro.clear_param_store()
-    svi = pyro.infer.SVI(
-        vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), pyro.infer.Trace_ELBO()
-    )
-    losses = [svi.step(x, num_data=len(x)) for _ in range(steps)]
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
-    objective = TraceELBOObjective()
-    for _ in range(steps):
-        loss = objective.fast_loss(vae, x, len(x), 1.0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
 def test_standard_and_learned_normal_match_direct_formula():
     z = torch.randn(5, 3)
     vae = build("normal", latent_dim=3)
     direct = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
     assert torch.allclose(vae.prior_dist().log_prob(z), direct, atol=1e-5)
-    assert list(vae.prior.parameters()) == []  # the seed's N(0, I) is fixed
+    assert list(vae.prior.parameters()) == []  # the N(0, I) of "The Intuitive VAE" is fixed
 
     learned = build({"family": "normal_learned", "scale_init": 2.0}, latent_dim=3)
     with torch.no_grad():

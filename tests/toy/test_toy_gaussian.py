@@ -1,4 +1,4 @@
-"""The seed's Gaussian MLE: closed form against gradient ascent in Pyro."""
+"""The Gaussian MLE of "The Intuitive VAE": closed form against gradient ascent in Pyro."""
 
 from __future__ import annotations
 
