@@ -12,9 +12,10 @@ integers of magnitude below :data:`MAX_INT`.  YAML is read as YAML 1.2 reads
 numbers: ``1e-3`` is a float, not a string.
 
 Checkpoints are loaded with ``torch.load(weights_only=True)``: they never
-unpickle arbitrary objects.  Each holds a SHA-256 checksum of its tensors,
-verified on load, and only finite parameters: a checkpoint is never written with
-a non-finite value, and one that holds any is refused.
+unpickle arbitrary objects.  Each holds a SHA-256 checksum of its whole
+content (every tensor and every plain value), verified on load, and only
+finite parameters: a checkpoint is never written with a non-finite value, and
+one that holds any is refused.
 """
 
 from __future__ import annotations
@@ -74,22 +75,48 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-#: Suffix of the temporary files :func:`atomic_write_bytes` writes (``.NAME.XXXX.tmp``).
+#: Suffix of the temporary files :func:`atomic_write_bytes` writes (``.NAME.XXXXXXXX.tmp``).
 TEMP_SUFFIX = ".tmp"
+#: The characters and length of the random part of :mod:`tempfile`'s names.
+_RANDOM_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_RANDOM_LEN = 8
+
+
+def is_random_part(text: str) -> bool:
+    """True for the 8 random characters :mod:`tempfile` puts in the names it makes."""
+    return len(text) == _RANDOM_LEN and set(text) <= _RANDOM_CHARS
+
+
+def temp_file_target(name: str) -> str | None:
+    """The file name an :func:`atomic_write_bytes` temporary file ``.NAME.XXXXXXXX.tmp``
+    was written for (``NAME``), or None when ``name`` is not one of ours: an exact
+    pattern matched by string comparison, never a glob of user text."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return None
+    core = name[1:-len(TEMP_SUFFIX)]
+    target, dot, rand = core.rpartition(".")
+    return target if dot and target and is_random_part(rand) else None
 
 
 def is_temp_file(name: str) -> bool:
     """True for the name of one of our temporary files (``.NAME.XXXXXXXX.tmp``)."""
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+    return temp_file_target(name) is not None
 
 
-def remove_temp_files(folder: str | Path) -> list[Path]:
-    """Delete our temporary files left in ``folder`` (not below it) by a killed writer."""
+def remove_temp_files(folder: str | Path, own=None) -> list[Path]:
+    """Delete our temporary files left in ``folder`` (not below it) by a killed writer.
+
+    Only regular files whose name is exactly our pattern are removed, and only those
+    for a target name ``own(target)`` accepts (default: any); the caller must first
+    have established that ``folder`` is one of ours.
+    """
     folder = Path(folder)
     removed = []
-    if folder.is_dir():
+    if folder.is_dir() and not folder.is_symlink():
         for p in folder.iterdir():
-            if is_temp_file(p.name) and p.is_file() and not p.is_symlink():
+            target = temp_file_target(p.name)
+            if (target is not None and (own is None or own(target)) and not p.is_symlink()
+                    and p.is_file()):
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
@@ -148,6 +175,31 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 MAX_CONFIG_BYTES = 1 << 20
 #: Largest JSON file of a run folder read (history, metrics, manifest; bytes).
 MAX_JSON_BYTES = 64 << 20
+#: Largest data file read, counted decompressed (bytes): the size of an ``.npz``
+#: member or a gzipped IDX file is read from its headers and refused above this
+#: before any data is decompressed.  Raised for one process by the environment
+#: variable ``PYROVAE_MAX_DATA_BYTES``.
+MAX_DATA_BYTES = 4 << 30
+
+
+def data_budget() -> int:
+    """:data:`MAX_DATA_BYTES`, or ``PYROVAE_MAX_DATA_BYTES`` when that is a larger integer."""
+    raw = os.environ.get("PYROVAE_MAX_DATA_BYTES", "")
+    try:
+        return max(MAX_DATA_BYTES, int(raw)) if raw.strip() else MAX_DATA_BYTES
+    except ValueError:
+        return MAX_DATA_BYTES
+
+
+def check_data_size(nbytes: int, what: str) -> None:
+    """Refuse data of ``nbytes`` bytes (decompressed) above :func:`data_budget`."""
+    limit = data_budget()
+    if nbytes > limit:
+        raise PyrovaeError(f"{what}: holds {nbytes / 2**30:.3g} GiB of data once decompressed, "
+                           f"above the limit of {limit / 2**30:.3g} GiB; refused before reading "
+                           "it (raise the limit with PYROVAE_MAX_DATA_BYTES)")
+
+
 #: Deepest nesting of mappings and lists in a config (the spec itself needs 3).
 MAX_DEPTH = 32
 #: Most values in a config, YAML aliases expanded (an alias "bomb" is refused).
@@ -291,13 +343,64 @@ def _tensors(obj: Any, where: str = "") -> list[tuple[str, torch.Tensor]]:
 
 
 def tensor_checksum(state: Mapping[str, Any]) -> str:
-    """SHA-256 of every tensor in ``state`` (key path, dtype, shape and bytes)."""
+    """SHA-256 of every tensor in ``state`` (key path, dtype, shape and bytes): the
+    checksum of checkpoints written before issue 19 (see :func:`state_checksum`)."""
     h = hashlib.sha256()
     for where, t in _tensors(state):
         t = t.detach().cpu().contiguous()
         h.update(f"{where}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+#: Prefix of a whole-state checksum (older checkpoints hold a bare tensor checksum).
+STATE_CHECKSUM = "sha256-state:"
+
+
+def _digest(h: Any, v: Any) -> None:
+    """Feed one value to the hash, tagged by its type (``1`` and ``1.0`` and ``True`` and
+    ``"1"`` differ); mapping keys are sorted by their tagged form."""
+    if isinstance(v, torch.Tensor):
+        t = v.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif v is None or isinstance(v, bool):
+        h.update(f"B{v}|".encode())
+    elif isinstance(v, int):
+        h.update(f"I{v}|".encode())
+    elif isinstance(v, float):
+        h.update(f"F{v.hex()}|".encode())
+    elif isinstance(v, str):
+        b = v.encode("utf-8", "surrogatepass")
+        h.update(f"S{len(b)}|".encode() + b)
+    elif isinstance(v, bytes):
+        h.update(f"Y{len(v)}|".encode() + v)
+    elif isinstance(v, Mapping):
+        keyed = []
+        for k, x in v.items():
+            kh = hashlib.sha256()
+            _digest(kh, k)
+            keyed.append((kh.hexdigest(), x))
+        h.update(f"M{len(keyed)}|".encode())
+        for k, x in sorted(keyed, key=lambda kv: kv[0]):
+            h.update(k.encode())
+            _digest(h, x)
+    elif isinstance(v, (list, tuple)):
+        h.update(f"{'L' if isinstance(v, list) else 'U'}{len(v)}|".encode())
+        for x in v:
+            _digest(h, x)
+    else:
+        h.update(f"O{type(v).__name__}|{v!r}|".encode())
+
+
+def state_checksum(state: Mapping[str, Any]) -> str:
+    """SHA-256 of the whole state but its ``checksum`` entry: every tensor (dtype, shape,
+    bytes) and every plain value (numbers bit for bit, strings, flags, None), keys and
+    nesting included, so a change anywhere (a learning rate, ``amsgrad``, the epoch, the
+    spec, the data fingerprint) changes it."""
+    h = hashlib.sha256()
+    _digest(h, {k: v for k, v in state.items() if k != "checksum"})
+    return STATE_CHECKSUM + h.hexdigest()
 
 
 def _non_finite(state: Mapping[str, Any]) -> str | None:
@@ -310,12 +413,13 @@ def _non_finite(state: Mapping[str, Any]) -> str | None:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` the state (tensors and plain data only) atomically, with the
-    checksum of its tensors; a state holding a non-finite value is never written."""
+    checksum of the whole state (:func:`state_checksum`); a state holding a
+    non-finite value is never written."""
     bad = _non_finite(state)
     if bad is not None:
         raise PyrovaeError(f"{Path(path).name}: refused to write a checkpoint with "
                            f"non-finite values ({bad})")
-    state = {**state, "checksum": tensor_checksum(state)}
+    state = {**state, "checksum": state_checksum(state)}
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -340,10 +444,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if bad:
         raise PyrovaeError(f"{path}: not a pyrovae checkpoint ('model' entry {short(bad[0])} "
                            "is not a tensor)")
-    if state.get("checksum") != tensor_checksum(state):
+    saved = state.get("checksum")
+    if isinstance(saved, str) and saved.startswith(STATE_CHECKSUM):
+        ok = saved == state_checksum(state)
+    else:  # written before issue 19: only its tensors were checksummed
+        ok = saved is not None and saved == tensor_checksum(state)
+    if not ok:
         what = "has no checksum" if "checksum" not in state else "fails its checksum"
-        raise PyrovaeError(f"{path}: damaged checkpoint ({what}: its tensors are not the "
-                           "ones written)")
+        raise PyrovaeError(f"{path}: damaged checkpoint ({what}: its content is not the "
+                           "content written)")
     where = _non_finite(state)
     if where is not None:
         raise PyrovaeError(f"{path}: refused: the checkpoint holds non-finite values "

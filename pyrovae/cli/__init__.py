@@ -129,11 +129,15 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _readable_streams()
-    with warnings.catch_warnings(record=True) as caught:  # imports warn too
-        warnings.simplefilter("always")
-        words = sys.argv[1:] if argv is None else list(argv)
-        parser = build_parser(words)
-        args = parser.parse_args(words)
+    words = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with warnings.catch_warnings(record=True):  # imports warn too
+            warnings.simplefilter("always")
+            parser = build_parser(words)
+            args = parser.parse_args(words)
+    except KeyboardInterrupt:  # Ctrl-C while torch and Pyro are still being imported
+        print("pyrovae: interrupted", file=sys.stderr)
+        return 130
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread

@@ -1,20 +1,18 @@
-"""``pyrovae sample RUN``: draw from a trained model's generative process."""
+"""``pyrovae sample RUN``: draw from a trained model's generative process.
+
+The writing is :func:`pyrovae.runs.outputs.sample_run` (locked, atomic, the run
+verified first); this module only parses and prints.
+"""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from pyrovae import io as pio
 from pyrovae.errors import PyrovaeError
-from pyrovae.runs import folder as runs
+from pyrovae.runs.outputs import MAX_SAMPLES, sample_run
 
-#: Most samples one call draws (a grid of more is unreadable; an array that big, slow).
-MAX_SAMPLES = 100_000
+__all__ = ["MAX_SAMPLES", "register", "run"]
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
@@ -32,40 +30,9 @@ def register(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.num <= MAX_SAMPLES:
-        raise PyrovaeError(f"--num: expected an integer in [1, {MAX_SAMPLES}], got {args.num}")
-    if not 0 <= args.seed < 2**63:
-        raise PyrovaeError(f"--seed: expected a non-negative integer below 2**63, got {args.seed}")
     if args.out is not None and not args.out.strip():
         raise PyrovaeError("--out: expected a .png or .npy file name, got an empty string")
-    vae, spec, _ = runs.load_run(args.run_dir)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
-    if out.suffix.lower() not in (".png", ".npy"):
-        raise PyrovaeError(f"--out {out}: expected a .png or .npy file name")
-    if out.exists() and not args.overwrite:
-        raise PyrovaeError(f"{out} exists; pass --overwrite to replace it")
-    torch.manual_seed(args.seed)
-    with torch.no_grad():
-        x = vae.sample(args.num, mean=not args.draw)
-    if not bool(torch.isfinite(x).all()):
-        raise PyrovaeError(f"{args.run_dir}: the model's samples hold non-finite values; "
-                           "nothing written")
-    if out.suffix.lower() == ".npy":
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, x.cpu().numpy())
-        pio.atomic_write_bytes(out, buf.getvalue())
-    else:
-        from pyrovae.data import load_dataset
-        from pyrovae.plots import save_figure
-        from pyrovae.plots.training import samples
-
-        d = spec["data"]
-        shape = load_dataset(d["name"], path=d["path"], transform=d["transform"],
-                             header=d.get("header", False)).image_shape
-        if shape is None:
-            raise PyrovaeError("this run's data are not images; use --out FILE.npy")
-        save_figure(samples(x, shape), out)
+    out = sample_run(args.run_dir, args.out, num=args.num, draw=args.draw, seed=args.seed,
+                     overwrite=args.overwrite)
     print(f"wrote {args.num} samples to {out}")
     return 0

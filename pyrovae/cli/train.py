@@ -35,6 +35,9 @@ def register(sub: Any) -> argparse.ArgumentParser:
                    help="continue RUN from its last checkpoint (same spec and data; "
                    "--epochs N may raise the number of epochs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--size-limit", type=float, default=1.0, metavar="X",
+                   help="multiply the size budget (50M parameters, 4 GiB of activations per "
+                        "step, 256 hidden layers, estimated from the spec) by X (default 1)")
     p.set_defaults(func=run)
     return p
 
@@ -62,14 +65,15 @@ def run(args: argparse.Namespace) -> int:
             raw = None
         out = args.resume
         try:
-            metrics = resume_run(out, raw, progress=not args.quiet)
+            metrics = resume_run(out, raw, progress=not args.quiet, size_limit=args.size_limit)
         except RunComplete as done:
             print(done)
             return 0
     else:
         raw = apply_overrides(load_spec(args.config) if args.config else {}, sets)
         out = args.out or default_out(raw)
-        metrics = train_run(raw, out, overwrite=args.overwrite, progress=not args.quiet)
+        metrics = train_run(raw, out, overwrite=args.overwrite, progress=not args.quiet,
+                            size_limit=args.size_limit)
     print(f"run folder: {out}")
     print(f"epochs: {metrics['epochs']}, training time: {metrics['seconds']:.1f} s")
     for split in ("train", "test"):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyrovae import io as pio
 from pyrovae.errors import PyrovaeError
 
 TRANSFORMS = ("binarize", "unit", "none")
@@ -126,18 +127,34 @@ def _open_idx(folder: Path, stem: str):
     return None
 
 
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (LeCun's MNIST format), gzipped or not."""
+    """Read one IDX file (LeCun's MNIST format), gzipped or not.
+
+    The header (magic number, dimensions) is read first and the data size it
+    promises checked against :func:`pyrovae.io.data_budget` before the rest is
+    decompressed; no more than that size is ever read.
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            raw = f.read(4)
+            if len(raw) == 4 and raw[0] == 0 and raw[1] == 0:
+                raw += f.read(4 * raw[3])
+                if len(raw) == 4 + 4 * raw[3] and raw[2] in _IDX_DTYPES:
+                    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big")
+                            for i in range(raw[3])]
+                    size = math.prod(dims) * np.dtype(_IDX_DTYPES[raw[2]]).itemsize
+                    pio.check_data_size(size, str(path))
+                    raw += f.read(size + 1)  # one byte more tells a too-long file
     except (OSError, EOFError) as exc:
         raise PyrovaeError(f"{path}: cannot read IDX file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise PyrovaeError(f"{path}: not an IDX file (bad magic number)")
-    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dtypes = _IDX_DTYPES
     if raw[2] not in dtypes:
         raise PyrovaeError(f"{path}: unknown IDX data type 0x{raw[2]:02x}")
     ndim = raw[3]
@@ -188,6 +205,7 @@ def _load_file(path: Path, header: bool = False) -> _Raw:
         raise PyrovaeError(f"data file not found: {path}")
     suffix = path.suffix.lower()
     y = None
+    _check_file_budget(path, suffix)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. loadtxt's "input contained no data"
@@ -236,6 +254,35 @@ def _load_file(path: Path, header: bool = False) -> _Raw:
     return _Raw(x, y, top if top > 0 else 1.0, "none")
 
 
+def _check_file_budget(path: Path, suffix: str) -> None:
+    """Refuse a data file whose data, decompressed, exceed :func:`pyrovae.io.data_budget`:
+    an ``.npz`` member's size is read from the archive's directory and its NumPy
+    header (shape, dtype) before anything is decompressed; other files by their size
+    on disk (a ``.csv`` counted twice: its numbers become float64)."""
+    import zipfile
+
+    try:
+        if suffix != ".npz" or not zipfile.is_zipfile(path):
+            size = path.stat().st_size
+            pio.check_data_size(2 * size if suffix == ".csv" else size, str(path))
+            return
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                pio.check_data_size(info.file_size, f"{path} (member {pio.short(info.filename)})")
+                if info.filename in ("x.npy", "y.npy"):
+                    with z.open(info) as f:
+                        version = np.lib.format.read_magic(f)
+                        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                else np.lib.format.read_array_header_2_0)
+                        shape, _, dtype = read(f)
+                    pio.check_data_size(math.prod(shape) * dtype.itemsize,
+                                        f"{path} (array {info.filename[:-4]!r})")
+    except PyrovaeError:
+        raise
+    except Exception:  # unreadable headers: np.load below names the problem
+        return
+
+
 def _labels(y: Any, n: int, what: str) -> np.ndarray:
     """Integer class labels, one per row, or a PyrovaeError."""
     y = np.asarray(y)
@@ -268,6 +315,8 @@ def as_array(x: Any, what: str = "data") -> np.ndarray:
         raise PyrovaeError(f"{what}: not an array ({first})") from None
     if arr.dtype == bool:
         arr = arr.astype(np.float32)
+    if arr.dtype.kind in "mM":  # datetime64 and timedelta64 (numpy files the latter as an integer)
+        raise PyrovaeError(f"{what}: expected numbers, got dtype {arr.dtype}")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise PyrovaeError(f"{what}: expected numbers, got dtype {arr.dtype}")
     if arr.ndim < 2:

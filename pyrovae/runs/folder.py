@@ -32,8 +32,10 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "pyrovae-run.json"
 FIGURES_DIR = "figures"
 CHECK_DIR = "check"
+REPORT_FILE = "report.json"
 
 #: The manifest's marker and the layout version it describes.
 FORMAT = "pyrovae-run"
@@ -61,8 +64,26 @@ _OWN_SUFFIXES = (".png", ".json", ".npy")
 
 
 # ------------------------------------------------------------------ the lock
-def _lock_path(folder: Path) -> Path:
+def own_path(folder: str | Path) -> Path:
+    """``folder`` as pyrovae handles it: absolute, a symbolic link resolved to the folder
+    it names (so an overwrite through a link replaces the run it points to and leaves
+    the link), and refused when it has no name (``/``)."""
     folder = Path(os.path.abspath(folder))
+    if folder.is_symlink():
+        folder = Path(os.path.realpath(folder))
+    if not folder.name:
+        raise PyrovaeError(f"{folder}: not a run folder (a folder pyrovae writes needs a name "
+                           "of its own inside a parent folder)")
+    with contextlib.suppress(OSError):
+        here = Path(os.getcwd())
+        if here == folder or folder in here.parents:
+            raise PyrovaeError(f"{folder}: the current folder (or one above it); pyrovae "
+                               "writes a run or output folder only below it: name a new one")
+    return folder
+
+
+def _lock_path(folder: Path) -> Path:
+    folder = own_path(folder)
     return folder.with_name(f".{folder.name}.pyrovae-lock")
 
 
@@ -76,6 +97,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_LOCK_KEYS = frozenset({"command", "pid", "host", "started"})
+
+
+def _lock_info(fd: int) -> dict[str, Any] | None:
+    """The holder a lock file (open as ``fd``) names; None when it is not our JSON."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(info, dict) and "pid" in info and set(info) <= _LOCK_KEYS
+    return info if ok else None
+
+
 class RunLock:
     """Exclusive lock on a run (or output) folder, for every writer.
 
@@ -83,8 +117,15 @@ class RunLock:
     the holder (command, pid, host, start time) when another process holds it.
     The lock is ``flock`` on ``.NAME.pyrovae-lock`` beside the folder: released
     by the OS when its holder dies (a SIGKILLed holder leaves no stale lock).
-    Where ``flock`` is not supported, a lock file whose pid is dead on this host
-    is stale and taken over.  Works on the folder before it exists.
+    Works on the folder before it exists.
+
+    The lock file cannot be redirected: it is created with ``O_CREAT | O_EXCL |
+    O_NOFOLLOW`` (a name that exists is never truncated or written), and an
+    existing one is opened without following links and taken over only when it
+    is a regular file of this user, with one link, holding a lock record whose
+    holder has died.  Anything else of that name (a symbolic link, a hard link,
+    somebody's file) is refused, and left as it is.  Where ``flock`` is not
+    supported, a lock file whose pid is dead on this host is stale.
     """
 
     def __init__(self, folder: str | Path, command: str = "pyrovae") -> None:
@@ -96,16 +137,20 @@ class RunLock:
     def holder(self) -> dict[str, Any] | None:
         """The holder the lock file names (None if there is none or it is unreadable)."""
         try:
-            info = json.loads(self.path.read_text(encoding="utf-8")[:4096])
-        except (OSError, ValueError):
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
             return None
-        return info if isinstance(info, dict) else None
+        try:
+            return _lock_info(fd)
+        finally:
+            os.close(fd)
 
-    def _refuse(self) -> PyrovaeError:
-        h = self.holder() or {}
+    def _refuse(self, h: dict[str, Any] | None) -> PyrovaeError:
+        h = h or {}
         started = h.get("started")
         when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
                 if isinstance(started, (int, float)) else "an unknown time")
+
         def plain(key: str, default: str) -> str:
             return str(h.get(key, default))[:60]
 
@@ -115,44 +160,79 @@ class RunLock:
             "wait for it to finish, or choose another folder"
         )
 
+    def _not_ours(self, why: str) -> PyrovaeError:
+        return PyrovaeError(f"{self.path} exists and {why}; pyrovae neither writes nor removes "
+                            "it: remove it yourself if it is not needed, or choose another folder")
+
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(20):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        for _ in range(50):
             try:
-                if not self._lock(fd):
-                    raise self._refuse()
-                try:  # the file may have been unlinked by a releasing holder: retry
-                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-                except FileNotFoundError:
-                    same = False
-                if not same:
-                    os.close(fd)
-                    continue
+                fd = os.open(self.path, flags, 0o644)
+            except FileExistsError:
+                self._existing()  # raises, or removed a stale lock file: try again
+                continue
+            try:
+                self._lock(fd, blocking=True)
                 info = {"command": self.command, "pid": os.getpid(),
                         "host": socket.gethostname(), "started": time.time()}
-                os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(info).encode(), 0)
                 self._fd = fd
                 return self
             except BaseException:
                 with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                with contextlib.suppress(OSError):
                     os.close(fd)
                 raise
         raise PyrovaeError(f"{self.folder}: could not take the lock (it keeps changing)")
 
-    def _lock(self, fd: int) -> bool:
+    def _existing(self) -> None:
+        """A lock file exists: refuse (held, or not a lock file of ours) or remove it
+        when its holder has died (then the caller creates it afresh)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return  # released meanwhile
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._not_ours("is a symbolic link") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise self._not_ours("is not a regular file")
+            if st.st_nlink != 1:
+                raise self._not_ours(f"has {st.st_nlink} hard links")
+            if not self._lock(fd, blocking=False):
+                raise self._refuse(_lock_info(fd))
+            info = _lock_info(fd)
+            if info is None:
+                if st.st_size == 0 and time.time() - st.st_mtime < 5:
+                    time.sleep(0.02)  # its creator has not written it yet
+                    return
+                raise self._not_ours("is not a pyrovae lock file")
+            if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+                raise self._not_ours("belongs to another user (its holder has ended)")
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self.path, follow_symlinks=False).st_ino == st.st_ino:
+                    os.unlink(self.path)  # stale: its holder died
+        finally:
+            os.close(fd)
+
+    def _lock(self, fd: int, *, blocking: bool) -> bool:
         import fcntl
 
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             return True
         except BlockingIOError:
             return False
         except OSError as exc:  # no flock here (some network file systems): use the pid
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
-            h = self.holder()
+            h = _lock_info(fd)
             if not h or h.get("pid") == os.getpid():
                 return True
             pid = h.get("pid")
@@ -163,7 +243,8 @@ class RunLock:
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            if os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(self._fd).st_ino:
+                os.unlink(self.path)
         with contextlib.suppress(OSError):
             os.close(self._fd)
         self._fd = None
@@ -216,21 +297,63 @@ def replace_folder_atomically(new: str | Path, target: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def clean_leftovers(target: str | Path) -> None:
-    """Under the lock: restore a parked old folder whose swap was cut short, and delete
-    staging folders of killed replacements, and our temp files in ``target``."""
+def _sibling_kind(name: str, target: str) -> str | None:
+    """``"new"`` or ``"old"`` when ``name`` is exactly one of our staging
+    (``.TARGET.pyrovae-new-XXXXXXXX``) or parked (``.TARGET.pyrovae-old-PID``) names for
+    ``target``: string comparison, never a glob of the user's folder name."""
+    for kind in ("new", "old"):
+        prefix = f".{target}.pyrovae-{kind}-"
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            if (pio.is_random_part(rest) if kind == "new" else rest.isdigit()):
+                return kind
+    return None
+
+
+def _is_run_of_ours(folder: Path) -> bool:
+    return folder_kind(folder) in ("empty", "unfinished", "run")
+
+
+def _leftovers(target: Path, ours: Callable[[Path], bool]) -> list[tuple[str, Path]]:
+    """Our staging and parked siblings of ``target``, each recognised by its exact name
+    and by its content (``ours``: a folder that holds only what pyrovae writes)."""
+    out = []
+    if target.name and target.parent.is_dir():
+        for p in target.parent.iterdir():
+            kind = _sibling_kind(p.name, target.name)
+            if kind and not p.is_symlink() and p.is_dir() and ours(p):
+                out.append((kind, p))
+    return out
+
+
+def clean_leftovers(target: str | Path, ours: Callable[[Path], bool] | None = None) -> None:
+    """Under the lock, once ``target`` is known to be ours (or absent): restore a parked
+    old folder whose swap was cut short, delete the staging folders of killed
+    replacements and our temp files in ``target`` (and in its ``figures``/``check``).
+    Nothing is removed whose name and content are not both ours.  ``ours`` tells a
+    folder of ours (default: a run folder, :func:`folder_kind`)."""
     target = Path(os.path.abspath(target))
-    if not target.parent.is_dir():
-        return
-    for p in target.parent.glob(f".{target.name}.pyrovae-old-*"):
-        if not target.exists():
-            os.rename(p, target)
-        else:
-            shutil.rmtree(p, ignore_errors=True)
-    for p in target.parent.glob(f".{target.name}.pyrovae-new-*"):
+    ours = ours or _is_run_of_ours
+    if not os.path.lexists(target):
+        for kind, p in _leftovers(target, ours):
+            if kind == "old" and not os.path.lexists(target):
+                os.rename(p, target)
+    for _, p in _leftovers(target, ours):
         shutil.rmtree(p, ignore_errors=True)
-    for sub in (target, target / FIGURES_DIR, target / CHECK_DIR):
-        pio.remove_temp_files(sub)
+    if not target.is_dir() or target.is_symlink() or not ours(target):
+        return
+    pio.remove_temp_files(target, own=lambda name: name in OWN_FILES or name == REPORT_FILE
+                          or name.endswith(_OWN_SUFFIXES))
+    for sub in OWN_DIRS:  # the run's own folders (their content checked by foreign_entries)
+        d = target / sub
+        if d.is_dir() and not d.is_symlink():
+            pio.remove_temp_files(d, own=lambda name: name.endswith(_OWN_SUFFIXES))
+        for _, p in _leftovers(d, is_output_of_ours):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def is_output_of_ours(folder: Path) -> bool:
+    return output_kind(folder) in ("empty", "output")
 
 
 # ------------------------------------------------------------------ what a folder is
@@ -255,11 +378,21 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
 
 
 def _is_our_temp(name: str) -> bool:
-    return pio.is_temp_file(name) and any(name.startswith(f".{own}.") for own in OWN_FILES)
+    return pio.temp_file_target(name) in OWN_FILES
+
+
+def _is_own_figure(name: str) -> bool:
+    target = pio.temp_file_target(name)
+    return (target or name).endswith(_OWN_SUFFIXES)
 
 
 def foreign_entries(folder: str | Path) -> list[str]:
-    """Names in ``folder`` that pyrovae did not write (sorted); only these block deletion."""
+    """Names in ``folder`` that pyrovae did not write (sorted); only these block deletion.
+
+    Ours: the files and folders of the layout (regular files and folders, never
+    links), our temp files (exact names), in ``figures``/``check`` files with our
+    suffixes, and the staging or parked copies of ``check`` left by a killed check.
+    """
     folder = Path(folder)
     out = []
     for p in sorted(folder.iterdir()):
@@ -267,10 +400,10 @@ def foreign_entries(folder: str | Path) -> list[str]:
             out.append(p.name)
         elif p.is_file() and (p.name in OWN_FILES or _is_our_temp(p.name)):
             continue
-        elif p.is_dir() and p.name in OWN_DIRS:
+        elif p.is_dir() and (p.name in OWN_DIRS
+                             or any(_sibling_kind(p.name, d) for d in OWN_DIRS)):
             out.extend(f"{p.name}/{q.name}" for q in sorted(p.iterdir())
-                       if q.is_symlink() or not q.is_file()
-                       or not (q.suffix in _OWN_SUFFIXES or pio.is_temp_file(q.name)))
+                       if q.is_symlink() or not q.is_file() or not _is_own_figure(q.name))
         else:
             out.append(p.name)
     return out
@@ -302,6 +435,60 @@ def folder_kind(folder: str | Path) -> str:
     return "unfinished" if started else "run"
 
 
+def output_kind(folder: str | Path) -> str:
+    """What a ``check`` output folder is: ``absent``, ``empty``, ``output`` (only what a
+    check writes: ``report.json`` and the figures it lists, and our temp files) or
+    ``foreign`` (anything else: pyrovae will not replace it)."""
+    folder = Path(folder)
+    if not os.path.lexists(folder):
+        return "absent"
+    if folder.is_symlink() or not folder.is_dir():
+        return "foreign"
+    if not any(folder.iterdir()):
+        return "empty"
+    return "foreign" if foreign_output_entries(folder) else "output"
+
+
+def foreign_output_entries(folder: Path) -> list[str]:
+    """Names in a check output folder that a check did not write (empty when none)."""
+    names = sorted(p.name for p in folder.iterdir())
+    report = folder / REPORT_FILE
+    if not names:
+        return []
+    if report.is_symlink() or not report.is_file():
+        return names[:3]
+    try:
+        figures = pio.read_json(report, str(report)).get("figures") or {}
+        listed = {Path(str(v)).name for v in figures.values() if v}
+    except (PyrovaeError, AttributeError):
+        return [REPORT_FILE]
+    out = []
+    for name in names:
+        p = folder / name
+        target = pio.temp_file_target(name)
+        own = (name == REPORT_FILE or name in listed
+               or (target is not None and (target == REPORT_FILE or target.endswith(".png"))))
+        if p.is_symlink() or not p.is_file() or not own:
+            out.append(name)
+    return out
+
+
+def check_layout(folder: Path) -> None:
+    """Refuse a run folder where a name of its layout is not what pyrovae wrote there
+    (a symbolic link, or a folder in a file's place): nothing is written through it.
+    Called before a writer changes anything."""
+    for name in sorted(OWN_FILES | OWN_DIRS):
+        p = folder / name
+        if not os.path.lexists(p):
+            continue
+        want_dir = name in OWN_DIRS
+        if p.is_symlink() or (p.is_dir() if not want_dir else not p.is_dir()):
+            what = "a symbolic link" if p.is_symlink() else "a folder" if p.is_dir() else "a file"
+            raise PyrovaeError(f"{p} is {what}, not the {'folder' if want_dir else 'file'} "
+                               "pyrovae wrote there; pyrovae will not write through it: "
+                               "restore it, or start again with --overwrite")
+
+
 def prepare_run_folder(path: str | Path, *, overwrite: bool = False) -> tuple[Path, bool]:
     """Check that ``path`` may receive a new run (call it under the :class:`RunLock`).
 
@@ -311,8 +498,9 @@ def prepare_run_folder(path: str | Path, *, overwrite: bool = False) -> tuple[Pa
     reused; a folder that is not our run, or holds files we did not write, is never
     replaced.
     """
-    path = Path(path)
-    clean_leftovers(path)
+    path = own_path(path)
+    if not os.path.lexists(path):
+        clean_leftovers(path)  # a run parked by a swap cut short comes back
     kind = folder_kind(path)
     if kind == "foreign":
         if path.exists() and not path.is_dir():
@@ -321,7 +509,8 @@ def prepare_run_folder(path: str | Path, *, overwrite: bool = False) -> tuple[Pa
         why = (f"it holds files pyrovae did not write ({', '.join(extra[:3])[:120]})"
                if extra else f"it is not a pyrovae run (no valid {MANIFEST_FILE})")
         raise PyrovaeError(f"run folder {path} exists and {why}; pyrovae will not "
-                           "replace it: choose another --out")
+                           "replace it (nor change anything in it): choose another --out")
+    clean_leftovers(path)  # ours: now its leftovers may go
     if kind == "run" and not overwrite:
         raise PyrovaeError(f"run folder {path} exists; pass --overwrite to replace it "
                            "(or --resume to continue it)")
@@ -373,21 +562,69 @@ def read_history(folder: str | Path) -> Any:
         raise PyrovaeError(f"{path}: unreadable history") from None
 
 
-def load_run(path: str | Path) -> tuple[Any, dict[str, Any], Any]:
-    """``(vae, spec, history)`` of a run folder, the model rebuilt from its spec.
+def verify_binding(path: Path, state: dict[str, Any], spec: dict[str, Any]) -> None:
+    """One spec per run: ``spec.yaml`` must be the spec the checkpoint was trained with
+    (the same :func:`~pyrovae.runs.spec.spec_hash`, ``train.epochs`` aside: a resume
+    that raised it rewrites ``spec.yaml`` first), and the manifest must name the data
+    fingerprint the checkpoint holds.  Else a PyrovaeError naming the file."""
+    from pyrovae.runs.spec import bound_spec_hash, normalize_spec, spec_diff
 
-    The checkpoint's checksum and finiteness are verified (:func:`pyrovae.io.load_checkpoint`).
-    """
-    from pyrovae.model.vae import VAE
+    ckpt = path / CHECKPOINT_FILE
+    saved = state.get("spec")
+    if not isinstance(saved, dict) or not isinstance(state.get("data_fingerprint"), str):
+        raise PyrovaeError(f"{ckpt}: not a run checkpoint (it holds no spec or no data "
+                           "fingerprint)")
+    try:
+        saved = normalize_spec(saved)
+    except PyrovaeError as exc:
+        raise PyrovaeError(f"{ckpt}: its spec is not valid any more ({exc})") from None
+    bound = state.get("spec_hash")
+    if isinstance(bound, str) and bound != bound_spec_hash(saved):
+        raise PyrovaeError(f"{ckpt}: its spec does not match the spec hash it holds")
+    if bound_spec_hash(saved) != bound_spec_hash(spec):
+        diff = spec_diff(saved, spec, ignore=("train.epochs",), names=("checkpoint", "spec.yaml"))
+        raise PyrovaeError(f"{path / SPEC_FILE} is not the spec {ckpt.name} was trained with "
+                           f"({diff or 'it differs'}); restore it, or train again")
+    manifest = read_manifest(path) or {}
+    fp = (manifest.get("data") or {}).get("fingerprint") if isinstance(manifest, dict) else None
+    if fp is not None and fp != state["data_fingerprint"]:
+        raise PyrovaeError(f"{path / MANIFEST_FILE} names other data (fingerprint "
+                           f"{pio.short(fp, 14)}) than {ckpt.name} was trained on")
 
-    path = check_run_folder(path)
-    spec = read_spec(path / SPEC_FILE)
-    state = load_checkpoint(path / CHECKPOINT_FILE)
-    vae = VAE.from_spec(spec)
+
+def load_model_state(vae: Any, state: dict[str, Any], path: Path) -> None:
+    """Load the checkpoint's parameters into ``vae``: every name, shape and dtype must be
+    the model's (an integer tensor where the model has floats is refused, never
+    silently converted)."""
+    ckpt = path / CHECKPOINT_FILE if path.is_dir() else path
+    own = vae.state_dict()
+    for k, v in state["model"].items():
+        if k in own and v.dtype != own[k].dtype:
+            raise PyrovaeError(f"{ckpt}: parameter {pio.short(k)} has dtype "
+                               f"{str(v.dtype).replace('torch.', '')}, the model's is "
+                               f"{str(own[k].dtype).replace('torch.', '')}; refused")
     try:
         vae.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise PyrovaeError(
-            f"{path}: checkpoint does not match its spec ({str(exc).splitlines()[0][:200]})"
+            f"{ckpt}: checkpoint does not match its spec ({str(exc).splitlines()[0][:200]})"
         ) from None
-    return vae, spec, read_history(path)
+
+
+def load_run(path: str | Path, *, history: bool = True) -> tuple[Any, dict[str, Any], Any]:
+    """``(vae, spec, history)`` of a run folder, the model rebuilt from its spec.
+
+    The checkpoint's whole-state checksum and finiteness are verified
+    (:func:`pyrovae.io.load_checkpoint`), and that ``spec.yaml`` is the spec it was
+    trained with (:func:`verify_binding`).  ``history=False`` skips reading
+    ``history.json`` (None in its place): a command that does not need it never parses it.
+    """
+    from pyrovae.model.vae import VAE
+
+    path = check_run_folder(own_path(path))
+    spec = read_spec(path / SPEC_FILE)
+    state = load_checkpoint(path / CHECKPOINT_FILE)
+    verify_binding(path, state, spec)
+    vae = VAE.from_spec(spec)
+    load_model_state(vae, state, path)
+    return vae, spec, read_history(path) if history else None

@@ -25,7 +25,14 @@ from pyrovae.model.vae import VAE
 from pyrovae.plots import latent, save_figure
 from pyrovae.plots import training as tplots
 from pyrovae.runs import folder as runs
-from pyrovae.runs.spec import check_num_samples, dump_spec, normalize_spec
+from pyrovae.runs.budget import check_size
+from pyrovae.runs.spec import (
+    bound_spec_hash,
+    check_num_samples,
+    dump_spec,
+    normalize_spec,
+    spec_diff,
+)
 from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
 
 
@@ -50,13 +57,15 @@ def default_likelihood(x: torch.Tensor) -> str:
     return "bernoulli" if bool(((x == 0) | (x == 1)).all()) else "gaussian"
 
 
-def build(spec_raw: dict[str, Any] | None) -> tuple[dict[str, Any], VAE, Dataset, Dataset | None]:
+def build(spec_raw: dict[str, Any] | None, *, size_limit: float = 1.0
+          ) -> tuple[dict[str, Any], VAE, Dataset, Dataset | None]:
     """Validate the spec, load the data, check it against the likelihood, build the VAE.
 
     Nothing is written; every user error is raised here, before training.
     """
     spec = normalize_spec(spec_raw)
     check_train_section(spec)
+    check_size(spec, scale=size_limit)  # before the data: a lower bound (D unknown)
     _absolute_data_paths(spec)
     _, train, test = load_data(spec)
     if not (spec_raw or {}).get("likelihood"):
@@ -79,6 +88,7 @@ def build(spec_raw: dict[str, Any] | None) -> tuple[dict[str, Any], VAE, Dataset
         )
     if spec["data"]["transform"] is None:
         spec["data"]["transform"] = train.transform  # record the default it resolved to
+    check_size(spec, scale=size_limit)  # the sizes known, before anything is allocated
     pyro.set_rng_seed(spec["train"]["seed"])
     vae = VAE.from_spec(spec)
     vae.likelihood.check_data(train.x, f"data {spec['data']['name']!r}")
@@ -135,6 +145,7 @@ def checkpoint_state(trainer: Trainer, spec: dict[str, Any], data_fingerprint: s
     """The trainer's state plus what identifies the run: its spec and data fingerprint."""
     state = trainer.state_dict()
     state["spec"] = copy.deepcopy(spec)
+    state["spec_hash"] = bound_spec_hash(spec)
     state["data_fingerprint"] = data_fingerprint
     if data_shape is not None:
         state["data_shape"] = list(data_shape)
@@ -151,6 +162,7 @@ def train_run(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    size_limit: float = 1.0,
 ) -> dict[str, Any]:
     """Train the model a spec describes and write the run folder ``out``.
 
@@ -161,9 +173,9 @@ def train_run(
     when it has finished: a new run that fails or is killed leaves the old one
     intact.  Returns the final metrics (also in ``out/metrics.json``).
     """
-    spec, vae, train, test = build(spec_raw)
+    out = runs.own_path(out)
+    spec, vae, train, test = build(spec_raw, size_limit=size_limit)
     trainer = trainer_for(spec, vae, train, test, progress=progress)
-    out = Path(out)
     with runs.RunLock(out, "pyrovae train"):
         out, replace = runs.prepare_run_folder(out, overwrite=overwrite)
         if not replace:
@@ -171,11 +183,25 @@ def train_run(
         stage = runs.staging_folder(out)
         try:
             metrics = _start(stage, spec, vae, trainer, train, test, replacing=out)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(stage, ignore_errors=True)
-            raise
+            named = _name_users_folder(exc, stage, out)
+            if named is exc:
+                raise
+            raise named from None
         runs.replace_folder_atomically(stage, out)
         return metrics
+
+
+def _name_users_folder(exc: BaseException, stage: Path, out: Path) -> BaseException:
+    """``exc`` naming ``out`` where it named the staging folder (deleted by now): an
+    error message names the user's folder, never one of our temporary names."""
+    if isinstance(exc, OSError) and exc.filename and str(stage) in str(exc.filename):
+        return type(exc)(exc.errno, exc.strerror or str(exc),
+                         str(exc.filename).replace(str(stage), str(out)))
+    if isinstance(exc, PyrovaeError) and str(stage) in str(exc) and type(exc) is PyrovaeError:
+        return PyrovaeError(str(exc).replace(str(stage), str(out)))
+    return exc
 
 
 def data_identity(spec: dict[str, Any], train: Dataset) -> dict[str, Any]:
@@ -198,6 +224,7 @@ def resume_run(
     spec_raw: dict[str, Any] | None = None,
     *,
     progress: bool = True,
+    size_limit: float = 1.0,
 ) -> dict[str, Any]:
     """Continue the run in folder ``path`` from its last checkpoint and finish it.
 
@@ -210,15 +237,23 @@ def resume_run(
     spec.  A run that is complete raises :class:`RunComplete`.  Returns the final
     metrics.
     """
-    path = Path(path)
+    path = runs.own_path(path)
     if not path.is_dir():
         raise PyrovaeError(f"run folder not found: {path}")
     with runs.RunLock(path, "pyrovae train --resume"):
-        runs.clean_leftovers(path)
-        if runs.folder_kind(path) == "unfinished":
-            return _restart_unfinished(path, spec_raw, progress)
+        # what the folder is, before anything in it changes
+        runs.check_layout(path)
+        manifest = runs.read_manifest(path)  # a newer format version is refused here
+        kind = runs.folder_kind(path)
+        if manifest is None and kind != "unfinished":
+            raise PyrovaeError(f"{path} is not a pyrovae run folder (no {runs.MANIFEST_FILE}); "
+                               "pyrovae will not write in it")
+        runs.clean_leftovers(path, lambda folder: True if folder == path else
+                             runs.folder_kind(folder) in ("empty", "unfinished", "run"))
+        if kind == "unfinished":
+            return _restart_unfinished(path, spec_raw, progress, size_limit)
         state, saved = _saved_state(path)
-        spec, vae, train, test = _resume_spec(path, saved, spec_raw)
+        spec, vae, train, test = _resume_spec(path, saved, spec_raw, size_limit)
         ckpt = path / runs.CHECKPOINT_FILE
         done = state["epoch"]
         if spec["train"]["epochs"] < done:
@@ -229,6 +264,7 @@ def resume_run(
             raise RunComplete(f"{path} is complete ({done} of {done} epochs, evaluated); to "
                               "train longer pass --epochs N above it; to evaluate again run "
                               "`pyrovae evaluate`")
+        runs.load_model_state(vae, state, ckpt)  # names, shapes and dtypes are the model's
         trainer = trainer_for(spec, vae, train, test, progress=progress)
         try:
             trainer.load_state_dict(state)
@@ -244,14 +280,14 @@ def resume_run(
 
 
 def _restart_unfinished(path: Path, spec_raw: dict[str, Any] | None,
-                        progress: bool) -> dict[str, Any]:
+                        progress: bool, size_limit: float = 1.0) -> dict[str, Any]:
     """Start again a run killed before its first checkpoint, from its (or the given) spec."""
     if spec_raw is None:
         if not (path / runs.SPEC_FILE).is_file():
             raise PyrovaeError(f"{path} is an unfinished start with no spec; start it again "
                                "with `pyrovae train --out` (and your config)")
         spec_raw = runs.read_spec(path / runs.SPEC_FILE)
-    spec, vae, train, test = build(spec_raw)
+    spec, vae, train, test = build(spec_raw, size_limit=size_limit)
     trainer = trainer_for(spec, vae, train, test, progress=progress)
     path, _ = runs.prepare_run_folder(path)
     return _start(path, spec, vae, trainer, train, test)
@@ -287,8 +323,8 @@ def _saved_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return state, saved
 
 
-def _resume_spec(path: Path, saved: dict[str, Any], spec_raw: dict[str, Any] | None
-                 ) -> tuple[dict[str, Any], VAE, Dataset, Dataset | None]:
+def _resume_spec(path: Path, saved: dict[str, Any], spec_raw: dict[str, Any] | None,
+                 size_limit: float = 1.0) -> tuple[dict[str, Any], VAE, Dataset, Dataset | None]:
     """Build the resumed run from the saved spec, or from a given one that may differ
     only in ``train.epochs`` (compared before and after the data are loaded)."""
     only = "(only train.epochs may change when resuming)"
@@ -307,7 +343,8 @@ def _resume_spec(path: Path, saved: dict[str, Any], spec_raw: dict[str, Any] | N
         changed = spec_diff(saved, given, ignore=tuple(inferred))
         if changed:
             raise PyrovaeError(f"cannot resume {path} with a different spec: {changed} {only}")
-    spec, vae, train, test = build(saved if spec_raw is None else spec_raw)
+    spec, vae, train, test = build(saved if spec_raw is None else spec_raw,
+                                   size_limit=size_limit)
     # keys inferred from the data that a run folder written before they were recorded lacks
     unrecorded = tuple(k for k, v in (("event_shape", saved["event_shape"]),
                                       ("data.transform", saved["data"]["transform"])) if v is None)
@@ -383,48 +420,6 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
     metrics = finish_run(out, spec, vae, history, train, test)
     runs.write_manifest(out, "finished", data)
     return metrics
-
-
-def spec_diff(a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: tuple[str, ...] = (),
-              names: tuple[str, str] = ("run has", "given"), limit: int = 6) -> str:
-    """The keys where two specs differ, ``"train.lr: run has 0.001, given 0.01; ..."``
-    (empty when they agree); ``ignore`` names keys or whole sections to skip."""
-    fa, fb = _flatten(a), _flatten(b)
-    missing = object()
-    # a changed family makes its parameters differ too: name the family only
-    families = [k[: -len(".family")] for k in fa
-                if k.endswith(".family") and fa[k] != fb.get(k, missing)]
-    keys = [k for k in dict.fromkeys([*fa, *fb])
-            if not any(k == i or k.startswith(f"{i}.") for i in ignore)
-            and not any(k.startswith(f"{f}.") and k != f"{f}.family" for f in families)]
-    diffs = []
-    for k in keys:
-        va, vb = fa.get(k, missing), fb.get(k, missing)
-        if va != vb or (type(va) is not type(vb) and not _same_number(va, vb)):
-            show = [("(absent)" if v is missing else repr(v)) for v in (va, vb)]
-            diffs.append(f"{k}: {names[0]} {show[0]}, {names[1]} {show[1]}")
-    if len(diffs) > limit:
-        diffs = [*diffs[:limit], f"and {len(diffs) - limit} more"]
-    return "; ".join(diffs)
-
-
-def _same_number(a: Any, b: Any) -> bool:
-    num = (int, float)
-    return (isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool)
-            and not isinstance(b, bool) and a == b)
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, Mapping):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
 
 
 def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
@@ -503,7 +498,7 @@ def evaluate_run(path: str | Path, *, num_samples: int | None = None,
     data found by its absolute path and checked against the saved fingerprint)."""
     if num_samples is not None:
         check_num_samples(num_samples, "--num-samples")
-    vae, spec, _ = runs.load_run(path)
+    vae, spec, _ = runs.load_run(path, history=False)
     _, train, test = load_run_data(path, spec)
     data = train if split == "train" or test is None else test
     k = num_samples or spec["eval"]["num_samples"]

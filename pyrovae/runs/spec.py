@@ -44,7 +44,8 @@ from pyrovae.training import objectives as _objectives  # noqa: F401
 from pyrovae.training.config import train_params
 
 __all__ = ["MAX_NUM_SAMPLES", "MAX_SEED", "MODEL_KEYS", "SECTIONS", "apply_overrides",
-           "check_num_samples", "dump_spec", "load_spec", "normalize_spec"]
+           "bound_spec_hash", "check_num_samples", "dump_spec", "load_spec", "normalize_spec",
+           "spec_hash"]
 
 #: The one bound on importance / Monte Carlo samples per example, the same for
 #: ``eval.num_samples``, ``evaluate -k`` and ``check --samples`` (checked before any work).
@@ -230,6 +231,65 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
     return out
 
 
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """SHA-256 of a normalized spec's canonical JSON (keys sorted, no spaces): two specs
+    with the same hash describe the same run."""
+    import hashlib
+    import json
+
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def bound_spec_hash(spec: Mapping[str, Any]) -> str:
+    """:func:`spec_hash` without ``train.epochs``: what binds a checkpoint to its run's
+    spec (``--resume --epochs N`` raises the epochs of the same run)."""
+    train = {k: v for k, v in (spec.get("train") or {}).items() if k != "epochs"}
+    return spec_hash({**spec, "train": train})
+
+
 def dump_spec(spec: Mapping[str, Any], path: str | Path) -> None:
     """Write a spec as YAML (the format read back by :func:`load_spec`)."""
     pio.atomic_write_text(Path(path), yaml.safe_dump(dict(spec), sort_keys=False))
+
+
+def spec_diff(a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: tuple[str, ...] = (),
+              names: tuple[str, str] = ("run has", "given"), limit: int = 6) -> str:
+    """The keys where two specs differ, ``"train.lr: run has 0.001, given 0.01; ..."``
+    (empty when they agree); ``ignore`` names keys or whole sections to skip."""
+    fa, fb = _flatten(a), _flatten(b)
+    missing = object()
+    # a changed family makes its parameters differ too: name the family only
+    families = [k[: -len(".family")] for k in fa
+                if k.endswith(".family") and fa[k] != fb.get(k, missing)]
+    keys = [k for k in dict.fromkeys([*fa, *fb])
+            if not any(k == i or k.startswith(f"{i}.") for i in ignore)
+            and not any(k.startswith(f"{f}.") and k != f"{f}.family" for f in families)]
+    diffs = []
+    for k in keys:
+        va, vb = fa.get(k, missing), fb.get(k, missing)
+        if va != vb or (type(va) is not type(vb) and not _same_number(va, vb)):
+            show = [("(absent)" if v is missing else repr(v)) for v in (va, vb)]
+            diffs.append(f"{k}: {names[0]} {show[0]}, {names[1]} {show[1]}")
+    if len(diffs) > limit:
+        diffs = [*diffs[:limit], f"and {len(diffs) - limit} more"]
+    return "; ".join(diffs)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    num = (int, float)
+    return (isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool)
+            and not isinstance(b, bool) and a == b)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, Mapping):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
