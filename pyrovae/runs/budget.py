@@ -11,7 +11,7 @@ network's ``channels`` too, each product times ``kernel²``):
     layers      = Σ_sections repeats · (number of hidden / channels entries)
 
 with D the data dimension, L the latent dimension, ``repeats`` a section's
-``num_layers`` (flows).  The estimate is an upper bound's order of magnitude,
+``num_layers`` (flows; a flow's widths are at least L).  The estimate is an upper bound's order of magnitude,
 not an exact count; it exists so that ``latent_dim: 1000000000``,
 ``hidden: [100000000]``, 30,000 layers or 10⁷ mixture components end in one line
 within a second instead of allocating gigabytes.  The limits
@@ -80,8 +80,10 @@ def estimate_size(spec: Mapping[str, Any], data_dim: int | None = None) -> SizeE
     for name, (w_in, w_out) in ends.items():
         sec = sections[name]
         inner = [w for key in _LISTS for w in _ints(sec, key)]
-        if name in ("prior", "guide") and not inner:
-            continue  # no network in this family
+        if name in ("prior", "guide"):
+            if not inner:
+                continue  # no network in this family
+            inner = [max(w, latent) for w in inner]  # a flow's layers are widened to L
         repeats = _num(sec, "num_layers", 1)
         kernel2 = _num(sec, "kernel", 1) ** 2
         p, a = _chain([w_in, *inner, w_out], kernel2)
