@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from pyrovae import io as pio
 from pyrovae.errors import PyrovaeError
 from pyrovae.runs import budget, pipeline
-from pyrovae.runs import folder as runs
 from pyrovae.runs.spec import normalize_spec
 
 CASES = int(os.environ.get("PYROVAE_FUZZ_EXAMPLES", "2000"))
