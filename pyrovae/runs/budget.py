@@ -11,8 +11,8 @@ network's ``channels`` too, each product times ``kernel²``):
     layers      = Σ_sections repeats · (number of hidden / channels entries)
 
 with D the data dimension, L the latent dimension, ``repeats`` a section's
-``num_layers`` (flows; a flow's widths are at least L).  The estimate is an upper bound's order of magnitude,
-not an exact count; it exists so that ``latent_dim: 1000000000``,
+``num_layers`` (flows; a flow's widths are at least L).  The estimate is an
+upper bound's order of magnitude, not an exact count; it exists so that ``latent_dim: 1000000000``,
 ``hidden: [100000000]``, 30,000 layers or 10⁷ mixture components end in one line
 within a second instead of allocating gigabytes.  The limits
 (:data:`MAX_PARAMETERS`, :data:`MAX_ACTIVATION_BYTES`, :data:`MAX_LAYERS`) are
