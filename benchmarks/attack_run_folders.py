@@ -1,0 +1,129 @@
+"""Attack counts for run folders: random damage to any byte of any file of a run.
+
+Trains one tiny run, then for N random damages (a flipped bit, a replaced byte, a
+truncation or an inserted byte, at a random place of a random file of the run,
+the checkpoint weighted like every other file) loads the damaged run as
+``pyrovae evaluate`` does (verify, rebuild, evaluate with a fixed seed) and as
+``train --resume`` does (its saved-state verification), and counts the outcomes:
+
+* same: exit 0 with exactly the undamaged run's result and resumed state;
+* refused: a one-line PyrovaeError (exit 2 on the command line);
+* WRONG: exit 0 with a different result or resumed state (a silent wrong answer);
+* traceback: any other exception (a traceback on the command line).
+
+It uses only functions that exist before and after issue 19, so the same script
+measures an older checkout (``PYTHONPATH=OLD_CHECKOUT python benchmarks/...``).
+
+    python benchmarks/attack_run_folders.py --cases 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _digest(h, v) -> None:
+    if isinstance(v, torch.Tensor):
+        t = v.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(v, dict):
+        h.update(b"M")
+        for k in sorted(v, key=repr):
+            h.update(repr(k).encode())
+            _digest(h, v[k])
+    elif isinstance(v, (list, tuple)):
+        h.update(f"L{len(v)}".encode())
+        for x in v:
+            _digest(h, x)
+    else:
+        h.update(f"{type(v).__name__}:{v!r}".encode())
+
+
+def _state_hash(state) -> str:
+    h = hashlib.sha256()
+    _digest(h, {k: v for k, v in state.items() if k != "checksum"})
+    return h.hexdigest()
+
+
+def outcome(run: Path):
+    from pyrovae.errors import PyrovaeError
+    from pyrovae.runs import pipeline
+
+    try:
+        torch.manual_seed(0)
+        result = pipeline.evaluate_run(run, num_samples=4)
+        state, saved = pipeline._saved_state(run)
+        return "ok", (result, _state_hash(state), saved)
+    except PyrovaeError:
+        return "refused", None
+    except Exception as exc:
+        return "traceback", type(exc).__name__
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from pyrovae.runs import pipeline
+
+    work = Path(tempfile.mkdtemp(prefix="attack-"))
+    try:
+        np.save(work / "bin.npy",
+                (np.random.default_rng(0).random((12, 4)) > 0.5).astype(np.float32))
+        spec = {"latent_dim": 2, "encoder": {"hidden": [3]}, "likelihood": "bernoulli",
+                "train": {"epochs": 1, "batch_size": 6}, "eval": {"num_samples": 2},
+                "data": {"name": str(work / "bin.npy"), "test_fraction": 0.25}}
+        run = work / "run"
+        pipeline.train_run(spec, run, progress=False)
+        kind, undamaged = outcome(run)
+        assert kind == "ok", undamaged
+        names = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+        originals = {n: (run / n).read_bytes() for n in names}
+        rng = random.Random(args.seed)
+        counts: Counter = Counter()
+        wrong_files: Counter = Counter()
+        for _ in range(args.cases):
+            name = rng.choice(names)
+            raw = bytearray(originals[name])
+            i = rng.randrange(len(raw))
+            how = rng.choice(["flip", "byte", "truncate", "insert"])
+            if how == "flip":
+                raw[i] ^= 1 << rng.randrange(8)
+            elif how == "byte":
+                raw[i] = rng.randrange(256)
+            elif how == "truncate":
+                raw = raw[:i]
+            else:
+                raw[i:i] = bytes([rng.randrange(256)])
+            (run / name).write_bytes(bytes(raw))
+            kind, got = outcome(run)
+            (run / name).write_bytes(originals[name])
+            if kind == "ok":
+                kind = "same" if got == undamaged else "WRONG"
+            if kind in ("WRONG", "traceback"):
+                wrong_files[f"{kind} {name}"] += 1
+            counts[kind] += 1
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"cases {args.cases} (seed {args.seed}, load {load:.1f}): "
+              + ", ".join(f"{k} {counts[k]}" for k in ("same", "refused", "WRONG", "traceback")))
+        for k, n in sorted(wrong_files.items()):
+            print(f"  {k}: {n}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
