@@ -4,7 +4,8 @@ Trains one tiny run, then for N random damages (a flipped bit, a replaced byte, 
 truncation or an inserted byte, at a random place of a random file of the run,
 the checkpoint weighted like every other file) loads the damaged run as
 ``pyrovae evaluate`` does (verify, rebuild, evaluate with a fixed seed) and as
-``train --resume`` does (its saved-state verification), and counts the outcomes:
+``train --resume`` does (its saved-state verification), and counts the outcomes
+(the worst of the two commands per case):
 
 * same: exit 0 with exactly the undamaged run's result and resumed state;
 * refused: a one-line PyrovaeError (exit 2 on the command line);
@@ -56,19 +57,40 @@ def _state_hash(state) -> str:
     return h.hexdigest()
 
 
-def outcome(run: Path):
+def outcome(run: Path) -> tuple[tuple[str, object], ...]:
+    """Per command (evaluate, resume's verification): ``("ok", result)``,
+    ``("refused", None)`` or ``("traceback", exception name)``."""
     from pyrovae.errors import PyrovaeError
     from pyrovae.runs import pipeline
 
-    try:
+    def evaluate():
         torch.manual_seed(0)
-        result = pipeline.evaluate_run(run, num_samples=4)
+        return pipeline.evaluate_run(run, num_samples=4)
+
+    def resume():
         state, saved = pipeline._saved_state(run)
-        return "ok", (result, _state_hash(state), saved)
-    except PyrovaeError:
-        return "refused", None
-    except Exception as exc:
-        return "traceback", type(exc).__name__
+        return _state_hash(state), saved
+
+    out = []
+    for command in (evaluate, resume):
+        try:
+            out.append(("ok", command()))
+        except PyrovaeError:
+            out.append(("refused", None))
+        except Exception as exc:
+            out.append(("traceback", type(exc).__name__))
+    return tuple(out)
+
+
+def classify(got, undamaged) -> str:
+    """The worst outcome over the commands: WRONG > traceback > refused > same."""
+    kinds = []
+    for (kind, value), (_, want) in zip(got, undamaged, strict=True):
+        kinds.append(("same" if value == want else "WRONG") if kind == "ok" else kind)
+    for k in ("WRONG", "traceback", "refused"):
+        if k in kinds:
+            return k
+    return "same"
 
 
 def main() -> None:
@@ -88,8 +110,8 @@ def main() -> None:
                 "data": {"name": str(work / "bin.npy"), "test_fraction": 0.25}}
         run = work / "run"
         pipeline.train_run(spec, run, progress=False)
-        kind, undamaged = outcome(run)
-        assert kind == "ok", undamaged
+        undamaged = outcome(run)
+        assert all(kind == "ok" for kind, _ in undamaged), undamaged
         names = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
         originals = {n: (run / n).read_bytes() for n in names}
         rng = random.Random(args.seed)
@@ -109,10 +131,8 @@ def main() -> None:
             else:
                 raw[i:i] = bytes([rng.randrange(256)])
             (run / name).write_bytes(bytes(raw))
-            kind, got = outcome(run)
+            kind = classify(outcome(run), undamaged)
             (run / name).write_bytes(originals[name])
-            if kind == "ok":
-                kind = "same" if got == undamaged else "WRONG"
             if kind in ("WRONG", "traceback"):
                 wrong_files[f"{kind} {name}"] += 1
             counts[kind] += 1
