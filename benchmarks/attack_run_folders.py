@@ -97,6 +97,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", metavar="FILE", help="damage only this file of the run "
+                    "(e.g. checkpoint.pt)")
+    ap.add_argument("--how", choices=["flip", "byte", "truncate", "insert"],
+                    help="only this kind of damage (default: any)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from pyrovae.runs import pipeline
@@ -113,6 +117,8 @@ def main() -> None:
         undamaged = outcome(run)
         assert all(kind == "ok" for kind, _ in undamaged), undamaged
         names = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+        if args.only:
+            names = [n for n in names if n == args.only]
         originals = {n: (run / n).read_bytes() for n in names}
         rng = random.Random(args.seed)
         counts: Counter = Counter()
@@ -121,7 +127,7 @@ def main() -> None:
             name = rng.choice(names)
             raw = bytearray(originals[name])
             i = rng.randrange(len(raw))
-            how = rng.choice(["flip", "byte", "truncate", "insert"])
+            how = args.how or rng.choice(["flip", "byte", "truncate", "insert"])
             if how == "flip":
                 raw[i] ^= 1 << rng.randrange(8)
             elif how == "byte":
@@ -137,7 +143,8 @@ def main() -> None:
                 wrong_files[f"{kind} {name}"] += 1
             counts[kind] += 1
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"cases {args.cases} (seed {args.seed}, load {load:.1f}): "
+        print(f"cases {args.cases} (seed {args.seed}, files {args.only or 'all'}, damage "
+              f"{args.how or 'any'}, load {load:.1f}): "
               + ", ".join(f"{k} {counts[k]}" for k in ("same", "refused", "WRONG", "traceback")))
         for k, n in sorted(wrong_files.items()):
             print(f"  {k}: {n}")
