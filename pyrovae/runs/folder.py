@@ -74,11 +74,19 @@ def own_path(folder: str | Path) -> Path:
     if not folder.name:
         raise PyrovaeError(f"{folder}: not a run folder (a folder pyrovae writes needs a name "
                            "of its own inside a parent folder)")
+    return folder
+
+
+def replaceable_path(folder: str | Path) -> Path:
+    """:func:`own_path` of a folder a command may create or replace by a swap (``train
+    --out``, ``check --out``): never the current folder or one above it, which a swap
+    would pull from under the shell (``--out .``)."""
+    folder = own_path(folder)
     with contextlib.suppress(OSError):
         here = Path(os.getcwd())
         if here == folder or folder in here.parents:
-            raise PyrovaeError(f"{folder}: the current folder (or one above it); pyrovae "
-                               "writes a run or output folder only below it: name a new one")
+            raise PyrovaeError(f"{folder}: the current folder (or one above it); name a new "
+                               "folder below it for pyrovae to write")
     return folder
 
 

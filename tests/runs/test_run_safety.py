@@ -402,3 +402,12 @@ def test_trial2_a_checkpoint_with_integer_parameters_is_refused(run, capsys):
         state["checksum"] = pio.state_checksum(state)
     _resave(run / runs.CHECKPOINT_FILE, ints)
     _fails(["evaluate", run, "-k", "2"], capsys, "int64")
+
+
+def test_a_run_in_the_current_folder_is_still_read_and_resumed(base, run, monkeypatch,
+                                                               capsys):
+    monkeypatch.chdir(run)
+    assert main(["evaluate", ".", "-k", "2"]) == 0
+    assert main(["train", "--resume", ".", "--epochs", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    _fails(_train(base, Path(".")), capsys, "current folder")  # a swap would pull it away
