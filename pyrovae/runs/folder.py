@@ -495,6 +495,12 @@ def check_layout(folder: Path) -> None:
             raise PyrovaeError(f"{p} is {what}, not the {'folder' if want_dir else 'file'} "
                                "pyrovae wrote there; pyrovae will not write through it: "
                                "restore it, or start again with --overwrite")
+        if want_dir:
+            links = sorted(q.name for q in p.iterdir() if q.is_symlink())
+            if links:
+                raise PyrovaeError(f"{p / links[0]} is a symbolic link, not a file pyrovae "
+                                   "wrote; pyrovae will not replace it: remove it, or start "
+                                   "again with --overwrite")
 
 
 def prepare_run_folder(path: str | Path, *, overwrite: bool = False) -> tuple[Path, bool]:

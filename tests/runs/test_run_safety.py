@@ -331,6 +331,16 @@ def test_trial2_resume_never_writes_through_a_figures_symlink(run, tmp_path, cap
     assert list(elsewhere.iterdir()) == []
 
 
+def test_trial2_resume_never_replaces_a_link_inside_figures(run, tmp_path, capsys):
+    precious = tmp_path / "precious.png"
+    precious.write_bytes(b"mine")
+    (run / runs.FIGURES_DIR / "latent_map.png").unlink()
+    (run / runs.FIGURES_DIR / "latent_map.png").symlink_to(precious)
+    _fails(["train", "--resume", run, "--epochs", "2", "--quiet"], capsys, "latent_map.png")
+    assert (run / runs.FIGURES_DIR / "latent_map.png").is_symlink()
+    assert precious.read_bytes() == b"mine"
+
+
 @pytest.mark.parametrize("name", [runs.MANIFEST_FILE, runs.HISTORY_FILE])
 def test_trial2_a_file_replaced_by_a_folder_is_refused_before_any_write(run, capsys, name):
     (run / name).unlink()
