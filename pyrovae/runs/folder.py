@@ -216,11 +216,12 @@ class RunLock:
             if not self._lock(fd, blocking=False):
                 raise self._refuse(_lock_info(fd))
             info = _lock_info(fd)
-            if info is None:
-                if st.st_size == 0 and time.time() - st.st_mtime < 5:
-                    time.sleep(0.02)  # its creator has not written it yet
-                    return
+            if info is None and st.st_size == 0 and time.time() - st.st_mtime < 5:
+                time.sleep(0.02)  # its creator has not written it yet
+                return
+            if info is None and st.st_size != 0:
                 raise self._not_ours("is not a pyrovae lock file")
+            # ours and stale (its holder died, or died before writing it): remove it
             if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
                 raise self._not_ours("belongs to another user (its holder has ended)")
             with contextlib.suppress(FileNotFoundError):

@@ -421,3 +421,24 @@ def test_a_run_in_the_current_folder_is_still_read_and_resumed(base, run, monkey
     assert main(["train", "--resume", ".", "--epochs", "2", "--quiet"]) == 0
     capsys.readouterr()
     _fails(_train(base, Path(".")), capsys, "current folder")  # a swap would pull it away
+
+
+def test_check_of_a_folder_that_is_not_a_run_creates_nothing_in_it(tmp_path, capsys):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "spec.yaml").write_text("my: notes\n")
+    (d / "checkpoint.pt").write_bytes(b"mine")
+    before, stamp = _bytes(d), os.stat(d).st_mtime_ns
+    parent_stamp = os.stat(tmp_path).st_mtime_ns
+    _fails(["check", d, *["--quick", "--points", "1", "--samples", "100"]], capsys,
+           "not a pyrovae run")
+    assert _bytes(d) == before and os.stat(d).st_mtime_ns == stamp
+    assert os.stat(tmp_path).st_mtime_ns == parent_stamp  # no lock file came and went
+
+
+def test_an_empty_stale_lock_file_of_ours_is_taken_over(base, tmp_path):
+    lock = tmp_path / ".run.pyrovae-lock"
+    lock.write_bytes(b"")  # its holder died between creating and writing it
+    os.utime(lock, (0, 0))
+    assert main([str(a) for a in _train(base, tmp_path / "run")]) == 0
+    assert not lock.exists()
