@@ -16,6 +16,8 @@ It uses only functions that exist before and after issue 19, so the same script
 measures an older checkout (``PYTHONPATH=OLD_CHECKOUT python benchmarks/...``).
 
     python benchmarks/attack_run_folders.py --cases 2000
+    python benchmarks/attack_run_folders.py --cases 2000 --only checkpoint.pt --how flip
+    python benchmarks/attack_run_folders.py --targeted   # the trials' deliberate edits
 """
 
 from __future__ import annotations
@@ -93,6 +95,73 @@ def classify(got, undamaged) -> str:
     return "same"
 
 
+def _resave(path: Path, edit) -> None:
+    """Change a checkpoint's content, keeping the checksum it was written with."""
+    import io
+
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path.write_bytes(buf.getvalue())
+
+
+def _replace(name: str, old: str, new: str):
+    def edit(run: Path) -> None:
+        text = (run / name).read_text()
+        assert old in text, (name, old)
+        (run / name).write_text(text.replace(old, new, 1))
+    return edit
+
+
+def _group(key: str, value):
+    def edit(state) -> None:
+        state["optimizer"]["param_groups"][0][key] = value
+    return edit
+
+
+EDITS = {
+    "spec.yaml relu -> tanh": _replace("spec.yaml", "activation: relu", "activation: tanh"),
+    "spec.yaml prior normal -> laplace": _replace("spec.yaml", "family: normal",
+                                                  "family: laplace"),
+    "spec.yaml eval.num_samples 2 -> 3": _replace("spec.yaml", "num_samples: 2",
+                                                  "num_samples: 3"),
+    "spec.yaml train.lr": _replace("spec.yaml", "lr: 0.001", "lr: 0.002"),
+    "checkpoint lr 1.5e-8": lambda run: _resave(run / "checkpoint.pt", _group("lr", 1.5e-8)),
+    "checkpoint amsgrad": lambda run: _resave(run / "checkpoint.pt", _group("amsgrad", True)),
+    "checkpoint betas": lambda run: _resave(run / "checkpoint.pt", _group("betas", (0.5, 0.9))),
+    "checkpoint epoch": lambda run: _resave(run / "checkpoint.pt",
+                                            lambda s: s.__setitem__("epoch", 0)),
+    "checkpoint data fingerprint": lambda run: _resave(
+        run / "checkpoint.pt", lambda s: s.__setitem__("data_fingerprint", "0" * 64)),
+    "checkpoint spec activation": lambda run: _resave(
+        run / "checkpoint.pt", lambda s: s["spec"]["encoder"].__setitem__("activation", "tanh")),
+    "checkpoint history": lambda run: _resave(
+        run / "checkpoint.pt", lambda s: s.__setitem__("history", {"records": []})),
+    "manifest version 2": _replace("pyrovae-run.json", '"version": 1', '"version": 2'),
+    "manifest fingerprint": lambda run: (run / "pyrovae-run.json").write_text(
+        (run / "pyrovae-run.json").read_text().replace('"fingerprint": "',
+                                                       '"fingerprint": "0', 1)),
+}
+
+
+def targeted(run: Path, other: Path, undamaged) -> None:
+    """One case per deliberate edit, then another run's checkpoint dropped in."""
+    originals = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    counts: Counter = Counter()
+    cases = {**EDITS, "another run's checkpoint (seed 7)": lambda r: shutil.copy(
+        other / "checkpoint.pt", r / "checkpoint.pt")}
+    for label, edit in cases.items():
+        edit(run)
+        kind = classify(outcome(run), undamaged)
+        for p, raw in originals.items():
+            p.write_bytes(raw)
+        counts[kind] += 1
+        print(f"  {label}: {kind}")
+    print(f"targeted cases {len(cases)}: "
+          + ", ".join(f"{k} {counts[k]}" for k in ("same", "refused", "WRONG", "traceback")))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=2000)
@@ -101,6 +170,8 @@ def main() -> None:
                     "(e.g. checkpoint.pt)")
     ap.add_argument("--how", choices=["flip", "byte", "truncate", "insert"],
                     help="only this kind of damage (default: any)")
+    ap.add_argument("--targeted", action="store_true",
+                    help="instead: the deliberate edits of issue 19's trials, one case each")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from pyrovae.runs import pipeline
@@ -116,6 +187,11 @@ def main() -> None:
         pipeline.train_run(spec, run, progress=False)
         undamaged = outcome(run)
         assert all(kind == "ok" for kind, _ in undamaged), undamaged
+        if args.targeted:
+            pipeline.train_run({**spec, "train": {**spec["train"], "seed": 7}}, work / "other",
+                               progress=False)
+            targeted(run, work / "other", undamaged)
+            return
         names = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
         if args.only:
             names = [n for n in names if n == args.only]

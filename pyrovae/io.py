@@ -179,7 +179,7 @@ MAX_JSON_BYTES = 64 << 20
 #: member or a gzipped IDX file is read from its headers and refused above this
 #: before any data is decompressed.  Raised for one process by the environment
 #: variable ``PYROVAE_MAX_DATA_BYTES``.
-MAX_DATA_BYTES = 4 << 30
+MAX_DATA_BYTES = 1 << 30
 
 
 def data_budget() -> int:

@@ -43,6 +43,11 @@ _KINDS: dict[str, str] = {
 }
 
 
+#: The parts a declared value may play in a model's size (``Param(size=...)``).
+SIZE_ROLES = (None, "widths", "channels", "kernel", "stride", "repeat", "count", "outputs",
+              "width")
+
+
 class Param:
     """A declared parameter of a family (or of a spec section).
 
@@ -53,6 +58,13 @@ class Param:
         doc: one line shown by ``pyrovae families``.
         choices: the allowed values when ``kind == "choice"``.
         nullable: whether ``None`` (YAML ``null``) is allowed.
+        size: the part the value plays in the model's size, read by the size budget
+            (:mod:`pyrovae.runs.budget`): ``"widths"`` (hidden layer sizes),
+            ``"channels"``, ``"kernel"`` and ``"stride"`` (convolutions), ``"repeat"`` (the
+            family's network is repeated this many times, e.g. flow layers),
+            ``"count"`` (components, each of about data_dim + 2·latent_dim numbers),
+            ``"outputs"`` (decoder outputs per data dimension) or ``"width"`` (added
+            to the networks' input width, e.g. a context's size); None: no part.
     """
 
     def __init__(
@@ -63,6 +75,7 @@ class Param:
         doc: str = "",
         choices: tuple | list | None = None,
         nullable: bool = False,
+        size: str | None = None,
     ) -> None:
         if kind not in _KINDS:
             raise ValueError(f"unknown Param kind {kind!r}")
@@ -73,6 +86,9 @@ class Param:
         self.doc = doc
         self.choices = tuple(choices) if choices else None
         self.nullable = nullable
+        if size not in SIZE_ROLES:
+            raise ValueError(f"unknown Param size role {size!r}")
+        self.size = size
 
     @property
     def required(self) -> bool:

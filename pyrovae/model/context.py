@@ -57,7 +57,7 @@ class LabelContext(Context):
     """A class label y ∈ {0, …, classes−1}, given to the networks one-hot (c = e_y)."""
 
     params: ClassVar[dict[str, Param]] = {
-        "classes": Param("positive_int", 10, doc="number of classes"),
+        "classes": Param("positive_int", 10, doc="number of classes", size="width"),
     }
 
     def __init__(self, classes: int = 10) -> None:
@@ -82,7 +82,7 @@ class VectorContext(Context):
     """A real vector y of length ``dim``, given to the networks as it is."""
 
     params: ClassVar[dict[str, Param]] = {
-        "dim": Param("positive_int", 1, doc="length of y"),
+        "dim": Param("positive_int", 1, doc="length of y", size="width"),
     }
 
     def __init__(self, dim: int = 1) -> None:

@@ -105,9 +105,10 @@ class FlowGuide(GuideFamily):
     """
 
     params: ClassVar[dict[str, Param]] = {
-        "num_layers": Param("positive_int", 2, doc="number of IAF layers"),
+        "num_layers": Param("positive_int", 2, doc="number of IAF layers", size="repeat"),
         "hidden": FLOW_HIDDEN,
-        "context_dim": Param("nonneg_int", 8, doc="size of the context h(x) (0: unconditional)"),
+        "context_dim": Param("nonneg_int", 8, doc="size of the context h(x) (0: unconditional)",
+                             size="width"),
     }
 
     check_params = classmethod(check_flow_hidden)

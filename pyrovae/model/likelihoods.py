@@ -296,7 +296,7 @@ class CategoricalLikelihood(Likelihood):
     """
 
     params: ClassVar[dict[str, Param]] = {
-        "levels": Param("positive_int", 17, doc="L: number of values, 0..L-1"),
+        "levels": Param("positive_int", 17, doc="L: number of values, 0..L-1", size="outputs"),
     }
 
     def __init__(self, event_shape: int | Sequence[int], levels: int = 17) -> None:

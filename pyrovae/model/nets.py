@@ -128,7 +128,8 @@ class MLPNetwork(Network, nn.Sequential):
     """
 
     params: ClassVar[dict[str, Param]] = {
-        "hidden": Param("int_list", [128, 64], doc="hidden layer sizes ([] = affine)"),
+        "hidden": Param("int_list", [128, 64], doc="hidden layer sizes ([] = affine)",
+                        size="widths"),
         "activation": Param("choice", "relu", choices=_ACT, doc="activation"),
     }
 
@@ -189,11 +190,13 @@ class ConvNetwork(Network):
     """
 
     params: ClassVar[dict[str, Param]] = {
-        "channels": Param("int_list", [32, 64], doc="channels of each convolution"),
-        "kernel": Param("positive_int", 4, doc="kernel size"),
-        "stride": Param("positive_int", 2, doc="stride of each convolution"),
+        "channels": Param("int_list", [32, 64], doc="channels of each convolution",
+                          size="channels"),
+        "kernel": Param("positive_int", 4, doc="kernel size", size="kernel"),
+        "stride": Param("positive_int", 2, doc="stride of each convolution", size="stride"),
         "padding": Param("nonneg_int", 1, doc="zero padding of each convolution"),
-        "hidden": Param("int_list", [], doc="fully connected layers after the convolutions"),
+        "hidden": Param("int_list", [], doc="fully connected layers after the convolutions",
+                        size="widths"),
         "activation": Param("choice", "relu", choices=_ACT, doc="activation"),
     }
 

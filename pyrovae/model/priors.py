@@ -40,7 +40,8 @@ def drop_transform_caches(module: nn.Module) -> None:
 
 #: Hidden sizes of the networks inside each flow layer (flow priors and flow guides).
 FLOW_HIDDEN = Param(
-    "int_list", [32], doc="hidden sizes of each layer's network (widened to >= latent_dim)"
+    "int_list", [32], doc="hidden sizes of each layer's network (widened to >= latent_dim)",
+    size="widths",
 )
 
 
@@ -164,7 +165,7 @@ class MixturePrior(Prior):
     """
 
     params: ClassVar[dict[str, Param]] = {
-        "components": Param("positive_int", 10, doc="number of Gaussians K"),
+        "components": Param("positive_int", 10, doc="number of Gaussians K", size="count"),
         "spread": Param("positive_float", 1.0, doc="std of the random initial means"),
         "scale_init": Param("positive_float", 1.0, doc="initial σ of every component"),
     }
@@ -212,7 +213,7 @@ class VampPrior(Prior):
     """
 
     params: ClassVar[dict[str, Param]] = {
-        "components": Param("positive_int", 50, doc="number of pseudo-inputs K"),
+        "components": Param("positive_int", 50, doc="number of pseudo-inputs K", size="count"),
     }
 
     def __init__(self, latent_dim: int, components: int = 50) -> None:
@@ -260,7 +261,7 @@ class FlowPrior(Prior):
 
     params: ClassVar[dict[str, Param]] = {
         "flow": Param("choice", "affine_autoregressive", choices=tuple(_FLOWS), doc="layer type"),
-        "num_layers": Param("positive_int", 2, doc="number of flow layers"),
+        "num_layers": Param("positive_int", 2, doc="number of flow layers", size="repeat"),
         "hidden": FLOW_HIDDEN,
     }
 

@@ -34,11 +34,13 @@ TOP: dict[str, Param] = {
 #: mapping without ``family`` is an ``mlp`` with these parameters (the old form).
 MODEL_SECTIONS: dict[str, dict[str, Param]] = {
     "encoder": {
-        "hidden": Param("int_list", [128, 64], doc="hidden layer sizes ([] = affine)"),
+        "hidden": Param("int_list", [128, 64], doc="hidden layer sizes ([] = affine)",
+                        size="widths"),
         "activation": Param("choice", "relu", choices=_ACT, doc="activation"),
     },
     "decoder": {
-        "hidden": Param("int_list", [64, 128], doc="hidden layer sizes ([] = affine)"),
+        "hidden": Param("int_list", [64, 128], doc="hidden layer sizes ([] = affine)",
+                        size="widths"),
         "activation": Param("choice", "relu", choices=_ACT, doc="activation"),
     },
 }

@@ -90,11 +90,19 @@ def own_path(folder: str | Path) -> Path:
     if not folder.name:
         raise PyrovaeError(f"{folder}: not a run folder (a folder pyrovae writes needs a name "
                            "of its own inside a parent folder)")
+    return folder
+
+
+def replaceable_path(folder: str | Path) -> Path:
+    """:func:`own_path` of a folder a command may create or replace by a swap (``train
+    --out``, ``check --out``): never the current folder or one above it, which a swap
+    would pull from under the shell (``--out .``)."""
+    folder = own_path(folder)
     with contextlib.suppress(OSError):
         here = Path(os.getcwd())
         if here == folder or folder in here.parents:
-            raise PyrovaeError(f"{folder}: the current folder (or one above it); pyrovae "
-                               "writes a run or output folder only below it: name a new one")
+            raise PyrovaeError(f"{folder}: the current folder (or one above it); name a new "
+                               "folder below it for pyrovae to write")
     return folder
 
 
@@ -224,11 +232,12 @@ class RunLock:
             if not self._lock(fd, blocking=False):
                 raise self._refuse(_lock_info(fd))
             info = _lock_info(fd)
-            if info is None:
-                if st.st_size == 0 and time.time() - st.st_mtime < 5:
-                    time.sleep(0.02)  # its creator has not written it yet
-                    return
+            if info is None and st.st_size == 0 and time.time() - st.st_mtime < 5:
+                time.sleep(0.02)  # its creator has not written it yet
+                return
+            if info is None and st.st_size != 0:
                 raise self._not_ours("is not a pyrovae lock file")
+            # ours and stale (its holder died, or died before writing it): remove it
             if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
                 raise self._not_ours("belongs to another user (its holder has ended)")
             with contextlib.suppress(FileNotFoundError):
@@ -499,6 +508,12 @@ def check_layout(folder: Path) -> None:
             raise PyrovaeError(f"{p} is {what}, not the {'folder' if want_dir else 'file'} "
                                "pyrovae wrote there; pyrovae will not write through it: "
                                "restore it, or start again with --overwrite")
+        if want_dir:
+            links = sorted(q.name for q in p.iterdir() if q.is_symlink())
+            if links:
+                raise PyrovaeError(f"{p / links[0]} is a symbolic link, not a file pyrovae "
+                                   "wrote; pyrovae will not replace it: remove it, or start "
+                                   "again with --overwrite")
 
 
 def prepare_run_folder(path: str | Path, *, overwrite: bool = False) -> tuple[Path, bool]:

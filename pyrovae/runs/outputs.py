@@ -60,7 +60,7 @@ def output_folder(out: str | Path, *, overwrite: bool, command: str,
         PyrovaeError: ``out`` is locked, is not a folder, holds files pyrovae did
             not write, or exists without ``overwrite``.
     """
-    out = runs.own_path(out)
+    out = runs.replaceable_path(out)
     with runs.RunLock(lock if lock is not None else out, command):
         _check_output(out, overwrite)
         runs.clean_leftovers(out, runs.is_output_of_ours)
@@ -115,9 +115,11 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
     from pyrovae.runs.check import _save, check_vae, diagnostic_figures
     from pyrovae.runs.pipeline import load_run_data
 
-    run_dir = runs.own_path(run_dir)
+    run_dir = runs.check_run_folder(runs.own_path(run_dir))
+    if runs.read_manifest(run_dir) is None:  # before anything is created in or beside it
+        raise PyrovaeError(f"{run_dir} is not a pyrovae run folder (no {runs.MANIFEST_FILE})")
     default = out is None
-    out = run_dir / runs.CHECK_DIR if default else runs.own_path(out)
+    out = run_dir / runs.CHECK_DIR if default else runs.replaceable_path(out)
     with output_folder(out, overwrite=overwrite, command="pyrovae check",
                        lock=run_dir if default else None) as stage:
         if default:

@@ -173,7 +173,7 @@ def train_run(
     when it has finished: a new run that fails or is killed leaves the old one
     intact.  Returns the final metrics (also in ``out/metrics.json``).
     """
-    out = runs.own_path(out)
+    out = runs.replaceable_path(out)
     spec, vae, train, test = build(spec_raw, size_limit=size_limit)
     trainer = trainer_for(spec, vae, train, test, progress=progress)
     with runs.RunLock(out, "pyrovae train"):

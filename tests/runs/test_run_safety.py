@@ -331,6 +331,16 @@ def test_trial2_resume_never_writes_through_a_figures_symlink(run, tmp_path, cap
     assert list(elsewhere.iterdir()) == []
 
 
+def test_trial2_resume_never_replaces_a_link_inside_figures(run, tmp_path, capsys):
+    precious = tmp_path / "precious.png"
+    precious.write_bytes(b"mine")
+    (run / runs.FIGURES_DIR / "latent_map.png").unlink()
+    (run / runs.FIGURES_DIR / "latent_map.png").symlink_to(precious)
+    _fails(["train", "--resume", run, "--epochs", "2", "--quiet"], capsys, "latent_map.png")
+    assert (run / runs.FIGURES_DIR / "latent_map.png").is_symlink()
+    assert precious.read_bytes() == b"mine"
+
+
 @pytest.mark.parametrize("name", [runs.MANIFEST_FILE, runs.HISTORY_FILE])
 def test_trial2_a_file_replaced_by_a_folder_is_refused_before_any_write(run, capsys, name):
     (run / name).unlink()
@@ -402,3 +412,33 @@ def test_trial2_a_checkpoint_with_integer_parameters_is_refused(run, capsys):
         state["checksum"] = pio.state_checksum(state)
     _resave(run / runs.CHECKPOINT_FILE, ints)
     _fails(["evaluate", run, "-k", "2"], capsys, "int64")
+
+
+def test_a_run_in_the_current_folder_is_still_read_and_resumed(base, run, monkeypatch,
+                                                               capsys):
+    monkeypatch.chdir(run)
+    assert main(["evaluate", ".", "-k", "2"]) == 0
+    assert main(["train", "--resume", ".", "--epochs", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    _fails(_train(base, Path(".")), capsys, "current folder")  # a swap would pull it away
+
+
+def test_check_of_a_folder_that_is_not_a_run_creates_nothing_in_it(tmp_path, capsys):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "spec.yaml").write_text("my: notes\n")
+    (d / "checkpoint.pt").write_bytes(b"mine")
+    before, stamp = _bytes(d), os.stat(d).st_mtime_ns
+    parent_stamp = os.stat(tmp_path).st_mtime_ns
+    _fails(["check", d, *["--quick", "--points", "1", "--samples", "100"]], capsys,
+           "not a pyrovae run")
+    assert _bytes(d) == before and os.stat(d).st_mtime_ns == stamp
+    assert os.stat(tmp_path).st_mtime_ns == parent_stamp  # no lock file came and went
+
+
+def test_an_empty_stale_lock_file_of_ours_is_taken_over(base, tmp_path):
+    lock = tmp_path / ".run.pyrovae-lock"
+    lock.write_bytes(b"")  # its holder died between creating and writing it
+    os.utime(lock, (0, 0))
+    assert main([str(a) for a in _train(base, tmp_path / "run")]) == 0
+    assert not lock.exists()
