@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "load_dataset": "pyrovae.data",
     "train_test_split": "pyrovae.data",
     "VAE": "pyrovae.model.vae",
+    "load_vae": "pyrovae.model.vae",
     "evaluate": "pyrovae.estimators.evaluate",
     "History": "pyrovae.training.history",
     "Trainer": "pyrovae.training.trainer",
@@ -92,6 +93,7 @@ __all__ = [
     "load_dataset",
     "load_run",
     "load_spec",
+    "load_vae",
     "normalize_spec",
     "resume_run",
     "sbc",
@@ -131,7 +133,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
         train_test_split,
     )
     from pyrovae.estimators.evaluate import evaluate
-    from pyrovae.model.vae import VAE
+    from pyrovae.model.vae import VAE, load_vae
     from pyrovae.registry import (
         CONTEXTS,
         GUIDES,

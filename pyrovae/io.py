@@ -475,3 +475,84 @@ def _load_problem(exc: BaseException) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     first = lines[0] if lines else type(exc).__name__
     return f"not a readable torch checkpoint: {first}"
+
+
+# ------------------------------------------------------------------ shareable weights
+#: The marker in a ``model.safetensors`` header written by pyrovae, and its version.
+WEIGHTS_FORMAT = "pyrovae-weights"
+WEIGHTS_VERSION = "1"
+#: Largest weights file read (a bound like the configs'; 16 GiB).
+MAX_WEIGHTS_BYTES = 16 << 30
+
+
+def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                 metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``tensors`` as a `safetensors <https://huggingface.co/docs/safetensors>`_
+    file, atomically: raw little-endian tensor bytes after a JSON header, nothing
+    pickled, readable by any safetensors reader (Python, Rust, JavaScript).  Every
+    tensor is copied to a contiguous CPU tensor of its own (tied weights are stored
+    twice).  ``metadata`` (strings) goes into the header with our format marker; a
+    non-finite value is never written.
+
+    Raises:
+        PyrovaeError: a tensor holds NaN or ±inf.
+    """
+    from safetensors.torch import save
+
+    plain = {str(k): v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    bad = _non_finite(plain)
+    if bad is not None:
+        raise PyrovaeError(f"{Path(path).name}: refused to write weights with non-finite "
+                           f"values ({bad})")
+    meta = {**{str(k): str(v) for k, v in (metadata or {}).items()},
+            "format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION}
+    atomic_write_bytes(path, save(plain, metadata=meta))
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a ``model.safetensors`` written by :func:`save_weights`
+    (CPU tensors; nothing unpickled: safetensors parses a JSON header and raw bytes).
+
+    Raises:
+        PyrovaeError: the file is missing, larger than :data:`MAX_WEIGHTS_BYTES`, not a
+            safetensors file, not written by pyrovae (no format marker), of a newer
+            version, or holds non-finite values.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise PyrovaeError(f"weights not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_WEIGHTS_BYTES:
+        raise PyrovaeError(f"{path}: {size} bytes, larger than the {MAX_WEIGHTS_BYTES} "
+                           "bytes allowed; refused")
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        meta = _safetensors_metadata(data)
+    except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as exc:
+        raise PyrovaeError(f"{path}: not a safetensors file ({_first_line(exc)})") from None
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise PyrovaeError(f"{path}: not pyrovae weights (no '{WEIGHTS_FORMAT}' marker in "
+                           "its header)")
+    if meta.get("version") != WEIGHTS_VERSION:
+        raise PyrovaeError(f"{path}: weights format version {short(meta.get('version'))}; "
+                           f"this pyrovae reads version {WEIGHTS_VERSION}")
+    bad = _non_finite(tensors)
+    if bad is not None:
+        raise PyrovaeError(f"{path}: refused: the weights hold non-finite values ({short(bad)})")
+    return tensors, meta
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header (8-byte length, then JSON)."""
+    if len(data) < 8:
+        raise ValueError("shorter than its header")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise ValueError("header longer than the file")
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}

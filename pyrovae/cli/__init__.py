@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "train": "train a VAE and write a run folder",
     "evaluate": "evaluate a run folder (ELBO, IWAE log-likelihood)",
     "sample": "sample from a trained model",
+    "export": "write a run's weights as model.safetensors plus its spec",
     "families": "list the registered families and their parameters",
     "check": "check a guide against the exact posterior (toy problem or run folder)",
 }

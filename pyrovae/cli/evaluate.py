@@ -20,6 +20,8 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("-k", "--num-samples", type=int, metavar="K",
                    help="importance samples per example (default: the spec's eval.num_samples)")
     p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--which", choices=("last", "best"), default="last",
+                   help="the final weights (last, default) or the best held-out epoch's (best)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
     return p
@@ -28,11 +30,13 @@ def register(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.num_samples is not None:
         check_num_samples(args.num_samples, "--num-samples")
-    m = evaluate_run(args.run_dir, num_samples=args.num_samples, split=args.split)
+    m = evaluate_run(args.run_dir, num_samples=args.num_samples, split=args.split,
+                     which=args.which)
     if args.json:
         print(json.dumps(m, indent=2))
     else:
-        print(f"{m['split']} split, {m['num_examples']} examples, K = {m['num_samples']}")
+        print(f"{m['split']} split, {m['num_examples']} examples, K = {m['num_samples']}, "
+              f"{m['which']} weights")
         print(f"  ELBO            {m['elbo']:10.3f} nats/example")
         print(f"  reconstruction  {m['reconstruction']:10.3f}")
         print(f"  KL(q ‖ p)       {m['kl']:10.3f}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -34,6 +35,7 @@ from pyrovae.model.guides import GuideFamily
 from pyrovae.model.likelihoods import Likelihood
 from pyrovae.model.nets import Network
 from pyrovae.model.priors import Prior
+from pyrovae.model.weights import load_pretrained, save_vae
 from pyrovae.registry import CONTEXTS, GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 
 
@@ -179,17 +181,24 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ spec
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None) -> VAE:
+    def from_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None, *,
+                  encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> VAE:
         """Build from a spec (a full spec or its model part; see ``pyrovae.runs.spec``).
 
         ``data_dim`` fills in a spec whose ``data_dim`` is null (inferred from data).
+        ``encoder``/``decoder``: your modules for networks the spec records as
+        ``{family: custom}`` (a spec cannot rebuild Python code).
         """
         from pyrovae.model.spec import normalize_model_spec
 
         s = dict(spec)
+        modules = {"encoder": encoder, "decoder": decoder}
         for key in ("encoder", "decoder"):
             entry = s.get(key)
-            if isinstance(entry, Mapping) and entry.get("family") == "custom":
+            if isinstance(entry, Mapping) and entry.get("family") == "custom" \
+                    and modules[key] is not None:
+                s[key] = "mlp"  # placeholder for the check below; the module is used
+            elif isinstance(entry, Mapping) and entry.get("family") == "custom":
                 raise PyrovaeError(
                     f"{key}.family: 'custom' ({entry.get('module')}) is a Python module that a "
                     "spec cannot rebuild; build VAE(..., encoder=..., decoder=...) in Python"
@@ -202,8 +211,8 @@ class VAE(nn.Module):
             return cls(
                 shape,
                 s["latent_dim"],
-                encoder=s["encoder"],
-                decoder=s["decoder"],
+                encoder=s["encoder"] if encoder is None else encoder,
+                decoder=s["decoder"] if decoder is None else decoder,
                 prior=s["prior"],
                 likelihood=s["likelihood"],
                 guide=s["guide"],
@@ -220,6 +229,30 @@ class VAE(nn.Module):
                      f"{_sizes(s['encoder'])}, decoder {_sizes(s['decoder'])}")
             raise PyrovaeError(f"cannot build a VAE of these sizes ({sizes}): too large "
                                "to allocate") from None
+
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the weights (``model.safetensors``, nothing pickled) and the spec
+        (``spec.yaml``) to ``folder``; :func:`load_vae` or :meth:`from_pretrained` read
+        them back (the format: :mod:`pyrovae.model.weights`).
+
+        Args:
+            folder: the folder to write (created if needed).
+            overwrite: replace a ``model.safetensors``/``spec.yaml`` already there.
+
+        Returns:
+            The folder.
+
+        Raises:
+            PyrovaeError: the files exist without ``overwrite``, or a weight is not finite.
+        """
+        return save_vae(self, folder, overwrite=overwrite)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, encoder: nn.Module | type | None = None,
+                        decoder: nn.Module | type | None = None) -> VAE:
+        """The VAE saved in ``folder`` by :meth:`save` or ``pyrovae export``
+        (:func:`load_vae`, which documents the arguments)."""
+        return load_pretrained(cls, folder, encoder=encoder, decoder=decoder)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -387,6 +420,33 @@ class VAE(nn.Module):
     def guide_parameters(self) -> list[nn.Parameter]:
         """φ: encoder and guide-family parameters."""
         return list(self.encoder.parameters()) + list(self.guide_family.parameters())
+
+
+def load_vae(folder: str | Path, *, encoder: nn.Module | type | None = None,
+             decoder: nn.Module | type | None = None) -> VAE:
+    """The VAE saved in ``folder`` (by :meth:`VAE.save` or ``pyrovae export``), its
+    weights loaded; nothing is unpickled (safetensors: a JSON header and raw bytes).
+
+    Args:
+        folder: a weights folder (``model.safetensors`` and ``spec.yaml``).
+        encoder, decoder: your own network modules (or their classes, built with no
+            arguments) for networks the spec records as ``{family: custom}``; ``None``
+            for registered families, which the spec rebuilds.
+
+    Returns:
+        The :class:`VAE`, in evaluation mode, holding the saved parameters and buffers
+        bit for bit (in their saved dtype).
+
+    Raises:
+        PyrovaeError: the folder, its spec or its weights are missing, damaged or do
+            not belong together; a custom network is missing or of another class; the
+            weights do not fit the model.
+
+    Example:
+        >>> vae.save("my-vae")
+        >>> again = pyrovae.load_vae("my-vae", encoder=MyEncoder(), decoder=MyDecoder())
+    """
+    return VAE.from_pretrained(folder, encoder=encoder, decoder=decoder)
 
 
 def _event_shape(data_dim: Any) -> tuple[int, ...]:

@@ -5,6 +5,9 @@ Layout of a run folder::
     RUN/pyrovae-run.json the manifest: our marker (format, version), status, data identity
     RUN/spec.yaml        the full spec (rebuilds the model: VAE.from_spec)
     RUN/checkpoint.pt    parameters, optimiser and RNG states, epoch, step, tensor checksum
+    RUN/best.pt          the same at the best held-out epoch (train.checkpoint.keep_best)
+    RUN/checkpoints/epoch-NNNNNN.pt   periodic checkpoints (train.checkpoint.every, keep)
+    RUN/export/          ``pyrovae export``: model.safetensors + spec.yaml
     RUN/history.json     per-epoch records (strict JSON)
     RUN/metrics.json     final evaluation (ELBO, IWAE log-likelihood, ...)
     RUN/figures/*.png
@@ -51,6 +54,9 @@ MANIFEST_FILE = "pyrovae-run.json"
 FIGURES_DIR = "figures"
 CHECK_DIR = "check"
 REPORT_FILE = "report.json"
+BEST_FILE = "best.pt"
+CHECKPOINTS_DIR = "checkpoints"
+EXPORT_DIR = "export"
 
 #: The manifest's marker and the layout version it describes.
 FORMAT = "pyrovae-run"
@@ -58,9 +64,19 @@ FORMAT_VERSION = 1
 
 #: Files and folders pyrovae writes in a run folder (train, sample, check).
 OWN_FILES = frozenset({MANIFEST_FILE, SPEC_FILE, CHECKPOINT_FILE, HISTORY_FILE, METRICS_FILE,
-                       "samples.png", "samples.npy"})
-OWN_DIRS = frozenset({FIGURES_DIR, CHECK_DIR})
+                       "samples.png", "samples.npy", BEST_FILE})
+OWN_DIRS = frozenset({FIGURES_DIR, CHECK_DIR, CHECKPOINTS_DIR, EXPORT_DIR})
 _OWN_SUFFIXES = (".png", ".json", ".npy")
+#: What pyrovae writes in its folders other than figures and reports (by folder).
+_OWN_IN: dict[str, tuple[str, ...]] = {CHECKPOINTS_DIR: (".pt",),
+                                       EXPORT_DIR: ("model.safetensors", "spec.yaml")}
+
+
+def _own_in(folder: str, name: str) -> bool:
+    """True when ``name`` (or the file a temp file ``name`` is for) is what pyrovae writes
+    in its folder ``folder`` (figures, reports, checkpoints, exported weights)."""
+    target = pio.temp_file_target(name) or name
+    return target.endswith(_OWN_SUFFIXES + _OWN_IN.get(folder, ()))
 
 
 # ------------------------------------------------------------------ the lock
@@ -356,7 +372,7 @@ def clean_leftovers(target: str | Path, ours: Callable[[Path], bool] | None = No
     for sub in OWN_DIRS:  # the run's own folders (their content checked by foreign_entries)
         d = target / sub
         if d.is_dir() and not d.is_symlink():
-            pio.remove_temp_files(d, own=lambda name: name.endswith(_OWN_SUFFIXES))
+            pio.remove_temp_files(d, own=lambda name, sub=sub: _own_in(sub, name))
         for _, p in _leftovers(d, is_output_of_ours):
             shutil.rmtree(p, ignore_errors=True)
 
@@ -390,11 +406,6 @@ def _is_our_temp(name: str) -> bool:
     return pio.temp_file_target(name) in OWN_FILES
 
 
-def _is_own_figure(name: str) -> bool:
-    target = pio.temp_file_target(name)
-    return (target or name).endswith(_OWN_SUFFIXES)
-
-
 def foreign_entries(folder: str | Path) -> list[str]:
     """Names in ``folder`` that pyrovae did not write (sorted); only these block deletion.
 
@@ -411,8 +422,9 @@ def foreign_entries(folder: str | Path) -> list[str]:
             continue
         elif p.is_dir() and (p.name in OWN_DIRS
                              or any(_sibling_kind(p.name, d) for d in OWN_DIRS)):
+            own = p.name if p.name in OWN_DIRS else CHECK_DIR
             out.extend(f"{p.name}/{q.name}" for q in sorted(p.iterdir())
-                       if q.is_symlink() or not q.is_file() or not _is_own_figure(q.name))
+                       if q.is_symlink() or not q.is_file() or not _own_in(own, q.name))
         else:
             out.append(p.name)
     return out
@@ -626,20 +638,41 @@ def load_model_state(vae: Any, state: dict[str, Any], path: Path) -> None:
         ) from None
 
 
-def load_run(path: str | Path, *, history: bool = True) -> tuple[Any, dict[str, Any], Any]:
+#: ``which`` checkpoint of a run: the last epoch's or the best held-out epoch's.
+WHICH = ("last", "best")
+
+
+def checkpoint_path(path: Path, which: str = "last") -> Path:
+    """The file of the ``which`` checkpoint (``last``: ``checkpoint.pt``; ``best``:
+    ``best.pt``, written when the spec keeps the best); a PyrovaeError if it is missing."""
+    if which not in WHICH:
+        raise PyrovaeError(f"which: expected one of {', '.join(WHICH)}, got {pio.short(which)}")
+    if which == "last":
+        return path / CHECKPOINT_FILE
+    best = path / BEST_FILE
+    if not best.is_file():
+        raise PyrovaeError(f"{path}: no best checkpoint ({BEST_FILE}); it is written when the "
+                           "run has held-out data and train.checkpoint.keep_best is true")
+    return best
+
+
+def load_run(path: str | Path, *, history: bool = True,
+             which: str = "last") -> tuple[Any, dict[str, Any], Any]:
     """``(vae, spec, history)`` of a run folder, the model rebuilt from its spec.
 
     The checkpoint's whole-state checksum and finiteness are verified
     (:func:`pyrovae.io.load_checkpoint`), and that ``spec.yaml`` is the spec it was
     trained with (:func:`verify_binding`).  ``history=False`` skips reading
     ``history.json`` (None in its place): a command that does not need it never parses it.
+    ``which="best"`` loads the parameters of the best held-out epoch (``best.pt``).
     """
     from pyrovae.model.vae import VAE
 
     path = check_run_folder(own_path(path))
     spec = read_spec(path / SPEC_FILE)
-    state = load_checkpoint(path / CHECKPOINT_FILE)
+    ckpt = checkpoint_path(path, which)
+    state = load_checkpoint(ckpt)
     verify_binding(path, state, spec)
     vae = VAE.from_spec(spec)
-    load_model_state(vae, state, path)
+    load_model_state(vae, state, ckpt)
     return vae, spec, read_history(path) if history else None

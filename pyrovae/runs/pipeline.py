@@ -493,16 +493,17 @@ def _latent_means(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> t
 
 
 def evaluate_run(path: str | Path, *, num_samples: int | None = None,
-                 split: str = "test") -> dict[str, Any]:
+                 split: str = "test", which: str = "last") -> dict[str, Any]:
     """Re-evaluate a run folder on its own data split (rebuilt from the spec, the
-    data found by its absolute path and checked against the saved fingerprint)."""
+    data found by its absolute path and checked against the saved fingerprint);
+    ``which="best"``: the weights of the best held-out epoch (``best.pt``)."""
     if num_samples is not None:
         check_num_samples(num_samples, "--num-samples")
-    vae, spec, _ = runs.load_run(path, history=False)
+    vae, spec, _ = runs.load_run(path, history=False, which=which)
     _, train, test = load_run_data(path, spec)
     data = train if split == "train" or test is None else test
     k = num_samples or spec["eval"]["num_samples"]
-    result = {"split": "train" if data is train else "test",
+    result = {"split": "train" if data is train else "test", "which": which,
               **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k))}
     require_finite(result, f"evaluating {path}")
     return result
