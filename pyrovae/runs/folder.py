@@ -595,14 +595,15 @@ def read_history(folder: str | Path) -> Any:
         raise PyrovaeError(f"{path}: unreadable history") from None
 
 
-def verify_binding(path: Path, state: dict[str, Any], spec: dict[str, Any]) -> None:
+def verify_binding(path: Path, state: dict[str, Any], spec: dict[str, Any],
+                   ckpt: Path | None = None) -> None:
     """One spec per run: ``spec.yaml`` must be the spec the checkpoint was trained with
     (the same :func:`~pyrovae.runs.spec.spec_hash`, ``train.epochs`` aside: a resume
     that raised it rewrites ``spec.yaml`` first), and the manifest must name the data
     fingerprint the checkpoint holds.  Else a PyrovaeError naming the file."""
     from pyrovae.runs.spec import bound_spec_hash, normalize_spec, spec_diff
 
-    ckpt = path / CHECKPOINT_FILE
+    ckpt = ckpt or path / CHECKPOINT_FILE
     saved = state.get("spec")
     if not isinstance(saved, dict) or not isinstance(state.get("data_fingerprint"), str):
         raise PyrovaeError(f"{ckpt}: not a run checkpoint (it holds no spec or no data "
@@ -678,7 +679,7 @@ def load_run(path: str | Path, *, history: bool = True,
     spec = read_spec(path / SPEC_FILE)
     ckpt = checkpoint_path(path, which)
     state = load_checkpoint(ckpt)
-    verify_binding(path, state, spec)
+    verify_binding(path, state, spec, ckpt)
     vae = VAE.from_spec(spec)
     load_model_state(vae, state, ckpt)
     return vae, spec, read_history(path) if history else None
