@@ -64,7 +64,7 @@ class ToyProblem:
 
     def posterior(self, x: torch.Tensor):
         """p_θ(z|x): a distribution with batch shape (N,) when ``exact_posterior``,
-        otherwise a list of :class:`~pyrovae.posterior.grid.GridPosterior` (one per point)."""
+        otherwise a list of :class:`~pyrovae.quadrature.GridPosterior` (one per point)."""
         raise NotImplementedError
 
     def grid_box(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -117,7 +117,7 @@ class PPCA(ToyProblem):
         return dist.MultivariateNormal(mean, covariance_matrix=cov.expand(*mean.shape, -1))
 
     def meanfield_floor(self) -> float:
-        """min over diagonal Gaussians q of KL(q ‖ p(z|x)) = ½ (Σ log Λᵢᵢ − log |Λ|)."""
+        """min over diagonal Gaussians q of KL(q ‖ p(z|x)) = ``½ (Σ log Λᵢᵢ − log |Λ|)``."""
         prec = self.posterior_precision
         return float(0.5 * (prec.diagonal().log().sum() - torch.logdet(prec)))
 
