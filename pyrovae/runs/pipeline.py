@@ -413,23 +413,33 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
 
     Every file is written atomically and decided from the trainer's state alone (the
     best epoch from the history), so a run killed at any point and resumed from
-    ``checkpoint.pt`` rewrites them exactly as an uninterrupted run writes them."""
+    ``checkpoint.pt`` rewrites them exactly as an uninterrupted run writes them.  The
+    best state is kept in memory when it is reached and written to ``best.pt`` just
+    before each ``checkpoint.pt`` (one write per checkpoint, not one per new best): a run
+    killed in between loses nothing, since its resume replays those epochs from
+    ``checkpoint.pt`` and reaches the same best state again."""
     every = spec["train"]["checkpoint_every"]
     policy = spec["checkpoint"]
     ckpt = out / runs.CHECKPOINT_FILE
     data = data_identity(spec, train)
     best_rule = _best_rule(spec) if policy["keep_best"] and test is not None else None
 
+    pending: dict[str, Any] = {}  # the best state not yet written
+
+    def state_now() -> dict[str, Any]:
+        return checkpoint_state(trainer, spec, data["fingerprint"], tuple(train.x.shape))
+
     def save_state(path: Path = ckpt) -> None:
-        state = checkpoint_state(trainer, spec, data["fingerprint"], tuple(train.x.shape))
-        pio.save_checkpoint(path, state)
+        if path == ckpt and "best" in pending:  # best.pt first, then the checkpoint
+            pio.save_checkpoint(out / runs.BEST_FILE, pending.pop("best"))
+        pio.save_checkpoint(path, state_now())
 
     def save(trainer: Trainer, record: dict[str, Any]) -> None:
         pio.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
         epoch = record["epoch"]
         if best_rule is not None and best_rule.monitor in record \
                 and best_rule.decide(trainer.history.records).best_epoch == epoch:
-            save_state(out / runs.BEST_FILE)
+            pending["best"] = state_now()  # copies of the tensors
         if policy["every"] and epoch % policy["every"] == 0:
             save_periodic(out, epoch, policy["keep"], save_state)
         if epoch % every == 0 or epoch == trainer.epochs:

@@ -159,7 +159,7 @@ KILLER = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("target,occurrence", [("best.pt", 3), ("epoch-000008.pt", 1)],
+@pytest.mark.parametrize("target,occurrence", [("best.pt", 2), ("epoch-000008.pt", 1)],
                          ids=["best", "periodic"])
 def test_sigkill_while_writing_a_checkpoint_leaves_a_folder_that_resumes_bitwise(
         tmp_path, target, occurrence):
