@@ -110,13 +110,13 @@ class GridPosterior:
     def q_mass(self) -> float:
         """∫ q over the grid; ≈ 1 when the grid covers the guide's mass."""
         if self.log_q is None:
-            raise ValueError("no guide density on this grid")
+            raise PyrovaeError("no guide density on this grid")
         return float(torch.logsumexp(self.log_q.reshape(-1), 0).exp() * self.cell_volume)
 
     def kl_q_p(self) -> float:
         """KL(q ‖ p(z|x)) by quadrature: Σ_g Δ q_g (log q_g − log p_g)."""
         if self.log_q is None:
-            raise ValueError("no guide density on this grid")
+            raise PyrovaeError("no guide density on this grid")
         lq, lp = self.log_q.reshape(-1), self.log_density.reshape(-1)
         w = (lq + math.log(self.cell_volume)).exp()
         keep = w > 0
@@ -125,7 +125,7 @@ class GridPosterior:
     def kl_p_q(self) -> float:
         """KL(p(z|x) ‖ q) (the inclusive direction), for comparison."""
         if self.log_q is None:
-            raise ValueError("no guide density on this grid")
+            raise PyrovaeError("no guide density on this grid")
         lq, lp = self.log_q.reshape(-1), self.log_density.reshape(-1)
         w = (lp + math.log(self.cell_volume)).exp()
         keep = w > 0
@@ -315,7 +315,7 @@ def grid_posterior(
     if on_unmet not in ("warn", "raise", "ignore"):
         raise PyrovaeError(f"grid on_unmet: expected 'warn', 'raise' or 'ignore', got {on_unmet!r}")
     if latent_dim not in (1, 2):
-        raise ValueError(f"grid quadrature needs latent_dim 1 or 2, got {latent_dim}")
+        raise PyrovaeError(f"grid quadrature needs latent_dim 1 or 2, got {latent_dim}")
     n = points or (801 if latent_dim == 1 else 161)
     cap = max_points or (100001 if latent_dim == 1 else 1281)
     if box is None:
@@ -336,7 +336,7 @@ def grid_posterior(
             if log_q is not None else None
         )
         if not torch.isfinite(lj).any():
-            raise ValueError("log p(x, z) is -inf everywhere on the grid; widen the box")
+            raise PyrovaeError("log p(x, z) is -inf everywhere on the grid; widen the box")
         logs = [lj] + ([lq] if lq is not None and torch.isfinite(lq).any() else [])
         blo, bhi, _ = _mass_box(logs, axes)
         if zooms == 0:  # mass on the edge of the box: widen it (a few times at most)

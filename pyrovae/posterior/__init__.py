@@ -6,6 +6,7 @@
 module              idea
 ==================  ===========================================================
 ``target``          one interface to a VAE, a toy + guide, or any Pyro pair
+``sites``           latent sites as a mapping; ravel/unravel to one flat vector
 ``exact``           ELBO, IWAE, log p(x), KL(q ‖ p(z|x)), the identity check
 ``psis``            PSIS k̂ per data point, importance-sampling ESS
 ``local``           per-data-point guides and the loop that fits them
@@ -28,7 +29,7 @@ experiment in :mod:`pyrovae.experiments.theta_fixed`; the full report that
 from __future__ import annotations
 
 from pyrovae.posterior.ais import AISResult
-from pyrovae.posterior.amortization import amortization_gap
+from pyrovae.posterior.amortization import amortization_gap, gap_split
 from pyrovae.posterior.bdmc import BDMCResult
 from pyrovae.posterior.collapse import collapse_callback, collapse_diagnostics
 from pyrovae.posterior.exact import (
@@ -44,7 +45,8 @@ from pyrovae.posterior.exact import (
 from pyrovae.posterior.local import LocalGuide, fit_local_guide
 from pyrovae.posterior.psis import ess, khat, psis_per_point
 from pyrovae.posterior.sbc import SBCResult
-from pyrovae.posterior.target import Target, as_target
+from pyrovae.posterior.sites import SiteInfo, dimension_labels, ravel, unravel
+from pyrovae.posterior.target import PyroTarget, Target, as_target
 from pyrovae.quadrature import GridPosterior, grid_posterior
 
 __all__ = [
@@ -53,16 +55,20 @@ __all__ = [
     "Estimate",
     "GridPosterior",
     "LocalGuide",
+    "PyroTarget",
     "SBCResult",
+    "SiteInfo",
     "Target",
     "amortization_gap",
     "as_target",
     "check_identity",
     "collapse_callback",
     "collapse_diagnostics",
+    "dimension_labels",
     "elbo",
     "ess",
     "fit_local_guide",
+    "gap_split",
     "gaussian_kl",
     "grid_posterior",
     "grid_posteriors",
@@ -71,4 +77,6 @@ __all__ = [
     "kl_to_posterior",
     "log_marginal",
     "psis_per_point",
+    "ravel",
+    "unravel",
 ]

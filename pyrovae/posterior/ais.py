@@ -136,6 +136,14 @@ class _Annealer:
                 q = as_mvn(q) if q is not None else None
             if q is not None:
                 self.inv_mass = q.covariance_matrix.diagonal(dim1=-2, dim2=-1).detach()
+            else:  # a guide known only by its draws (any Pyro guide): their variances
+                devices = [x.device] if x.device.type == "cuda" else []
+                try:  # on a forked stream: the chains draw what they drew before
+                    with torch.random.fork_rng(devices=devices), torch.no_grad():
+                        draws, _ = target.sample_guide(x, 64)
+                    self.inv_mass = draws.detach().var(0).clamp_min(1e-8)
+                except PyrovaeError:  # a guide without the latent sites: no preconditioning
+                    self.inv_mass = None
         if start == "guide":
             if not target.has_guide:
                 raise PyrovaeError("ais start='guide' needs a guide; none was given")

@@ -25,6 +25,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import biject_to, kl_divergence
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.importance import iwae_bound
 from pyrovae.posterior.target import Target, as_target
 from pyrovae.quadrature import GridPosterior, grid_posterior
@@ -113,7 +114,7 @@ def log_marginal(
         if exact is not None:
             return Estimate(exact.double(), torch.zeros_like(exact, dtype=torch.float64), "exact")
         if method == "exact":
-            raise ValueError("this model has no exact log p(x)")
+            raise PyrovaeError("this model has no exact log p(x)")
     if method in ("auto", "grid") and (grids is not None or target.latent_dim <= 2):
         grids = grids if grids is not None else grid_posteriors(target, x, with_guide=False)
         return Estimate(
@@ -122,7 +123,7 @@ def log_marginal(
             "grid",
         )
     if method == "grid":
-        raise ValueError(f"grid quadrature needs latent_dim <= 2, got {target.latent_dim}")
+        raise PyrovaeError(f"grid quadrature needs latent_dim <= 2, got {target.latent_dim}")
     return iwae(target, x, num_samples=num_samples)
 
 
@@ -188,7 +189,7 @@ def check_identity(
     kl = kl_to_posterior(target, x, grids=grids)
     el = elbo(target, x, num_samples=num_samples)
     if kl is None:
-        raise ValueError("KL(q ‖ p(z|x)) is unavailable here (latent_dim > 2, non-Gaussian)")
+        raise PyrovaeError("KL(q ‖ p(z|x)) is unavailable here (latent_dim > 2, non-Gaussian)")
     resid = lp.value - el.value - kl.value
     allow = sigmas * el.stderr + lp.stderr + kl.stderr + 1e-6
     return {

@@ -17,6 +17,8 @@ from torch import nn
 from torch.distributions import biject_to, constraints
 from torch.nn import functional as F
 
+from pyrovae.errors import PyrovaeError
+
 
 class LocalGuide(nn.Module):
     """qᵢ(z) = T#N(locᵢ, diag scaleᵢ²): a diagonal Gaussian per data point on the
@@ -41,7 +43,7 @@ class LocalGuide(nn.Module):
 
     def dist(self, x: torch.Tensor | None = None) -> dist.TorchDistribution:
         if x is not None and x.shape[0] != self.loc.shape[0]:
-            raise ValueError(f"LocalGuide holds {self.loc.shape[0]} points, got {x.shape[0]}")
+            raise PyrovaeError(f"LocalGuide holds {self.loc.shape[0]} points, got {x.shape[0]}")
         base = dist.Normal(self.loc, F.softplus(self.raw_scale) + 1e-6).to_event(1)
         if self.support is constraints.real_vector:
             return base

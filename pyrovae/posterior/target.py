@@ -2,6 +2,8 @@
 
 A :class:`Target` answers, per data point, the questions the checks ask:
 
+* ``sites``: the latent sites, name -> event shape and support, in trace order; z
+  below is their flat concatenation per data point (:mod:`pyrovae.posterior.sites`);
 * ``log_joint(x, z)``: log p_θ(x, z) for z of shape (..., N, d) -> (..., N);
 * ``sample_guide(x, S)``: z ~ q_φ(z|x), shape (S, N, d), with log q_φ(z|x) (S, N);
 * ``guide_log_prob(x, z)``: log q_φ(z|x) at given z;
@@ -13,14 +15,16 @@ A :class:`Target` answers, per data point, the questions the checks ask:
 * a :class:`pyrovae.VAE` (fast path: its prior, decoder and encoder directly);
 * a toy problem (:mod:`pyrovae.toy`) and a guide (any Pyro guide callable, or an
   object with ``dist(x)`` such as :class:`~pyrovae.posterior.local.LocalGuide`);
-* any Pyro ``model(x)`` / ``guide(x)`` pair with a latent site ``"z"`` and an
-  observed site ``"x"`` in a plate ``"data"`` (generic path: ``poutine.trace`` with
-  the latent conditioned on given values and an outer particle plate, so the
-  log-densities come back per data point, not summed over the plate).
+* any Pyro ``model(x)`` / ``guide(x)`` pair, with any number of latent sites of any
+  names and shapes inside the data plate (generic path: the sites are found from a
+  trace; ``poutine.trace`` with the latents conditioned on given values and an outer
+  particle plate, so the log-densities come back per data point, not summed over the
+  plate; data simulated from the model by ``poutine.uncondition``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,27 +35,17 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints
 
 from pyrovae.errors import PyrovaeError
+from pyrovae.posterior.sites import (
+    SiteInfo,
+    dimension_labels,
+    ravel,
+    require_continuous,
+    site_info,
+    total_size,
+    unravel,
+)
 
 _PARTICLES = "_pyrovae_particles"
-
-
-def _per_point_log_prob(trace, n: int, sites: Callable[[dict], bool]) -> torch.Tensor:
-    trace.compute_log_prob()
-    total = None
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site) or not sites(site):
-            continue
-        lp = site["log_prob"]
-        if lp.dim() == 0 or lp.shape[-1] != n:
-            raise PyrovaeError(
-                f"site {name!r}: expected a log-density per data point (last dim {n}), "
-                f"got shape {tuple(lp.shape)}; only a latent 'z' and an observed 'x' in "
-                "plate 'data' are supported"
-            )
-        total = lp if total is None else total + lp
-    if total is None:
-        raise PyrovaeError("no sample sites found in the trace")
-    return total
 
 
 class Target:
@@ -59,6 +53,17 @@ class Target:
 
     latent_dim: int
     support: constraints.Constraint = constraints.real_vector
+
+    @property
+    def sites(self) -> dict[str, SiteInfo]:
+        """The latent sites, name -> :class:`~pyrovae.posterior.sites.SiteInfo`, in the
+        order of the flat vector; one site ``"z"`` of event shape (latent_dim,) unless
+        a subclass says otherwise."""
+        return {"z": SiteInfo("z", (int(self.latent_dim),), self.support)}
+
+    def dimension_labels(self) -> list[str]:
+        """One label per dimension of the flat latent vector (``"z[0]"``, ``"top[2]"``)."""
+        return dimension_labels(self.sites)
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -165,72 +170,201 @@ class VAETarget(_DistGuideMixin, Target):
 
 
 class PyroTarget(Target):
-    """Generic path for any Pyro model/guide pair (see the module docstring)."""
+    """Any Pyro ``model(x)`` / ``guide(x)`` pair, its latents found from a trace.
+
+    Every unobserved sample site of the model (not a plate's subsample site) is a
+    latent site, with any name, any number of them, in trace order; every observed
+    site is scored.  Each site must be local: inside one plate over the data points
+    (the plate of size N at dim −1, Pyro's convention), with any ``.to_event`` shape.
+    The checks see the continuous sites raveled into one vector per data point
+    (:mod:`pyrovae.posterior.sites`); :attr:`sites` maps each name to its
+    :class:`~pyrovae.posterior.sites.SiteInfo`.  Log-densities come back per data
+    point: the model is traced under an outer particle plate with the latents
+    conditioned on given values.  :meth:`simulate` draws (z, x) from the model itself
+    with ``poutine.uncondition`` (observed sites sampled), so BDMC and SBC need no
+    second model; the data's shape comes from ``example`` or the last ``x`` seen.
+
+    Args:
+        model: a Pyro model called as ``model(x, **model_kwargs)``.
+        guide: its guide, called the same way (``None``: prior-only checks).
+        latent_dim: the flat size D, when it cannot be traced before data are seen.
+        example: one batch of data, used to trace the structure and to shape the
+            data that :meth:`simulate` draws.
+        model_kwargs: keyword arguments passed to ``model`` and ``guide`` on every call.
+    """
 
     def __init__(
         self, model: Callable, guide: Callable | None = None, *, latent_dim: int | None = None,
-        latent: str = "z", observed: str = "x", **kwargs: Any,
+        example: torch.Tensor | None = None, model_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        self.model, self.guide, self.kwargs = model, guide, kwargs
-        self.latent, self.observed = latent, observed
+        self.model, self.guide = model, guide
+        self.kwargs = dict(model_kwargs or {})
         self._latent_dim = latent_dim
+        self._sites: dict[str, SiteInfo] | None = None
+        self._observed: list[str] = []
+        self._nesting = 1
+        self._example = example
+        if example is not None:
+            self._discover(example)
+
+    # ------------------------------------------------------------- structure
+    def _discover(self, x: torch.Tensor) -> None:
+        self._example = x
+        if self._sites is not None:
+            return
+        # a structural trace: it must not move the random stream the checks seeded
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
+            tr = poutine.trace(self.model).get_trace(x, **self.kwargs)
+        nesting = 1
+        sites: dict[str, SiteInfo] = {}
+        observed = []
+        n = x.shape[0]
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            for f in site["cond_indep_stack"]:
+                if f.dim is not None:
+                    nesting = max(nesting, -f.dim)
+            if site["is_observed"]:
+                observed.append(name)
+                continue
+            fn = site["fn"]
+            batch = tuple(fn.batch_shape)
+            if not batch or batch[-1] != n or math.prod(batch) != n:
+                raise PyrovaeError(
+                    f"latent site {name!r} has batch shape {batch}: the checks need one value "
+                    f"per data point, i.e. the site inside a plate of size {n} at dim -1 (a "
+                    "global latent, or a site in a second plate, is not supported)"
+                )
+            sites[name] = site_info(name, fn, tuple(fn.event_shape))
+        if not sites:
+            raise PyrovaeError("the model has no latent sample site (every site is observed)")
+        self._sites, self._observed, self._nesting = sites, observed, nesting
+        self._latent_dim = total_size(sites)
+
+    @property
+    def sites(self) -> dict[str, SiteInfo]:  # type: ignore[override]
+        if self._sites is None and self._latent_dim is None:
+            _ = self.latent_dim  # traces the example, or model(None, batch_size=1)
+        if self._sites is None:
+            raise PyrovaeError("the latent sites are known once data are seen: pass "
+                               "as_target(model, guide, example=x)")
+        return self._sites
+
+    @property
+    def support(self):  # type: ignore[override]
+        sites = self.sites
+        require_continuous(sites, "this check")
+        if len(sites) == 1:
+            (s,) = sites.values()
+            if not s.is_real:
+                return s.support
+        elif not all(s.is_real for s in sites.values()):
+            bad = next(s.name for s in sites.values() if not s.is_real)
+            raise PyrovaeError(f"latent site {bad!r} is constrained; with several latent sites "
+                               "only real-valued ones are supported")
+        return constraints.real_vector
 
     @property
     def latent_dim(self) -> int:  # type: ignore[override]
         if self._latent_dim is None:
-            self._latent_dim = self._infer_latent_dim()
+            if self._example is not None:
+                self._discover(self._example)
+            else:
+                self._latent_dim = self._infer_latent_dim()
         return self._latent_dim
 
     def _infer_latent_dim(self) -> int:
-        """One prior draw of the model, called as ``model(None, batch_size=1)``."""
+        """Trace ``model(None, batch_size=1)``; the data it returns fix the structure."""
         try:
-            with poutine.block():
+            with torch.random.fork_rng(devices=[]), poutine.block(), torch.no_grad():
                 tr = poutine.trace(self.model).get_trace(None, batch_size=1, **self.kwargs)
-            return int(tr.nodes[self.latent]["value"].shape[-1])
+            x = tr.nodes["_RETURN"]["value"]
+            if not isinstance(x, torch.Tensor):
+                raise TypeError("the model returns no data")
+            self._discover(x)
+        except PyrovaeError:
+            raise
         except Exception as e:  # any model signature may fail here
             raise PyrovaeError(
                 f"latent_dim unknown and model(None, batch_size=1) could not be traced "
-                f"({type(e).__name__}); pass as_target(model, guide, latent_dim=d)"
+                f"({type(e).__name__}); pass as_target(model, guide, example=x)"
             ) from None
+        return self._latent_dim
 
     @property
     def has_guide(self) -> bool:
         return self.guide is not None
 
-    def _flat(self, z: torch.Tensor, n: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+    # ------------------------------------------------------------- helpers
+    def _batched(self, z: torch.Tensor, n: int) -> tuple[dict[str, torch.Tensor], tuple, int]:
+        """Flat z (..., N, D) -> ({site: (B, 1.., N, *event)}, batch shape, B)."""
         batch = z.shape[:-2]
-        return z.reshape(-1, n, z.shape[-1]), batch
+        flat = z.reshape(-1, n, z.shape[-1])
+        b = flat.shape[0]
+        ones = (1,) * (self._nesting - 1)
+        values = {name: v.reshape(b, *ones, n, *self.sites[name].event_shape)
+                  for name, v in unravel(flat, self.sites).items()}
+        return values, batch, b
 
-    def _conditioned_log_prob(self, fn, x, z):
-        """Σ of every site's log-density per data point, with the latent fixed at ``z``."""
-        n = x.shape[0]
-        flat, batch = self._flat(z, n)
-        conditioned = poutine.condition(fn, data={self.latent: flat})
-        with pyro.plate(_PARTICLES, flat.shape[0], dim=-2):
-            tr = poutine.trace(conditioned).get_trace(x, **self.kwargs)
-        lp = _per_point_log_prob(tr, n, lambda s: True)
-        return lp.expand(flat.shape[0], n).reshape(*batch, n)
-
-    def log_joint(self, x, z):
-        return self._conditioned_log_prob(self.model, x, z)
-
-    def _model_trace(self, x, num_samples: int, z: torch.Tensor | None = None):
-        fn = self.model if z is None else poutine.condition(self.model, data={self.latent: z})
-        with pyro.plate(_PARTICLES, num_samples, dim=-2):
+    def _trace(self, fn, x, num_particles: int, values: dict | None = None):
+        if values is not None:
+            fn = poutine.condition(fn, data=values)
+        with pyro.plate(_PARTICLES, num_particles, dim=-(self._nesting + 1)):
             return poutine.trace(fn).get_trace(x, **self.kwargs)
 
+    def _per_point(self, tr, n: int, names) -> torch.Tensor:
+        tr.compute_log_prob()
+        total = None
+        for name in names:
+            lp = tr.nodes[name]["log_prob"]
+            if lp.dim() == 0 or lp.shape[-1] != n:
+                raise PyrovaeError(
+                    f"site {name!r}: expected a log-density per data point (last dim {n}), "
+                    f"got shape {tuple(lp.shape)}; put it inside the data plate (dim -1)"
+                )
+            lp = lp.reshape(lp.shape[0], -1, n).sum(1) if lp.dim() > 1 else lp.unsqueeze(0)
+            total = lp if total is None else total + lp
+        return total
+
+    def _ravel_trace(self, tr, num: int, n: int) -> torch.Tensor:
+        z = {name: tr.nodes[name]["value"].reshape(-1, n, *s.event_shape).expand(
+            num, n, *s.event_shape) for name, s in self.sites.items()}
+        return ravel(z, self.sites)
+
+    def _guide_sites(self, tr) -> list[str]:
+        names = [k for k, s in tr.nodes.items() if s["type"] == "sample"
+                 and not site_is_subsample(s) and (k in self.sites or not s["is_observed"])]
+        missing = [k for k in self.sites if k not in names]
+        extra = [k for k in names if k not in self.sites]
+        if missing or extra:
+            raise PyrovaeError(
+                f"the guide's sites do not match the model's latent sites "
+                f"{list(self.sites)}: missing {missing}, not in the model {extra}"
+            )
+        return names
+
+    # ------------------------------------------------------------- densities
+    def log_joint(self, x, z):
+        self._discover(x)
+        n = x.shape[0]
+        values, batch, b = self._batched(z, n)
+        tr = self._trace(self.model, x, b, values)
+        lp = self._per_point(tr, n, list(self.sites) + self._observed)
+        return lp.expand(b, n).reshape(*batch, n)
+
     def sample_prior(self, x, num_samples):
-        tr = self._model_trace(x, num_samples)
-        z = tr.nodes[self.latent]["value"].expand(num_samples, x.shape[0], -1)
-        self._latent_dim = z.shape[-1]
-        return z
+        self._discover(x)
+        tr = self._trace(self.model, x, num_samples)
+        return self._ravel_trace(tr, num_samples, x.shape[0])
 
     def prior_log_prob(self, x, z):
+        self._discover(x)
         n = x.shape[0]
-        flat, batch = self._flat(z, n)
-        tr = self._model_trace(x, flat.shape[0], flat)
-        lp = _per_point_log_prob(tr, n, lambda s: s["name"] == self.latent)
-        return lp.expand(flat.shape[0], n).reshape(*batch, n)
+        values, batch, b = self._batched(z, n)
+        tr = self._trace(self.model, x, b, values)
+        return self._per_point(tr, n, list(self.sites)).expand(b, n).reshape(*batch, n)
 
     def _require_guide(self):
         if self.guide is None:
@@ -238,17 +372,39 @@ class PyroTarget(Target):
 
     def sample_guide(self, x, num_samples):
         self._require_guide()
+        self._discover(x)
         n = x.shape[0]
-        with pyro.plate(_PARTICLES, num_samples, dim=-2):
-            tr = poutine.trace(self.guide).get_trace(x, **self.kwargs)
-        z = tr.nodes[self.latent]["value"].expand(num_samples, n, -1)
-        self._latent_dim = z.shape[-1]
-        lq = _per_point_log_prob(tr, n, lambda s: not s["is_observed"])
-        return z, lq.expand(num_samples, n)
+        tr = self._trace(self.guide, x, num_samples)
+        names = self._guide_sites(tr)
+        lq = self._per_point(tr, n, names)
+        return self._ravel_trace(tr, num_samples, n), lq.expand(num_samples, n)
 
     def guide_log_prob(self, x, z):
         self._require_guide()
-        return self._conditioned_log_prob(self.guide, x, z)
+        self._discover(x)
+        n = x.shape[0]
+        values, batch, b = self._batched(z, n)
+        tr = self._trace(self.guide, x, b, values)
+        lq = self._per_point(tr, n, self._guide_sites(tr))
+        return lq.expand(b, n).reshape(*batch, n)
+
+    def log_q(self, x, z):
+        """log q(z|x) per point for z given as flat (..., N, D); alias of guide_log_prob."""
+        return self.guide_log_prob(x, z)
+
+    def simulate(self, num_data):
+        """(z, x) ~ p(z) p_θ(x|z) from the model itself (``poutine.uncondition``)."""
+        if self._example is None:
+            raise PyrovaeError("simulating needs the data's shape: pass "
+                               "as_target(model, guide, example=x)")
+        if len(self._observed) != 1:
+            raise PyrovaeError(f"simulating needs exactly one observed site, the model has "
+                               f"{self._observed}")
+        template = self._example[:1].expand(num_data, *self._example.shape[1:]).clone()
+        with torch.no_grad():
+            tr = poutine.trace(poutine.uncondition(self.model)).get_trace(template, **self.kwargs)
+        x = tr.nodes[self._observed[0]]["value"].reshape(num_data, *self._example.shape[1:])
+        return self._ravel_trace(tr, 1, num_data)[0], x.to(self._example.dtype)
 
 
 @runtime_checkable
@@ -330,13 +486,30 @@ class _DistGuideTarget(_DistGuideMixin, Target):
         self._dist_fn = dist_fn
 
 
-def as_target(model: Any, guide: Any = None, **kwargs: Any) -> Target:
-    """A :class:`Target` for a VAE, a toy problem (+ guide) or a Pyro model/guide pair.
+def as_target(
+    model: Any, guide: Any = None, *, y: torch.Tensor | None = None,
+    latent_dim: int | None = None, example: torch.Tensor | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> Target:
+    """A :class:`Target` for a VAE, a toy problem (+ guide) or any Pyro model/guide pair.
 
-    For a Pyro pair, keyword arguments go to :class:`PyroTarget`: ``latent_dim=``
-    (inferred when omitted, from the first guide or prior draw, or by tracing
-    ``model(None, batch_size=1)``), ``latent=`` / ``observed=`` site names, and any
-    further keyword arguments are passed to ``model`` and ``guide`` on every call.
+    Args:
+        model: a :class:`pyrovae.VAE`, a toy problem, a :class:`Target` (returned as
+            it is) or a Pyro model callable ``model(x, **model_kwargs)``.
+        guide: the guide of a toy or of a Pyro model (a VAE carries its own).
+        y: a conditional VAE's context, one row per data row.
+        latent_dim: for a Pyro pair, the flat latent size when it cannot be traced
+            before data are seen.
+        example: for a Pyro pair, a batch of data: the latent sites are traced on it
+            and :meth:`Target.simulate` draws data of its shape.
+        model_kwargs: for a Pyro pair, keyword arguments for ``model`` and ``guide``.
+
+    Returns:
+        The target; a Pyro pair's latent sites are found from a trace
+        (:class:`PyroTarget`).
+
+    Raises:
+        PyrovaeError: for an object that is none of these, or a guide given with a VAE.
     """
     from pyrovae.model.vae import VAE
 
@@ -345,9 +518,10 @@ def as_target(model: Any, guide: Any = None, **kwargs: Any) -> Target:
     if isinstance(model, VAE):
         if guide is not None:
             raise PyrovaeError("a VAE carries its own guide; do not pass another")
-        return VAETarget(model, kwargs.get("y"))
+        return VAETarget(model, y)
     if isinstance(model, ExactProblem):
         return ToyTarget(model, guide)
     if callable(model):
-        return PyroTarget(model, guide, **kwargs)
+        return PyroTarget(model, guide, latent_dim=latent_dim, example=example,
+                          model_kwargs=model_kwargs)
     raise PyrovaeError(f"cannot check {type(model).__name__}: expected a VAE, a toy or a model")

@@ -313,6 +313,14 @@ def check_toy(
         x = x.to(torch.float64)
         vae.double()
     else:
+        if toy.exact_posterior and hasattr(toy, "meanfield_floor"):  # e.g. two layers
+            from pyrovae.experiments.theta_fixed import theta_fixed_local
+
+            res = theta_fixed_local(toy, toy.sample(256, seed=seed + 1), steps=steps,
+                                    lr=0.2 if quick else 0.05, seed=seed)
+            report["theta_fixed"] = res.as_dict()
+            figures["theta_fixed"] = _save(P.theta_fixed_figure(res), folder,
+                                           f"{name}_theta_fixed.png")
         guide = fit_local_guide(toy, x, steps=steps)
         target = as_target(toy, guide)
         report["guide"] = "local diagonal Gaussian on the unconstrained z, fitted per point"

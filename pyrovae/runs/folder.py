@@ -57,6 +57,9 @@ REPORT_FILE = "report.json"
 BEST_FILE = "best.pt"
 CHECKPOINTS_DIR = "checkpoints"
 EXPORT_DIR = "export"
+TENSORBOARD_DIR = "tensorboard"
+#: The trackers' logs (``track: [csv, jsonl, tensorboard]``).
+TRACK_FILES = ("history.csv", "history.jsonl")
 
 #: The manifest's marker and the layout version it describes.
 FORMAT = "pyrovae-run"
@@ -64,8 +67,8 @@ FORMAT_VERSION = 1
 
 #: Files and folders pyrovae writes in a run folder (train, sample, check).
 OWN_FILES = frozenset({MANIFEST_FILE, SPEC_FILE, CHECKPOINT_FILE, HISTORY_FILE, METRICS_FILE,
-                       "samples.png", "samples.npy", BEST_FILE})
-OWN_DIRS = frozenset({FIGURES_DIR, CHECK_DIR, CHECKPOINTS_DIR, EXPORT_DIR})
+                       "samples.png", "samples.npy", BEST_FILE, *TRACK_FILES})
+OWN_DIRS = frozenset({FIGURES_DIR, CHECK_DIR, CHECKPOINTS_DIR, EXPORT_DIR, TENSORBOARD_DIR})
 _OWN_SUFFIXES = (".png", ".json", ".npy")
 #: What pyrovae writes in its folders other than figures and reports (by folder).
 _OWN_IN: dict[str, tuple[str, ...]] = {CHECKPOINTS_DIR: (".pt",),
@@ -74,7 +77,10 @@ _OWN_IN: dict[str, tuple[str, ...]] = {CHECKPOINTS_DIR: (".pt",),
 
 def _own_in(folder: str, name: str) -> bool:
     """True when ``name`` (or the file a temp file ``name`` is for) is what pyrovae writes
-    in its folder ``folder`` (figures, reports, checkpoints, exported weights)."""
+    in its folder ``folder`` (figures, reports, checkpoints, exported weights,
+    TensorBoard's event files)."""
+    if folder == TENSORBOARD_DIR:
+        return name.startswith("events.out.tfevents.")
     target = pio.temp_file_target(name) or name
     return target.endswith(_OWN_SUFFIXES + _OWN_IN.get(folder, ()))
 

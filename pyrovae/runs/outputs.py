@@ -154,7 +154,13 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
                                                    report["amortization"]}), stage, "gaps.png")
         figures.update(diagnostic_figures(report, stage))
         report["figures"] = figures
-        return write_report(report, stage, out), out
+        written = write_report(report, stage, out)
+        if default and spec["track"]:  # the run's dashboards get the check's numbers too
+            from pyrovae.training.tracking import log_report
+
+            epochs = (runs.read_history(run_dir).last or {}).get("epoch", 0)
+            log_report(spec["track"], run_dir, run_dir.name, written, int(epochs or 0))
+        return written, out
 
 
 #: Most samples one call draws (a grid of more is unreadable; an array that big, slow).

@@ -33,6 +33,8 @@ from pyrovae.runs.spec import (
     normalize_spec,
     spec_diff,
 )
+from pyrovae.training.stopping import EarlyStopping
+from pyrovae.training.tracking import trackers_for
 from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
 
 
@@ -127,7 +129,23 @@ def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | 
         objective=spec["objective"], kl_weight=spec["kl_weight"], engine=t["engine"],
         clip_norm=t["clip_norm"], eval_every=t["eval_every"], progress=progress,
         device=t["device"], callbacks=callbacks,
+        early_stopping=early_stopping_for(spec, test),
     )
+
+
+def early_stopping_for(spec: dict[str, Any], test: Dataset | None) -> EarlyStopping | None:
+    """The spec's early stopping (None when off); a clear error when it watches the
+    held-out ELBO of a run without held-out data."""
+    es = EarlyStopping.from_section(spec["early_stopping"])
+    if es is not None and es.monitor == "test_elbo" and test is None:
+        raise PyrovaeError("early_stopping: it watches the held-out ELBO (test_elbo) and "
+                           "this run has no held-out data (data.test_fraction is 0)")
+    return es
+
+
+def _best_rule(spec: dict[str, Any]) -> EarlyStopping:
+    """What decides the best epoch: the early-stopping monitor, else the held-out ELBO."""
+    return EarlyStopping.from_section({**spec["early_stopping"], "enabled": True})
 
 
 def _context(vae: VAE, data: Dataset) -> torch.Tensor | None:
@@ -264,6 +282,12 @@ def resume_run(
             raise RunComplete(f"{path} is complete ({done} of {done} epochs, evaluated); to "
                               "train longer pass --epochs N above it; to evaluate again run "
                               "`pyrovae evaluate`")
+        es = EarlyStopping.from_section(spec["early_stopping"])
+        stop = None if es is None else es.decide(state["history"].get("records", []))
+        if stop is not None and stop.stop and (path / runs.METRICS_FILE).is_file():
+            raise RunComplete(f"{path} is complete: early stopping ended it after epoch {done} "
+                              f"(best {es.monitor} at epoch {stop.best_epoch}); to evaluate "
+                              "again run `pyrovae evaluate` (--which best)")
         runs.load_model_state(vae, state, ckpt)  # names, shapes and dtypes are the model's
         trainer = trainer_for(spec, vae, train, test, progress=progress)
         try:
@@ -382,26 +406,53 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
                       train: Dataset, test: Dataset | None, *,
                       replacing: Path | None = None) -> dict[str, Any]:
     """Train with history every epoch and checkpoints every ``checkpoint_every`` epochs
-    and at the end (all atomic), then evaluate and write metrics and figures.
-    ``replacing``: the run folder ``out`` (a staging folder) will replace."""
+    and at the end (all atomic), the best held-out epoch's state in ``best.pt`` and
+    periodic checkpoints in ``checkpoints/`` (the spec's ``checkpoint`` section), the
+    spec's trackers logging each epoch; then evaluate and write metrics and figures.
+    ``replacing``: the run folder ``out`` (a staging folder) will replace.
+
+    Every file is written atomically and decided from the trainer's state alone (the
+    best epoch from the history), so a run killed at any point and resumed from
+    ``checkpoint.pt`` rewrites them exactly as an uninterrupted run writes them.  The
+    best state is kept in memory when it is reached and written to ``best.pt`` just
+    before each ``checkpoint.pt`` (one write per checkpoint, not one per new best): a run
+    killed in between loses nothing, since its resume replays those epochs from
+    ``checkpoint.pt`` and reaches the same best state again."""
     every = spec["train"]["checkpoint_every"]
+    policy = spec["checkpoint"]
     ckpt = out / runs.CHECKPOINT_FILE
     data = data_identity(spec, train)
+    best_rule = _best_rule(spec) if policy["keep_best"] and test is not None else None
 
-    def save_state() -> None:
-        state = checkpoint_state(trainer, spec, data["fingerprint"], tuple(train.x.shape))
-        pio.save_checkpoint(ckpt, state)
+    pending: dict[str, Any] = {}  # the best state not yet written
+
+    def state_now() -> dict[str, Any]:
+        return checkpoint_state(trainer, spec, data["fingerprint"], tuple(train.x.shape))
+
+    def save_state(path: Path = ckpt) -> None:
+        if path == ckpt and "best" in pending:  # best.pt first, then the checkpoint
+            pio.save_checkpoint(out / runs.BEST_FILE, pending.pop("best"))
+        pio.save_checkpoint(path, state_now())
 
     def save(trainer: Trainer, record: dict[str, Any]) -> None:
         pio.atomic_write_json(out / runs.HISTORY_FILE, trainer.history.to_dict())
-        if record["epoch"] % every == 0 or record["epoch"] == trainer.epochs:
+        epoch = record["epoch"]
+        if best_rule is not None and best_rule.monitor in record \
+                and best_rule.decide(trainer.history.records).best_epoch == epoch:
+            pending["best"] = state_now()  # copies of the tensors
+        if policy["every"] and epoch % policy["every"] == 0:
+            save_periodic(out, epoch, policy["keep"], save_state)
+        if epoch % every == 0 or epoch == trainer.epochs:
             save_state()
 
     if trainer.epoch == 0:
         save_state()  # a run killed before its first periodic checkpoint can resume too
     trainer.callbacks.append(save)
+    trainer.callbacks.extend(trackers_for(spec["track"], out, (replacing or out).name))
     try:
         history = trainer.run()
+        if trainer.stopped is not None and trainer.epoch % every:
+            save_state()  # stopped early between checkpoints: the last state is the final one
     except DivergenceError as exc:
         lr = spec["train"]["lr"]
         if replacing is None:  # the trainer holds the last good state (checked finite): keep it
@@ -417,14 +468,40 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
             epoch=exc.epoch, step=exc.step, what=exc.what, good_epoch=exc.good_epoch,
             detail=exc.detail,
         ) from None
-    metrics = finish_run(out, spec, vae, history, train, test)
+    metrics = finish_run(out, spec, vae, history, train, test, stopped=trainer.stopped,
+                         best=best_rule)
     runs.write_manifest(out, "finished", data)
     return metrics
 
 
+def periodic_name(epoch: int) -> str:
+    """The file of the periodic checkpoint after ``epoch`` (sorts by epoch)."""
+    return f"epoch-{epoch:06d}.pt"
+
+
+def save_periodic(out: Path, epoch: int, keep: int, save_state: Any) -> None:
+    """Write ``checkpoints/epoch-NNNNNN.pt`` (atomically), then delete all but the last
+    ``keep`` of them (our names only)."""
+    folder = out / runs.CHECKPOINTS_DIR
+    folder.mkdir(exist_ok=True)
+    save_state(folder / periodic_name(epoch))
+    ours = sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.is_symlink() and _is_periodic(p.name))
+    for p in ours[:-keep]:
+        p.unlink(missing_ok=True)
+
+
+def _is_periodic(name: str) -> bool:
+    core = name.removeprefix("epoch-").removesuffix(".pt")
+    return name == periodic_name(int(core)) if core.isdigit() else False
+
+
 def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
-               train: Dataset, test: Dataset | None) -> dict[str, Any]:
-    """Evaluate on train and test with the spec's K, write metrics and figures."""
+               train: Dataset, test: Dataset | None, *, stopped: Any = None,
+               best: EarlyStopping | None = None) -> dict[str, Any]:
+    """Evaluate on train and test with the spec's K, write metrics and figures.
+    ``stopped``: the early-stopping decision that ended training (if any); ``best``:
+    the rule that picked ``best.pt`` (its epoch and value are recorded)."""
     vae.cpu()
     k = spec["eval"]["num_samples"]
     metrics: dict[str, Any] = {
@@ -434,6 +511,16 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     }
     if test is not None:
         metrics["test"] = summary(evaluate(vae, test.x, y=_context(vae, test), num_samples=k))
+    if best is not None:
+        d = best.decide(history.records)
+        if d.best_epoch is not None:
+            metrics["best"] = {"epoch": d.best_epoch, best.monitor: d.best_value,
+                               "file": runs.BEST_FILE}
+    if stopped is not None:
+        metrics["stopped_early"] = {"after_epoch": history.last.get("epoch"),
+                                    "of_epochs": spec["train"]["epochs"],
+                                    "best_epoch": stopped.best_epoch,
+                                    "best_value": stopped.best_value}
     pio.atomic_write_json(out / runs.METRICS_FILE, metrics)
     require_finite(metrics, "the final evaluation")
     write_figures(out / runs.FIGURES_DIR, vae, history, train, test)

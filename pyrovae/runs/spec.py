@@ -42,6 +42,8 @@ from pyrovae.registry import REGISTRIES, Param, validate_section
 # Importing the objectives module fills the objective and schedule registries.
 from pyrovae.training import objectives as _objectives  # noqa: F401
 from pyrovae.training.config import train_params
+from pyrovae.training.stopping import EARLY_STOPPING_PARAMS
+from pyrovae.training.tracking import TRACKERS
 
 __all__ = ["MAX_NUM_SAMPLES", "MAX_SEED", "MODEL_KEYS", "SECTIONS", "apply_overrides",
            "bound_spec_hash", "check_num_samples", "dump_spec", "load_spec", "normalize_spec",
@@ -92,7 +94,24 @@ RUN_SECTIONS: dict[str, dict[str, Param]] = {
     "eval": {
         "num_samples": Param("positive_int", 1000, doc="K of the IWAE log-likelihood"),
     },
+    # stop when the held-out ELBO stops improving (training.stopping.EarlyStopping)
+    "early_stopping": EARLY_STOPPING_PARAMS,
+    # what the run folder keeps beside checkpoint.pt (written every train.checkpoint_every)
+    "checkpoint": {
+        "every": Param("nonneg_int", 0, doc="epochs between the periodic checkpoints kept in "
+                                            "checkpoints/ (0: none)"),
+        "keep": Param("positive_int", 3, doc="periodic checkpoints kept (the last k)"),
+        "keep_best": Param("bool", True, doc="keep best.pt, the best held-out epoch's "
+                                             "state (needs held-out data)"),
+    },
 }
+
+#: ``track``: the trackers a run logs to as it trains (training.tracking.TRACKERS).
+TRACK_DEFAULT = ["csv"]
+
+#: Sections added after run folders were first written: left out of the spec hash
+#: when they hold their defaults, so the checkpoints of older runs still verify.
+_LATER_DEFAULTS = ("early_stopping", "checkpoint", "track")
 
 SECTIONS: dict[str, dict[str, Param]] = {**MODEL_SECTIONS, **RUN_SECTIONS}
 
@@ -102,10 +121,32 @@ FAMILY_DEFAULTS: dict[str, str] = {
     "kl_weight": "constant",
 }
 
-ALL_KEYS = tuple(TOP) + tuple(SECTIONS) + tuple(FAMILY_DEFAULTS)
+ALL_KEYS = tuple(TOP) + tuple(SECTIONS) + tuple(FAMILY_DEFAULTS) + ("track",)
+
+
+def normalize_track(value: Any) -> list[str]:
+    """``track``: a list of tracker names (a single name, or null/[] for none), each
+    registered (``csv``, ``jsonl``, ``tensorboard``, ``mlflow``), without repeats."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise PyrovaeError(f"track: expected a list of tracker names "
+                           f"({', '.join(TRACKERS.names())}), got {pio.short(value)}")
+    out: list[str] = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or name not in TRACKERS:
+            raise PyrovaeError(f"track[{i}]: expected one of {', '.join(TRACKERS.names())}, "
+                               f"got {pio.short(name)}")
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def _normalize_key(key: str, raw: Mapping[str, Any]) -> Any:
+    if key == "track":
+        return normalize_track(raw.get("track", TRACK_DEFAULT))
     if key in TOP or key in MODEL_SECTIONS or key in MODEL_FAMILY_DEFAULTS:
         return normalize_model_key(key, raw)
     if key in SECTIONS:
@@ -237,8 +278,14 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     import hashlib
     import json
 
+    spec = {k: v for k, v in spec.items()
+            if not (k in _LATER_DEFAULTS and v == _later_default(k))}
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _later_default(key: str) -> Any:
+    return TRACK_DEFAULT if key == "track" else validate_section(SECTIONS[key], None, key)
 
 
 def bound_spec_hash(spec: Mapping[str, Any]) -> str:

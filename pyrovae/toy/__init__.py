@@ -9,6 +9,7 @@ name                  model                                              exact b
 ``ppca_orthogonal``   the same with orthogonal columns of W               closed form
 ``beta_bernoulli``    z ~ Beta(a, b), x_d ~ Bernoulli(z)                  closed form
 ``gamma_poisson``     z ~ Gamma(α, β), x_d ~ Poisson(z)                   closed form
+``hierarchical``      z₂ ~ N(0, I), z₁ ~ N(Az₂ + b, D₁), x ~ N(Wz₁ + c, σ²I)  closed form
 ``banana``            z ~ N(0, I₂), x ~ N(z₂ + z₁², σ²)                   grid quadrature
 ``bimodal``           z ~ N(0, I₂), x ~ N((z₁², z₂), σ²I)                 grid quadrature
 ``square``            z ~ N(0, 1), x ~ N(z², σ²)                          grid quadrature
@@ -21,6 +22,7 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.toy.base import ToyProblem
 from pyrovae.toy.conjugate import BetaBernoulli, GammaPoisson
 from pyrovae.toy.gaussian import closed_form_mle, fit_mle_pyro
+from pyrovae.toy.hierarchical import HierarchicalGaussian
 from pyrovae.toy.nonlinear import NonlinearToy
 from pyrovae.toy.ppca import PPCA
 
@@ -30,6 +32,7 @@ TOYS = {
     "ppca_orthogonal": lambda: PPCA.example(5, 2, orthogonal=True),
     "beta_bernoulli": BetaBernoulli,
     "gamma_poisson": GammaPoisson,
+    "hierarchical": HierarchicalGaussian.example,
     "banana": lambda: NonlinearToy("banana"),
     "bimodal": lambda: NonlinearToy("bimodal"),
     "square": lambda: NonlinearToy("square"),
@@ -49,6 +52,7 @@ __all__ = [
     "TOYS",
     "BetaBernoulli",
     "GammaPoisson",
+    "HierarchicalGaussian",
     "NonlinearToy",
     "ToyProblem",
     "closed_form_mle",

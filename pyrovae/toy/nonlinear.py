@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pyro.distributions as dist
 import torch
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.quadrature import GridPosterior, grid_posterior
 from pyrovae.toy.base import ToyProblem
 
@@ -52,7 +53,7 @@ class NonlinearToy(ToyProblem):
     ) -> None:
         super().__init__(dtype)
         if kind not in DECODERS:
-            raise ValueError(f"unknown nonlinear toy {kind!r}; known: {', '.join(DECODERS)}")
+            raise PyrovaeError(f"unknown nonlinear toy {kind!r}; known: {', '.join(DECODERS)}")
         self.kind = kind
         self.name = kind
         self.f, self.latent_dim, self.data_dim, self.formula = DECODERS[kind]

@@ -53,9 +53,10 @@ from pyrovae.training.guard import CheckedEngine, DivergenceError, Found, diverg
 from pyrovae.training.history import History
 from pyrovae.training.objectives import KLSchedule, Objective
 from pyrovae.training.state import CHECKPOINT_FORMAT, STATE_KEYS
+from pyrovae.training.stopping import Decision, EarlyStopping, as_early_stopping
 
-__all__ = ["CHECKPOINT_FORMAT", "STATE_KEYS", "DivergenceError", "History", "TrainConfig",
-           "Trainer", "fit", "parse_device"]
+__all__ = ["CHECKPOINT_FORMAT", "STATE_KEYS", "DivergenceError", "EarlyStopping", "History",
+           "TrainConfig", "Trainer", "fit", "parse_device"]
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
 
@@ -184,6 +185,7 @@ class Trainer:
         test_y: Any = None,
         progress: bool = True,
         callbacks: Iterable[Callback] = (),
+        early_stopping: EarlyStopping | Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
         """``config`` holds the scalar options (:class:`TrainConfig`); ``options`` are
@@ -215,6 +217,13 @@ class Trainer:
         self.device = dev if dev is not None else _device_of(vae)
         self.callbacks = callbacks
         self.engine_name = config.engine
+        self.early_stopping = as_early_stopping(early_stopping)
+        #: the early-stopping decision that ended the run (None: it ran all its epochs)
+        self.stopped: Decision | None = None
+        if (self.early_stopping is not None and self.early_stopping.monitor == "test_elbo"
+                and (test_data is None or not self.eval_every)):
+            raise PyrovaeError("early_stopping.monitor: 'test_elbo' (the held-out ELBO) needs "
+                               "test_data and eval_every >= 1")
 
         vae.to(self.device)
         self.source = _source(data, y, "data", vae, self.device)
@@ -283,7 +292,7 @@ class Trainer:
         return evaluate(self.vae, self.test_source, num_samples=1, seed=self.seed + 1)["elbo"]
 
     def _record(self, values: list[float], beta: float, start: float,
-                good: Mapping[str, Any]) -> dict[str, Any]:
+                good: Mapping[str, Any], epoch_start: float) -> dict[str, Any]:
         loss, rec, kl = values
         record: dict[str, Any] = {
             "epoch": self.epoch, "step": self.step, "train_loss": loss, "kl_weight": beta,
@@ -300,8 +309,34 @@ class Trainer:
                 note = f" ({_state.first_line(exc)[:80]})"
             if not math.isfinite(record["test_elbo"]):
                 self._fail(good, "evaluation", replay=False, note=note)
-        record["seconds"] = time.perf_counter() - start
+        record["lr"] = self._lr_in_force()
+        norm = self._grad_norm()
+        if norm is not None:
+            record["grad_norm"] = norm
+        now = time.perf_counter()
+        record["seconds"] = now - start
+        record["epoch_seconds"] = now - epoch_start
         return record
+
+    def _lr_in_force(self) -> float:
+        """The learning rate of the optimiser's (first) parameter group now: a schedule's
+        current value, read from the optimiser itself."""
+        opt = getattr(self.engine, "optimizer", None)
+        groups = getattr(opt, "param_groups", None)
+        if not groups:  # stock SVI: Pyro keeps one torch optimiser per parameter
+            objs = getattr(getattr(self.engine, "optim", None), "optim_objs", None) or {}
+            groups = next((o.param_groups for o in objs.values()), None)
+        return float(groups[0]["lr"]) if groups else float(self.lr)
+
+    def _grad_norm(self) -> float | None:
+        """The L2 norm of the gradient of the epoch's last step (after clipping), where
+        the engine leaves the gradients in place (the fast engine; stock SVI zeroes them:
+        None)."""
+        grads = [p.grad for p in self.vae.parameters() if p.grad is not None]
+        if not grads:
+            return None
+        norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        return norm if norm > 0 else None
 
     def run(self) -> History:
         """Train until ``epochs`` epochs are done; returns the history.
@@ -317,6 +352,9 @@ class Trainer:
                 # support is checked once, above; non-finite losses by the guard below
                 warnings.filterwarnings("ignore", message="Encountered NaN")
                 while self.epoch < self.epochs:
+                    if self._should_stop():
+                        break
+                    epoch_start = time.perf_counter()
                     good = self.state_dict()  # on-device copies; no host sync
                     self.vae.train()
                     values, beta = self._train_epoch()
@@ -324,14 +362,32 @@ class Trainer:
                     bad = nonfinite(values, self.vae, self.engine)
                     if bad is not None:
                         self._fail(good, bad, replay=True)
-                    record = self._record(values, beta, start, good)
+                    record = self._record(values, beta, start, good, epoch_start)
                     self.history.records.append(record)
                     progress.update(record)
                     for cb in self.callbacks:
                         cb(self, record)
         finally:
             progress.close()
+            for cb in self.callbacks:  # loggers flush and close their files
+                close = getattr(cb, "close", None)
+                if callable(close):
+                    close(self)
+        if self.stopped is not None and self.progress:
+            d, es = self.stopped, self.early_stopping
+            print(f"fit: stopped early after epoch {self.epoch}: {es.monitor} has not improved "
+                  f"by more than {es.min_delta:g} in {es.patience} evaluations (best "
+                  f"{d.best_value:.4f} at epoch {d.best_epoch})", file=sys.stderr, flush=True)
         return self.history
+
+    def _should_stop(self) -> bool:
+        """The early-stopping rule on the history so far (also right after a resume)."""
+        if self.early_stopping is None:
+            return False
+        decision = self.early_stopping.decide(self.history.records)
+        if decision.stop:
+            self.stopped = decision
+        return decision.stop
 
     # ------------------------------------------------------ divergence guard
     def _replay(self, good: Mapping[str, Any]) -> Found | None:
@@ -378,6 +434,7 @@ def fit(
     callbacks: Iterable[Callback] = (),
     y: Any = None,
     test_y: Any = None,
+    early_stopping: EarlyStopping | Mapping[str, Any] | None = None,
 ) -> History:
     """Train ``vae`` on ``data`` by SVI; returns the :class:`History`.
 
@@ -397,8 +454,15 @@ def fit(
         clip_norm: gradient-norm clipping (``None``: off).
         progress: a bar on a terminal, plain per-epoch lines on stderr otherwise.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``None`` (the model's).
-        callbacks: called as ``cb(trainer, record)`` after each checked epoch.
+        callbacks: called as ``cb(trainer, record)`` after each checked epoch, with the
+            epoch's record (every history term, ``kl_weight`` β, ``lr`` in force,
+            ``grad_norm``, ``epoch_seconds``, ``seconds``); one with a ``close(trainer)``
+            method has it called when training ends (loggers in
+            :mod:`pyrovae.training.tracking`: CSV, JSON lines, TensorBoard, MLflow).
         y, test_y: context of the data (conditional models), if any.
+        early_stopping: an :class:`EarlyStopping` (or a mapping of its options): stop
+            when the held-out ELBO (its ``monitor``) has not improved by more than
+            ``min_delta`` for ``patience`` evaluations; ``None``: run all epochs.
 
     Raises :class:`~pyrovae.errors.PyrovaeError` for bad arguments or data and
     :class:`DivergenceError` (a PyrovaeError) when training diverges; ``vae``
@@ -416,4 +480,4 @@ def fit(
                          clip_norm=clip_norm, eval_every=eval_every, device=device)
     return Trainer(vae, data, config, objective=objective, kl_weight=kl_weight,
                    test_data=test_data, y=y, test_y=test_y, progress=progress,
-                   callbacks=callbacks).run()
+                   callbacks=callbacks, early_stopping=early_stopping).run()

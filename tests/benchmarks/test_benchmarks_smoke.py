@@ -70,3 +70,19 @@ def test_fit_benchmark_quick_mode_prints_its_table(tmp_path):
     for r in results:
         for key in ("fit_s", "hand_s", "ratio", "cpu_ratio"):
             assert math.isfinite(r[key]) and r[key] > 0
+
+
+@pytest.mark.slow
+def test_fit_benchmark_tracking_table_quick(tmp_path):
+    out = tmp_path / "tracking.json"
+    res = subprocess.run(
+        [sys.executable, str(FIT_SCRIPT), "--quick", "--tracking-only", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "## Tracking overhead" in res.stdout and "load average" in res.stdout
+    rows = json.loads(out.read_text())["tracking"]
+    assert {r["tracking"] for r in rows} == {"csv (default)", "csv + tensorboard"}
+    for r in rows:
+        for key in ("ratio", "cpu_ratio", "record_extras_ms", "csv_row_ms"):
+            assert math.isfinite(r[key]) and r[key] > 0

@@ -26,6 +26,18 @@ def test_check_toy_writes_report_and_figures(tmp_path, capsys):
     assert "identity_ok: True" in capsys.readouterr().out
 
 
+def test_check_hierarchical_toy_two_sites_theta_fixed_to_the_floor(tmp_path):
+    out = tmp_path / "hier"
+    assert main(["check", "hierarchical", "--out", str(out), "--quick", "--points", "3"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["k1"] == 1 and report["model"]["k2"] == 1
+    tf = report["theta_fixed"]
+    assert tf["floor"] == pytest.approx(report["model"]["meanfield_floor"])
+    assert tf["kl"][-1] < tf["kl"][0] and tf["final_kl_above_floor"] < 0.05
+    assert all(report["identity"]["ok"])
+    assert (out / "hierarchical_theta_fixed.png").is_file()
+
+
 def test_check_ppca_reports_theta_fixed_and_closed_forms(tmp_path):
     out = tmp_path / "ppca"
     assert main(["check", "ppca", "--out", str(out), "--quick", "--points", "2"]) == 0

@@ -26,6 +26,8 @@ SMOKE: dict[str, tuple[list[str], list[str], str]] = {
                          ["banana_posterior.png", "bimodal_posterior.png", "square_posterior.png"],
                          "banana:"),
     "toy_ppca.py": (["--steps", "30", "--epochs", "3"], ["ppca_posterior.png"], "linear VAE"),
+    "early_stopping.py": (["--epochs", "8", "--patience", "2", "--k", "3", "--track", "csv"],
+                          ["early/history.csv", "early/best.pt"], "best epoch"),
     "check_trained_vae.py": (["--epochs", "1", "--points", "2", "--theta-steps", "20",
                               "--check-samples", "100", "--amortization-steps", "10",
                               "--nuts-points", "0"],

@@ -68,7 +68,8 @@ def test_checkpoints_every_n_epochs_and_at_the_end(tmp_path, data, monkeypatch):
     original = pio.save_checkpoint
 
     def spy(path, state):
-        saved.append(state["epoch"])
+        if Path(path).name == "checkpoint.pt":
+            saved.append(state["epoch"])
         original(path, state)
 
     monkeypatch.setattr(pio, "save_checkpoint", spy)
@@ -76,8 +77,8 @@ def test_checkpoints_every_n_epochs_and_at_the_end(tmp_path, data, monkeypatch):
                        progress=False)
     assert saved == [0, 2, 4, 5]
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
-    assert names == ["checkpoint.pt", "figures", "history.json", "metrics.json",
-                     "pyrovae-run.json", "spec.yaml"]
+    assert names == ["best.pt", "checkpoint.pt", "figures", "history.csv", "history.json",
+                     "metrics.json", "pyrovae-run.json", "spec.yaml"]
 
 
 # --------------------------------------------------------- no overwriting
