@@ -16,7 +16,9 @@ class History(Mapping):
     the schedule: the running means of the minibatch terms the training steps
     computed, as a hand-written loop logs them), ``kl_closed_form`` (whether the KL
     term was in closed form), ``test_elbo`` (the held-out ELBO, on evaluated epochs),
-    ``seconds`` (training time so far).
+    ``lr`` (the learning rate in force, read from the optimiser), ``grad_norm`` (the
+    L2 norm of the last step's gradient, after clipping; fast engine), ``epoch_seconds``
+    (the epoch's wall time) and ``seconds`` (training time so far).
 
     ``history["test_elbo"]`` is that column (``None`` on epochs without it);
     ``keys()``/``items()`` iterate the keys any record holds, in first-seen order.
