@@ -7,12 +7,14 @@ from pyrovae.data.datasets import (
     Dataset,
     as_array,
     as_tensor,
+    binarize_fixed,
     dataset_names,
     load_dataset,
     read_idx,
     register_dataset,
     train_test_split,
 )
+from pyrovae.data.mnist import ArrayUnpickler, read_mnist_pickle
 from pyrovae.data.source import (
     ArrayDataset,
     Batch,
@@ -25,6 +27,7 @@ from pyrovae.data.source import (
 __all__ = [
     "TRANSFORMS",
     "ArrayDataset",
+    "ArrayUnpickler",
     "Batch",
     "DataSource",
     "Dataset",
@@ -33,9 +36,11 @@ __all__ = [
     "as_array",
     "as_source",
     "as_tensor",
+    "binarize_fixed",
     "dataset_names",
     "load_dataset",
     "read_idx",
+    "read_mnist_pickle",
     "register_dataset",
     "train_test_split",
 ]

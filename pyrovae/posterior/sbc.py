@@ -51,6 +51,18 @@ class SBCResult:
     statistic: np.ndarray  #: (d,) smallest pointwise tail probability
     p_value: np.ndarray  #: (d,)
     alpha: float
+    labels: list[str] | None = None  #: (d,) "site[i]" per dimension of the flat latent
+
+    def failed_by_site(self) -> dict[str, list[int]]:
+        """The miscalibrated dimensions grouped by latent site: ``{"top": [0, 2], …}``."""
+        labels = self.labels or [f"z[{i}]" for i in range(self.ranks.shape[1])]
+        out: dict[str, list[int]] = {}
+        for label, bad in zip(labels, self.failed.tolist(), strict=True):
+            site, _, idx = label.rpartition("[")
+            out.setdefault(site, [])
+            if bad:
+                out[site].append(int(idx.rstrip("]")))
+        return out
 
     @property
     def failed(self) -> np.ndarray:
@@ -67,6 +79,7 @@ class SBCResult:
             "num_sims": int(self.ranks.shape[0]), "num_draws": self.num_draws,
             "alpha_familywise": self.alpha, "failed": self.failed.tolist(),
             "passed": self.passed, "p_value": self.p_value.tolist(),
+            "labels": self.labels, "failed_by_site": self.failed_by_site(),
             "statistic": self.statistic.tolist(), "grid": self.grid.tolist(),
             "ecdf_diff": self.ecdf_diff.tolist(), "band_lower": self.lower.tolist(),
             "band_upper": self.upper.tolist(),
@@ -156,4 +169,5 @@ def sbc(
     return SBCResult(
         ranks=r, num_draws=num_draws, grid=grid, ecdf_diff=counts / num_sims - grid,
         lower=lo_band, upper=hi_band, statistic=stat, p_value=p, alpha=alpha,
+        labels=target.dimension_labels(),
     )

@@ -389,6 +389,20 @@ class PyroTarget(Target):
         lq = self._per_point(tr, n, self._guide_sites(tr))
         return lq.expand(b, n).reshape(*batch, n)
 
+    def site_log_probs(self, x, z, *, guide: bool = False) -> dict[str, torch.Tensor]:
+        """log p(site | its parents) (or log q with ``guide=True``) per latent site, at the
+        flat z (..., N, D): ``{name: (..., N)}``; they sum to log p(z) (log q(z|x))."""
+        if guide:
+            self._require_guide()
+        self._discover(x)
+        n = x.shape[0]
+        values, batch, b = self._batched(z, n)
+        tr = self._trace(self.guide if guide else self.model, x, b, values)
+        if guide:
+            self._guide_sites(tr)
+        return {name: self._per_point(tr, n, [name]).expand(b, n).reshape(*batch, n)
+                for name in self.sites}
+
     def log_q(self, x, z):
         """log q(z|x) per point for z given as flat (..., N, D); alias of guide_log_prob."""
         return self.guide_log_prob(x, z)

@@ -253,7 +253,11 @@ class RunLock:
             os.close(fd)
 
     def _lock(self, fd: int, *, blocking: bool) -> bool:
-        import fcntl
+        try:
+            import fcntl
+        except ImportError:  # Windows: the package is declared POSIX-only
+            raise PyrovaeError("run folders need a POSIX system (Linux, macOS): this Python "
+                               "has no fcntl for the run lock") from None
 
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))

@@ -34,7 +34,7 @@ from pyrovae.runs.spec import (
     spec_diff,
 )
 from pyrovae.training.stopping import EarlyStopping
-from pyrovae.training.tracking import trackers_for
+from pyrovae.training.tracking import require_trackers, trackers_for
 from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
 
 
@@ -67,6 +67,7 @@ def build(spec_raw: dict[str, Any] | None, *, size_limit: float = 1.0
     """
     spec = normalize_spec(spec_raw)
     check_train_section(spec)
+    require_trackers(spec["track"])  # an optional package missing: said before any work
     check_size(spec, scale=size_limit)  # before the data: a lower bound (D unknown)
     _absolute_data_paths(spec)
     _, train, test = load_data(spec)

@@ -94,7 +94,8 @@ class ShardLoss(nn.Module):
         if hi == lo:  # empty shard (B < W): keep the draw in step, contribute zero
             draw(q, self.particles)
             zero = sum((p.sum() * 0.0 for p in vae.parameters()), out.sum() * 0.0)
-            self.last = MinibatchLoss(zero, zero.detach(), zero.detach(), False)
+            self.last = MinibatchLoss(zero, {"reconstruction": zero.detach(),
+                                             "kl": zero.detach()}, False)
             return zero, zero.detach()
         terms = terms_from_guide(vae, q, x, num_particles=self.particles, kl=self.kl,
                                  rows=slice(lo, hi))
@@ -121,7 +122,7 @@ class DDPEngine:
         self.params = [p for p in vae.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
         self.clip_norm = clip_norm
-        self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_terms: dict[str, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
 
     def step(self, x_global: torch.Tensor, num_data: int, kl_weight: float,
@@ -130,7 +131,7 @@ class DDPEngine:
             raise PyrovaeError("distributed: context y is not supported")
         loss, part = self.ddp(x_global, num_data, kl_weight)
         last = self.module.last
-        self.last_terms, self.kl_closed_form = (last.reconstruction, last.kl), last.kl_closed_form
+        self.last_terms, self.kl_closed_form = dict(last.terms), last.kl_closed_form
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP all-reduces (averages) the gradients here
         if self.clip_norm is not None:  # same averaged gradients on every rank

@@ -175,7 +175,8 @@ class FastEngine:
     """The objective's direct estimator + one torch Adam (see module docstring).
 
     ``step`` returns the minibatch loss (0-d, detached); ``last_terms`` then holds the
-    minibatch's summed reconstruction and KL terms (detached, no host sync).
+    objective's open record of terms (``"reconstruction"``, ``"kl"`` and any it adds),
+    each summed over the minibatch (detached, no host sync).
     """
 
     name = "fast"
@@ -195,7 +196,7 @@ class FastEngine:
         self.loss_fn: LossFn = fn
         self.params = [p for p in vae.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
-        self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_terms: dict[str, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
 
     def step(self, x: torch.Tensor, num_data: int, kl_weight: float,
@@ -206,7 +207,7 @@ class FastEngine:
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         self.optimizer.step()
-        self.last_terms = (out.reconstruction, out.kl)
+        self.last_terms = dict(out.terms)
         self.kl_closed_form = out.kl_closed_form
         return out.loss.detach()
 
@@ -240,7 +241,7 @@ class PyroEngine:
         self.vae = vae
         mc = type(elbo) is pyro.infer.Trace_ELBO
         self.kl = "mc" if mc else getattr(objective, "kl", "mc")
-        self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_terms: dict[str, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
 
     def step(self, x: torch.Tensor, num_data: int, kl_weight: float,
@@ -250,7 +251,7 @@ class PyroEngine:
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             terms = elbo_terms(self.vae, x, y=y, kl=self.kl)
-        self.last_terms = (terms.reconstruction.sum(), terms.kl.sum())
+        self.last_terms = {"reconstruction": terms.reconstruction.sum(), "kl": terms.kl.sum()}
         self.kl_closed_form = terms.kl_closed_form
         return loss
 

@@ -109,7 +109,7 @@ class CheckedEngine:
              y: torch.Tensor | None = None) -> torch.Tensor:
         loss = self.engine.step(x, num_data, kl_weight, y=y)
         step, self.next_step = self.next_step, self.next_step + 1
-        terms = self.engine.last_terms or ()
+        terms = list((self.engine.last_terms or {}).values())
         if not bool(torch.isfinite(torch.stack([loss.reshape(()), *terms])).all()):
             raise Found("loss", step)
         grads = [p.grad for p in self.vae.parameters() if p.grad is not None]

@@ -16,7 +16,12 @@ class History(Mapping):
     the schedule: the running means of the minibatch terms the training steps
     computed, as a hand-written loop logs them), ``kl_closed_form`` (whether the KL
     term was in closed form), ``test_elbo`` (the held-out ELBO, on evaluated epochs),
-    ``seconds`` (training time so far).
+    ``lr`` (the learning rate in force, read from the optimiser), ``grad_norm`` (the
+    L2 norm of the last step's gradient, after clipping; fast engine), ``epoch_seconds``
+    (the epoch's wall time), ``seconds`` (training time so far), and ``train_<name>``
+    for every further term the objective reports in its open record
+    (:class:`~pyrovae.estimators.elbo.MinibatchLoss`, e.g. ``train_kl/z1`` or
+    ``train_classify``).
 
     ``history["test_elbo"]`` is that column (``None`` on epochs without it);
     ``keys()``/``items()`` iterate the keys any record holds, in first-seen order.

@@ -244,7 +244,7 @@ class _ELBOObjective(Objective):
         with torch.no_grad():
             kl, closed = kl_term(q, prior, z, self.kl)
         loss = -(rec * (num_data / x.shape[0]) - kl_weight * floored * num_data)
-        return MinibatchLoss(loss, rec.detach(), kl.sum(), closed)
+        return MinibatchLoss(loss, {"reconstruction": rec.detach(), "kl": kl.sum()}, closed)
 
 
 @OBJECTIVES.register("trace_elbo")
@@ -344,7 +344,8 @@ class RenyiObjective(Objective):
         a = 1.0 - self.alpha
         bound = (torch.logsumexp(a * w, dim=0) - math.log(self.num_particles)) / a
         return MinibatchLoss(-bound.sum() * (num_data / x.shape[0]),
-                             log_px.detach().mean(0).sum(), ratio.detach().mean(0).sum(), False)
+                             {"reconstruction": log_px.detach().mean(0).sum(),
+                              "kl": ratio.detach().mean(0).sum()}, False)
 
 
 @OBJECTIVES.register("tracegraph_elbo")

@@ -193,13 +193,18 @@ class TensorBoardLogger:
     file_name = "tensorboard"
 
     def __init__(self, log_dir: str | Path) -> None:
+        self.require()
+        self.log_dir = Path(log_dir)
+        self._writer: Any = None
+
+    @staticmethod
+    def require() -> None:
+        """A PyrovaeError unless the ``tensorboard`` package is installed."""
         try:
             import tensorboard  # noqa: F401
         except ImportError:
             raise PyrovaeError("track: tensorboard is not installed; pip install "
                                "'pyrovae[tensorboard]' (or remove it from track)") from None
-        self.log_dir = Path(log_dir)
-        self._writer: Any = None
 
     @classmethod
     def in_folder(cls, folder: str | Path, run_name: str = "") -> TensorBoardLogger:
@@ -259,14 +264,19 @@ class MLflowLogger:
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "pyrovae",
                  run_name: str = "pyrovae") -> None:
+        self.require()
+        self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
+        self._client: Any = None
+        self.run_id: str | None = None
+
+    @staticmethod
+    def require() -> None:
+        """A PyrovaeError unless the ``mlflow`` package is installed."""
         try:
             import mlflow  # noqa: F401
         except ImportError:
             raise PyrovaeError("track: mlflow is not installed; pip install 'pyrovae[mlflow]' "
                                "(or remove it from track)") from None
-        self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
-        self._client: Any = None
-        self.run_id: str | None = None
 
     @classmethod
     def in_folder(cls, folder: str | Path, run_name: str = "") -> MLflowLogger:
@@ -350,6 +360,15 @@ def log_report(names: list[str], folder: str | Path, run_name: str,
             log(numbers, "check", step)
             used.append(type(tracker).__name__)
     return used
+
+
+def require_trackers(names: list[str]) -> None:
+    """A PyrovaeError naming the first tracker whose package is not installed (checked
+    before a run writes anything)."""
+    for name in names:
+        require = getattr(TRACKERS.get(name), "require", None)
+        if callable(require):
+            require()
 
 
 def trackers_for(names: list[str], folder: str | Path, run_name: str) -> list[Any]:

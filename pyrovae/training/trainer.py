@@ -265,9 +265,13 @@ class Trainer:
         _state.restore(self, state)
 
     # ----------------------------------------------------------------- loop
-    def _train_epoch(self) -> tuple[list[float], float]:
-        """One pass over the data; returns ([loss, reconstruction, KL] per example, β)."""
-        sums = torch.zeros(3, device=self.device)
+    def _train_epoch(self) -> tuple[dict[str, float], float]:
+        """One pass over the data; returns ({"loss": …, each term: …} per example, β).
+
+        The terms are the objective's open record (``"reconstruction"``, ``"kl"`` and
+        whatever it adds), summed on the device and read once per epoch."""
+        names: list[str] | None = None
+        sums = torch.zeros(1, device=self.device)
         beta = 1.0
         engine, device = self.engine, self.device
         for batch in self.source.batches(self.batch_size, generator=self.shuffle):
@@ -276,13 +280,17 @@ class Trainer:
             xb = self.vae.likelihood.prepare_batch(_as_event(self.vae, batch.x, "data"))
             beta = self.schedule.weight(self.step, self.steps_per_epoch)
             loss = engine.step(xb, self.num_data, beta, y=batch.y)
-            rec, kl = engine.last_terms
-            sums = sums + torch.stack((loss.to(sums), rec.to(sums), kl.to(sums)))
+            terms = engine.last_terms
+            if names is None:
+                names = list(terms)
+            sums = sums + torch.stack([loss.to(sums)] + [terms[k].to(sums) for k in names])
             self.step += 1
         totals = self._reduce(sums).tolist()  # the epoch's one host sync
         loss_sum = totals[0] / self.steps_per_epoch  # each step's loss is scaled to N
-        return [loss_sum / self.num_data, totals[1] / self.num_data,
-                totals[2] / self.num_data], beta
+        values = {"loss": loss_sum / self.num_data}
+        values.update({k: t / self.num_data for k, t in zip(names or [], totals[1:],
+                                                            strict=True)})
+        return values, beta
 
     def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
         """The epoch's sums over all workers (one process: itself)."""
@@ -291,14 +299,17 @@ class Trainer:
     def _evaluate(self) -> float:
         return evaluate(self.vae, self.test_source, num_samples=1, seed=self.seed + 1)["elbo"]
 
-    def _record(self, values: list[float], beta: float, start: float,
+    def _record(self, values: dict[str, float], beta: float, start: float,
                 good: Mapping[str, Any], epoch_start: float) -> dict[str, Any]:
-        loss, rec, kl = values
+        rec, kl = values["reconstruction"], values["kl"]
         record: dict[str, Any] = {
-            "epoch": self.epoch, "step": self.step, "train_loss": loss, "kl_weight": beta,
-            "train_elbo": rec - kl, "train_reconstruction": rec, "train_kl": kl,
-            "kl_closed_form": self.engine.kl_closed_form,
+            "epoch": self.epoch, "step": self.step, "train_loss": values["loss"],
+            "kl_weight": beta, "train_elbo": rec - kl, "train_reconstruction": rec,
+            "train_kl": kl,
         }
+        record.update({f"train_{k}": v for k, v in values.items()
+                       if k not in ("loss", "reconstruction", "kl")})
+        record["kl_closed_form"] = self.engine.kl_closed_form
         due = self.eval_every and (self.epoch % self.eval_every == 0 or self.epoch == self.epochs)
         if due and self.test_source is not None:
             note = ""
@@ -359,7 +370,7 @@ class Trainer:
                     self.vae.train()
                     values, beta = self._train_epoch()
                     self.epoch += 1
-                    bad = nonfinite(values, self.vae, self.engine)
+                    bad = nonfinite(values.values(), self.vae, self.engine)
                     if bad is not None:
                         self._fail(good, bad, replay=True)
                     record = self._record(values, beta, start, good, epoch_start)

@@ -158,7 +158,8 @@ def damages(draw) -> list[tuple[str, str, object]]:
     out = []
     for _ in range(draw(st.integers(1, 3))):
         name = draw(st.sampled_from(_FILES))
-        how = draw(st.sampled_from(["truncate", "flip", "junk", "delete", "temp"]))
+        how = draw(st.sampled_from(["truncate", "flip", "junk", "delete", "temp", "folder",
+                                    "link"]))
         arg = (draw(st.floats(0, 1)) if how in ("truncate", "flip")
                else draw(st.sampled_from(_JUNK)) if how == "junk" else None)
         out.append((name, how, arg))
@@ -167,7 +168,17 @@ def damages(draw) -> list[tuple[str, str, object]]:
 
 def _damage(run: Path, name: str, how: str, arg) -> None:
     path = run / name
-    if how == "temp":
+    if how == "folder":  # a file of the layout replaced by a folder (issue 19's trial)
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+        path.mkdir(exist_ok=True)
+    elif how == "link":  # figures/ pointing outside the run: nothing may be written there
+        shutil.rmtree(run / runs.FIGURES_DIR, ignore_errors=True)
+        (run / runs.FIGURES_DIR).unlink(missing_ok=True)
+        (run / runs.FIGURES_DIR).symlink_to(run.parent / "outside", target_is_directory=True)
+    elif path.is_dir():  # replaced by a folder above: nothing more to damage there
+        return
+    elif how == "temp":
         (run / f".{name}.q1w2e3r4.tmp").write_bytes(b"half")
     elif how == "delete":
         path.unlink(missing_ok=True)
@@ -207,6 +218,7 @@ def test_damaged_run_folders_end_cleanly(base, damage, command, monkeypatch, cap
     work = tmp_path_factory.mktemp("dmg")
     run = work / "run"
     shutil.copytree(base / "run", run)
+    (work / "outside").mkdir()
     for d in damage:
         _damage(run, *d)
     before = _files(run)
@@ -214,6 +226,7 @@ def test_damaged_run_folders_end_cleanly(base, damage, command, monkeypatch, cap
             for a in command]
     code, err, peak = _run(argv, monkeypatch, capsys)
     _check(code, err, peak, argv)
+    assert list((work / "outside").iterdir()) == []  # nothing written through a link
     if "--out" in argv and str(run) in argv and code != 0:  # a refused or cut-short new run
         if "--overwrite" in argv:
             assert _files(run) == before  # the old run, byte for byte

@@ -236,6 +236,8 @@ def test_pyros_tutorial_vae_is_checked_end_to_end(tutorial_vae):
     # SBC of the guide on the user's model: ranks per latent dimension
     s = sbc(t, num_sims=40, num_draws=9, seed=0)
     assert s.ranks.shape == (40, 3) and s.ranks.max() <= 9
+    assert s.labels == ["latent[0]", "latent[1]", "latent[2]"]
+    assert set(s.failed_by_site()) == {"latent"}
 
 
 def test_simulate_draws_from_the_users_model(tutorial_vae):
@@ -247,3 +249,53 @@ def test_simulate_draws_from_the_users_model(tutorial_vae):
     assert set(x.unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(PyrovaeError, match="example"):
         as_target(vae.model, vae.guide).simulate(3)
+
+
+def test_collapse_diagnostics_per_site_on_a_users_pair():
+    from pyrovae.posterior.collapse import collapse_diagnostics
+
+    p = TwoLayerGaussian(5, 3, 12, seed=3)
+    x = p.sample(64, seed=7)
+    t = as_target(p.model, p.guide, example=x)
+    torch.manual_seed(0)
+    c = collapse_diagnostics(t, x, num_samples=32)
+    assert c["latent_dim"] == 8 and set(c["active_units_per_site"]) == {"top", "bottom"}
+    assert sum(c["active_units_per_site"].values()) == c["active_units"]
+    # the KL split per site sums to the rate (the same draws)
+    assert sum(c["kl_per_site"].values()) == pytest.approx(c["rate"], rel=1e-6)
+    assert c["kl_per_site"]["top"] > 0 and c["kl_per_site"]["bottom"] > 0
+    assert 0 < c["mutual_information"] <= c["mi_max"] + 1e-6
+    assert c["dimension_labels"][0] == "top[0]"
+    # the rate plus distortion is the negative ELBO, against the ELBO estimator
+    e = elbo(t, x, num_samples=2000)
+    assert -c["rate"] - c["distortion"] == pytest.approx(float(e.value.mean()), abs=0.3)
+
+
+def test_sbc_passes_for_the_exact_posterior_and_fails_per_site_for_a_wrong_one():
+    p = TwoLayerGaussian(2, 1, 4, seed=4)
+
+    def exact_guide(x):  # the exact joint posterior, factorised top then bottom | top
+        m = p.mu_u + (x - p.mu_x) @ p.gain.T
+        c = p.post_cov
+        with pyro.plate("points", x.shape[0]):
+            top = pyro.sample("top", dist.Normal(m[:, :1], c[0, 0].sqrt()).to_event(1))
+            k = c[1:, :1] / c[0, 0]
+            cond = c[1:, 1:] - k @ c[:1, 1:]
+            loc = m[:, 1:] + (top - m[:, :1]) @ k.T
+            pyro.sample("bottom", dist.MultivariateNormal(loc, cond))
+
+    x0 = p.sample(2, seed=0)
+    good = sbc(as_target(p.model, exact_guide, example=x0), num_sims=300, num_draws=19,
+               seed=1)
+    assert good.passed, good.p_value
+
+    def wrong_guide(x):  # the top site's posterior scale halved
+        m = p.mu_u + (x - p.mu_x) @ p.gain.T
+        s = p.post_cov.diagonal().sqrt()
+        with pyro.plate("points", x.shape[0]):
+            pyro.sample("top", dist.Normal(m[:, :1], 0.3 * s[:1]).to_event(1))
+            pyro.sample("bottom", dist.Normal(m[:, 1:], s[1:]).to_event(1))
+
+    bad = sbc(as_target(p.model, wrong_guide, example=x0), num_sims=300, num_draws=19, seed=1)
+    # only the top site fails: the bottom's marginals are exact (its ranks are per dimension)
+    assert bad.failed_by_site() == {"top": [0], "bottom": []}

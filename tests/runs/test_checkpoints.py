@@ -218,3 +218,21 @@ def test_check_of_a_tracked_run_logs_its_numbers_to_tensorboard(tmp_path):
     assert not any("settings" in t or t.startswith("check/data/") for t in logged)
     assert "train/elbo" in acc.Tags()["scalars"]  # beside the training curves
     assert runs.folder_kind(tmp_path / "run") == "run"
+
+
+def test_a_tracker_whose_package_is_missing_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name == "tensorboard" or name.startswith("tensorboard."):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    spec = _spec(_data(tmp_path / "x.npy"), track=["csv", "tensorboard"])
+    with pytest.raises(PyrovaeError, match=r"tensorboard is not installed; pip install "):
+        pipeline.train_run(spec, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -427,3 +427,12 @@ def test_sample_refuses_non_finite_samples(old_run, monkeypatch, capsys):
     assert main(["sample", str(old_run), "--out", str(old_run / "s.npy")]) == 2
     assert "non-finite values" in capsys.readouterr().err
     assert not (old_run / "s.npy").exists()
+
+
+def test_the_lock_names_posix_where_fcntl_is_missing(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "r").mkdir()
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # as on Windows: import fails
+    with pytest.raises(PyrovaeError, match="POSIX"), runs.RunLock(tmp_path / "r", "pyrovae train"):
+        pass

@@ -85,8 +85,8 @@ def test_load_dataset_argument_types():
         load_dataset("digits", transform="log")
     with pytest.raises(PyrovaeError, match=r"data\.path"):
         load_dataset("mnist", path=3)
-    with pytest.raises(PyrovaeError, match=r"data\.path: the mnist data set needs a folder"):
-        load_dataset("mnist")
+    with pytest.raises(PyrovaeError, match=r"data\.path: file or folder not found"):
+        load_dataset("mnist", path="no/such/mnist.pkl.gz")
 
 
 # ----------------------------------------------------- support, shape, dtype
