@@ -71,9 +71,13 @@ def test_export_refuses_to_replace_without_overwrite_and_foreign_folders(run, tm
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_best_without_a_best_checkpoint_is_one_clear_line(run, capsys):
-    if (run / "best.pt").exists():
-        pytest.skip("this run keeps a best checkpoint")
-    assert main(["export", str(run), "--which", "best", "--out", str(run.parent / "b")]) == 2
+def test_best_without_a_best_checkpoint_is_one_clear_line(run, tmp_path, capsys):
+    spec = pipeline.runs.read_spec(run / "spec.yaml")
+    spec["checkpoint"]["keep_best"] = False
+    pipeline.train_run(spec, tmp_path / "nobest", progress=False)
+    assert not (tmp_path / "nobest" / "best.pt").exists()
+    assert main(["export", str(tmp_path / "nobest"), "--which", "best"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no best checkpoint" in err
+    assert main(["export", str(run), "--which", "best", "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "model.safetensors").is_file()
