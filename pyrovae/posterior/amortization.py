@@ -154,6 +154,21 @@ def optimise_local(
     return q, trace, info
 
 
+def _split(log_px: Estimate, amort: Estimate, local: Estimate) -> dict:
+    """log p(x) − ELBO[q_φ] = (log p(x) − ELBO[q*]) + (ELBO[q*] − ELBO[q_φ]), per point,
+    with the standard errors of each part."""
+    return {
+        "log_px": log_px.value, "log_px_method": log_px.method, "log_px_error": log_px.stderr,
+        "elbo_amortized": amort.value, "elbo_amortized_stderr": amort.stderr,
+        "elbo_optimized": local.value, "elbo_optimized_stderr": local.stderr,
+        "approximation_gap": log_px.value - local.value,
+        "amortization_gap": local.value - amort.value,
+        "approximation_gap_stderr": (log_px.stderr**2 + local.stderr**2).sqrt(),
+        "amortization_gap_stderr": (local.stderr**2 + amort.stderr**2).sqrt(),
+        "inference_gap": log_px.value - amort.value,
+    }
+
+
 class _LocalQTarget(_DistGuideMixin, Target):
     """A target's model with a per-point :class:`LocalGuide` as its guide."""
 
@@ -217,17 +232,7 @@ def gap_split(
     local = elbo(local_target, x, num_samples=num_samples)
     if log_px is None:
         log_px = log_marginal(local_target, x, method="iwae", num_samples=num_samples)
-    return {
-        "log_px": log_px.value, "log_px_method": log_px.method, "log_px_error": log_px.stderr,
-        "elbo_amortized": amort.value, "elbo_amortized_stderr": amort.stderr,
-        "elbo_optimized": local.value, "elbo_optimized_stderr": local.stderr,
-        "approximation_gap": log_px.value - local.value,
-        "amortization_gap": local.value - amort.value,
-        "approximation_gap_stderr": (log_px.stderr**2 + local.stderr**2).sqrt(),
-        "amortization_gap_stderr": (local.stderr**2 + amort.stderr**2).sqrt(),
-        "inference_gap": log_px.value - amort.value,
-        "local_family": "diagonal Gaussian per point",
-    }
+    return _split(log_px, amort, local) | {"local_family": "diagonal Gaussian per point"}
 
 
 def amortization_gap(
@@ -264,15 +269,7 @@ def amortization_gap(
             "approximation_gap_exact": kl_star.value,
             "amortization_gap_exact": kl_amort.value - kl_star.value,
         }
-    return out | {
-        "log_px": log_px.value, "log_px_method": log_px.method, "log_px_error": log_px.stderr,
-        "elbo_amortized": amort.value, "elbo_amortized_stderr": amort.stderr,
-        "elbo_optimized": local.value, "elbo_optimized_stderr": local.stderr,
-        "approximation_gap": log_px.value - local.value,
-        "amortization_gap": local.value - amort.value,
-        "approximation_gap_stderr": (log_px.stderr**2 + local.stderr**2).sqrt(),
-        "amortization_gap_stderr": (local.stderr**2 + amort.stderr**2).sqrt(),
-        "inference_gap": log_px.value - amort.value,
+    return out | _split(log_px, amort, local) | {
         "trace": trace, "optimizer": info["method"], "grad_norm": info["grad_norm"],
         "converged": info["converged"], "iterations": info["iterations"],
     }

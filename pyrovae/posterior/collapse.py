@@ -130,27 +130,40 @@ def collapse_diagnostics(
             kl_total = kl_divergence(q, p).double()
         except NotImplementedError:
             kl_total = (log_q - log_pz).double().mean(0)
-        rate = float(kl_total.mean())
-        distortion = float(-log_lik.double().mean())
         m = min(mi_points, x.shape[0])
         qm = target.guide_dist(x[:m])
         mi = float(_mutual_information(qm, num_samples))
-        rate_m = float(kl_total[:m].mean())
+    kl_dims = None if kl_dims is None else kl_dims.double().mean(0).tolist()
+    return _result(target, x, activity, threshold, kl_total, log_lik, mi, m, kl_dims, None)
+
+
+def _result(target, x, activity, threshold, kl_points, log_lik, mi, m, kl_per_dim,
+            kl_per_site) -> dict[str, Any]:
+    """The report of both paths; ``kl_points`` (N,) is KL(q(z|xₙ) ‖ p(z)) per point."""
+    from pyrovae.posterior.sites import site_slices
+
     active = activity > threshold
+    rate = float(kl_points.mean())
+    distortion = float(-log_lik.double().mean())
+    sites = target.sites
     return {
         "latent_dim": int(activity.shape[0]),
         "active_units": int(active.sum()),
         "active": active.tolist(),
         "activity": activity.tolist(),
+        "active_units_per_site": {k: int(active[sl].sum())
+                                  for k, sl in site_slices(sites).items()},
         "threshold": threshold,
-        "kl_per_dim": None if kl_dims is None else kl_dims.double().mean(0).tolist(),
+        "kl_per_dim": kl_per_dim,
+        "kl_per_site": kl_per_site,
         "rate": rate,
         "distortion": distortion,
         "elbo": -rate - distortion,
         "mutual_information": mi,
-        "marginal_kl": rate_m - mi,
+        "marginal_kl": float(kl_points[:m].mean()) - mi,
         "mi_max": math.log(m),
         "num_points": int(x.shape[0]),
+        "dimension_labels": target.dimension_labels(),
     }
 
 
@@ -161,8 +174,6 @@ def _collapse_from_draws(target, x, num_samples: int, threshold: float,
     posterior means, the rate by Monte Carlo, the KL split per latent site
     (E_q[log q(site | …) − log p(site | parents)], which sums to the rate) and
     I_q(x; z) on at most 128 rows (its cost is quadratic in them)."""
-    from pyrovae.posterior.sites import site_slices
-
     if not target.has_guide:
         raise PyrovaeError("collapse diagnostics need a guide; none was given")
     with torch.no_grad():
@@ -184,29 +195,8 @@ def _collapse_from_draws(target, x, num_samples: int, threshold: float,
             x[:m], zm.unsqueeze(2).expand(s, m, m, zm.shape[-1])).double()  # (s, i, j)
         own = torch.diagonal(cross, dim1=1, dim2=2)  # (s, m)
         mi = float((own - (torch.logsumexp(cross, -1) - math.log(m))).mean())
-        rate_m = float(kl_points[:m].mean())
-    active = activity > threshold
-    slices = site_slices(sites)
-    rate = float(kl_points.mean())
-    distortion = float(-log_lik.double().mean())
-    return {
-        "latent_dim": int(activity.shape[0]),
-        "active_units": int(active.sum()),
-        "active": active.tolist(),
-        "activity": activity.tolist(),
-        "active_units_per_site": {k: int(active[sl].sum()) for k, sl in slices.items()},
-        "threshold": threshold,
-        "kl_per_dim": None,
-        "kl_per_site": kl_per_site,
-        "rate": rate,
-        "distortion": distortion,
-        "elbo": -rate - distortion,
-        "mutual_information": mi,
-        "marginal_kl": rate_m - mi,
-        "mi_max": math.log(m),
-        "num_points": int(x.shape[0]),
-        "dimension_labels": target.dimension_labels(),
-    }
+    return _result(target, x, activity, threshold, kl_points, log_lik, mi, m, None,
+                   kl_per_site)
 
 
 def collapse_callback(

@@ -87,3 +87,28 @@ class ToyProblem:
     def describe(self) -> dict:
         """A JSON-able description of θ (for reports)."""
         return {"name": self.name, "latent_dim": self.latent_dim, "data_dim": self.data_dim}
+
+
+class LinearGaussian(ToyProblem):
+    """A toy whose posterior is Gaussian with a precision Λ that does not depend on x
+    (pPCA, the two-layer linear-Gaussian model): subclasses give
+    ``posterior_precision`` and ``posterior(x)``; the mean-field floor follows.
+    """
+
+    exact_posterior = True
+
+    @property
+    def posterior_precision(self) -> torch.Tensor:
+        """Λ, the precision of p(z|x), the same for every x."""
+        raise NotImplementedError
+
+    def meanfield_floor(self) -> float:
+        """min over diagonal Gaussians q of KL(q ‖ p(z|x)) = ``½ (Σ log Λᵢᵢ − log |Λ|)``."""
+        prec = self.posterior_precision
+        return float(0.5 * (prec.diagonal().log().sum() - torch.logdet(prec)))
+
+    def optimal_meanfield(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """The mean-field Gaussian that reaches the floor: N(posterior mean, diag 1/Λᵢᵢ)."""
+        mean = self.posterior(x).mean
+        scale = self.posterior_precision.diagonal().rsqrt().expand_as(mean)
+        return dist.Normal(mean, scale).to_event(1)

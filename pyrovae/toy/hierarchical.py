@@ -31,10 +31,10 @@ import pyro.distributions as dist
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.toy.base import ToyProblem
+from pyrovae.toy.base import LinearGaussian
 
 
-class HierarchicalGaussian(ToyProblem):
+class HierarchicalGaussian(LinearGaussian):
     """Two-layer linear-Gaussian model with parameters ``A`` (k₁, k₂), ``b`` (k₁),
     ``d1`` (k₁, variances), ``W`` (D, k₁), ``c`` (D) and ``sigma`` > 0."""
 
@@ -141,17 +141,6 @@ class HierarchicalGaussian(ToyProblem):
         rhs = s_inv_m + (x.to(self.dtype) - self.c) @ self._H / self.sigma**2
         mean = rhs @ cov.T
         return dist.MultivariateNormal(mean, covariance_matrix=cov.expand(*mean.shape, -1))
-
-    def meanfield_floor(self) -> float:
-        """min over diagonal Gaussians q of KL(q ‖ p(z₂, z₁ | x)) = ``½ (Σ log Λᵢᵢ − log |Λ|)``."""
-        prec = self.posterior_precision
-        return float(0.5 * (prec.diagonal().log().sum() - torch.logdet(prec)))
-
-    def optimal_meanfield(self, x: torch.Tensor) -> dist.TorchDistribution:
-        """The mean-field Gaussian that reaches the floor: N(posterior mean, diag 1/Λᵢᵢ)."""
-        mean = self.posterior(x).mean
-        scale = self.posterior_precision.diagonal().rsqrt().expand_as(mean)
-        return dist.Normal(mean, scale).to_event(1)
 
     def describe(self) -> dict:
         return {

@@ -29,10 +29,10 @@ import pyro.distributions as dist
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.toy.base import ToyProblem
+from pyrovae.toy.base import LinearGaussian
 
 
-class PPCA(ToyProblem):
+class PPCA(LinearGaussian):
     """Probabilistic PCA with parameters ``W`` (D, k), ``mu`` (D,), ``sigma`` > 0."""
 
     name = "ppca"
@@ -115,17 +115,6 @@ class PPCA(ToyProblem):
         cov = torch.linalg.inv(prec)
         mean = (x.to(self.dtype) - self.mu) @ self.W @ cov.T / self.sigma**2
         return dist.MultivariateNormal(mean, covariance_matrix=cov.expand(*mean.shape, -1))
-
-    def meanfield_floor(self) -> float:
-        """min over diagonal Gaussians q of KL(q ‖ p(z|x)) = ``½ (Σ log Λᵢᵢ − log |Λ|)``."""
-        prec = self.posterior_precision
-        return float(0.5 * (prec.diagonal().log().sum() - torch.logdet(prec)))
-
-    def optimal_meanfield(self, x: torch.Tensor) -> dist.TorchDistribution:
-        """The mean-field Gaussian that reaches the floor: N(posterior mean, diag 1/Λᵢᵢ)."""
-        mean = self.posterior(x).mean
-        scale = self.posterior_precision.diagonal().rsqrt().expand_as(mean)
-        return dist.Normal(mean, scale).to_event(1)
 
     # --------------------------------------------------- maximum likelihood
     @staticmethod
