@@ -16,6 +16,7 @@ __all__ = ["MAX_SAMPLES", "register", "run"]
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``sample`` subcommand to the subparsers ``sub``; return its parser."""
     p = sub.add_parser("sample", help="sample from a trained model",
                        description="Draw z ~ p(z) and x from p(x|z); write a .png grid "
                        "(images) or a .npy array.")
@@ -30,6 +31,11 @@ def register(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``pyrovae sample`` with the parsed ``args``; return the exit status (0).
+
+    Raises:
+        PyrovaeError: an empty ``--out``, or a run folder or output that cannot be used.
+    """
     if args.out is not None and not args.out.strip():
         raise PyrovaeError("--out: expected a .png or .npy file name, got an empty string")
     out = sample_run(args.run_dir, args.out, num=args.num, draw=args.draw, seed=args.seed,

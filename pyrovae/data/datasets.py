@@ -112,6 +112,7 @@ def register_dataset(name: str) -> Callable[[Callable[[str | None], _Raw]], Call
 
 
 def dataset_names() -> list[str]:
+    """The names :func:`load_dataset` knows, sorted (``digits``, ``mnist5k``, ...)."""
     return sorted(_LOADERS)
 
 

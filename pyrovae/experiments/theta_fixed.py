@@ -196,7 +196,7 @@ def theta_fixed_local(
     log p(x) and the exact KL(q ‖ p(z|x)) (closed form between Gaussians), each
     computed on its own; ``floor`` is the toy's ``meanfield_floor()`` when it has one.
     Works for pPCA and for the two-layer :class:`~pyrovae.toy.HierarchicalGaussian`
-    (two latent sites), where the floor is ½ (Σ log Λᵢᵢ − log |Λ|) again.
+    (two latent sites), where the floor is ``½ (Σ log Λᵢᵢ − log |Λ|)`` again.
 
     Args:
         toy: a toy problem with ``exact_posterior`` (a Gaussian p(z|x)).

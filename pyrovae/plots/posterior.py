@@ -152,7 +152,7 @@ def posterior_grid_figure(
     """Exact posterior (grey, filled) against the guide (red lines) per data point,
     each panel zoomed onto where either has mass.
 
-    ``grids`` is one row of :class:`~pyrovae.posterior.grid.GridPosterior`; pass
+    ``grids`` is one row of :class:`~pyrovae.quadrature.GridPosterior`; pass
     ``rows`` (a list of such rows, e.g. one per guide family) to stack several, with
     ``row_labels``.  ``images`` (optional) are drawn above each column.
     """

@@ -177,7 +177,7 @@ def check_identity(
 ) -> dict:
     """ELBO, log p(x), KL(q ‖ p(z|x)) and the residual log p(x) − ELBO − KL per point.
 
-    ``ok`` is True where |residual| ≤ ``sigmas`` × the Monte Carlo standard error of
+    ``ok`` is True where ``|residual|`` ≤ ``sigmas`` × the Monte Carlo standard error of
     the ELBO plus the quadrature error bounds (plus 1e-6).
     """
     target = as_target(target)

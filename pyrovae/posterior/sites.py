@@ -85,7 +85,7 @@ def require_continuous(sites: Mapping[str, SiteInfo], what: str) -> None:
 
 
 def ravel(z: Mapping[str, torch.Tensor], sites: Mapping[str, SiteInfo]) -> torch.Tensor:
-    """Concatenate ``z[name]`` (..., N, *event) over ``sites`` into (..., N, D)."""
+    """Concatenate ``z[name]`` of shape ``(..., N, *event)`` over ``sites`` into ``(..., N, D)``."""
     parts = []
     for name, s in sites.items():
         v = z[name]

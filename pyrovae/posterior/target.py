@@ -254,6 +254,7 @@ class PyroTarget(Target):
 
     @property
     def support(self):  # type: ignore[override]
+        """The support of the raveled latent vector (one site's own, else real)."""
         sites = self.sites
         require_continuous(sites, "this check")
         if len(sites) == 1:

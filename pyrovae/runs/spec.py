@@ -113,6 +113,7 @@ TRACK_DEFAULT = ["csv"]
 #: when they hold their defaults, so the checkpoints of older runs still verify.
 _LATER_DEFAULTS = ("early_stopping", "checkpoint", "track")
 
+#: Every plain section of a spec, model and run, as ``section -> {key: Param}``.
 SECTIONS: dict[str, dict[str, Param]] = {**MODEL_SECTIONS, **RUN_SECTIONS}
 
 FAMILY_DEFAULTS: dict[str, str] = {

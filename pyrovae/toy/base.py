@@ -64,7 +64,7 @@ class ToyProblem:
 
     def posterior(self, x: torch.Tensor):
         """p_θ(z|x): a distribution with batch shape (N,) when ``exact_posterior``,
-        otherwise a list of :class:`~pyrovae.posterior.grid.GridPosterior` (one per point)."""
+        otherwise a list of :class:`~pyrovae.quadrature.GridPosterior` (one per point)."""
         raise NotImplementedError
 
     def grid_box(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +103,7 @@ class LinearGaussian(ToyProblem):
         raise NotImplementedError
 
     def meanfield_floor(self) -> float:
-        """min over diagonal Gaussians q of KL(q ‖ p(z|x)) = ½ (Σ log Λᵢᵢ − log |Λ|)."""
+        """min over diagonal Gaussians q of KL(q ‖ p(z|x)) = ``½ (Σ log Λᵢᵢ − log |Λ|)``."""
         prec = self.posterior_precision
         return float(0.5 * (prec.diagonal().log().sum() - torch.logdet(prec)))
 

@@ -13,7 +13,7 @@ vector the checks use), u is Gaussian with mean m = (0, b) and covariance
 * marginal ``p(x) = N(W b + c, W (A Aᵀ + diag(d₁)) Wᵀ + σ² I)``;
 * joint posterior ``p(z₂, z₁ | x) = N(Λ⁻¹ (S⁻¹ m + Hᵀ (x − c)/σ²), Λ⁻¹)`` with precision
   ``Λ = S⁻¹ + Hᵀ H / σ²``, the same for every x;
-* the floor of KL(q ‖ p(u|x)) over mean-field Gaussians q, ½ (Σᵢ log Λᵢᵢ − log |Λ|),
+* the floor of KL(q ‖ p(u|x)) over mean-field Gaussians q, ``½ (Σᵢ log Λᵢᵢ − log |Λ|)``,
   exactly as for pPCA (Λ is not diagonal: the layers are coupled even when W is
   orthogonal).
 
@@ -91,7 +91,7 @@ class HierarchicalGaussian(LinearGaussian):
 
     @property
     def prior_mean(self) -> torch.Tensor:
-        """m = (0, b): the mean of u = (z₂, z₁)."""
+        """The mean m = (0, b) of u = (z₂, z₁)."""
         return torch.cat([torch.zeros(self.k2, dtype=self.dtype), self.b])
 
     @property

@@ -19,7 +19,7 @@ Equal to the single-process run, not merely "statistically similar":
 * hence ``DistributedTrainer`` with W ranks gives the parameters of
   ``pyrovae.fit(..., engine="fast")`` with the same seed and batch size up to
   float rounding (the gradient sums are split differently);
-  ``tests/test_distributed.py`` checks this for W = 2 on CPU.
+  ``tests/training/test_distributed.py`` checks this for W = 2 on CPU.
 
 Not covered: state that a module updates from its own minibatch during the
 forward pass (the ``calibrated`` Gaussian σ) follows rank 0's shard
@@ -29,7 +29,7 @@ subclasses whose model/guide are not the standard pair, are refused.
 
 Run (one node, 4 processes; CPU)::
 
-    torchrun --nproc_per_node 4 -m pyrovae.training.distributed --data mnist5k --epochs 20 \\
+    torchrun --nproc_per_node 4 -m pyrovae.cli.distributed --data mnist5k --epochs 20 \\
         --set train.batch_size=512 --out ddp.pt
 
 GPUs: one process per GPU, ``--device cuda`` (rank r uses ``cuda:LOCAL_RANK``,
@@ -170,7 +170,7 @@ def check_supported(vae: Any, objective: Any, sample: torch.Tensor) -> None:
 
 
 class DistributedTrainer(Trainer):
-    """:class:`~pyrovae.train.Trainer` over ``torch.distributed`` ranks (DDP).
+    """:class:`~pyrovae.training.trainer.Trainer` over ``torch.distributed`` ranks (DDP).
 
     Call inside an initialised process group (:func:`init_process_group`); the
     arguments are :class:`Trainer`'s, ``batch_size`` being the *global* minibatch
@@ -181,7 +181,7 @@ class DistributedTrainer(Trainer):
     def __init__(self, vae: Any, data: Any, **kwargs: Any) -> None:
         if not dist.is_initialized():
             raise PyrovaeError("distributed: no process group; launch with torchrun "
-                               "(python -m pyrovae.training.distributed --help)")
+                               "(python -m pyrovae.cli.distributed --help)")
         kwargs["engine"] = "fast"
         super().__init__(vae, data, **kwargs)
 

@@ -218,7 +218,7 @@ class Trainer:
         self.callbacks = callbacks
         self.engine_name = config.engine
         self.early_stopping = as_early_stopping(early_stopping)
-        #: the early-stopping decision that ended the run (None: it ran all its epochs)
+        #: the early-stopping decision that ended the run (None if it ran all its epochs)
         self.stopped: Decision | None = None
         if (self.early_stopping is not None and self.early_stopping.monitor == "test_elbo"
                 and (test_data is None or not self.eval_every)):
