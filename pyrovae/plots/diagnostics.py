@@ -63,7 +63,8 @@ def sbc_figure(sbc: dict, max_dims: int = 16, title: str = "SBC of q(z|x)") -> F
         ax.fill_between(grid, lo, hi, color="0.85", step="mid")
         ax.plot(grid, diff[j], color="C3" if failed[j] else "C0", lw=1.2)
         ax.axhline(0, color="k", lw=0.5)
-        ax.set_title(f"z[{j}] p={float(sbc['p_value'][j]):.2f}", fontsize=8)
+        label = (sbc.get("labels") or [f"z[{i}]" for i in range(len(diff))])[j]
+        ax.set_title(f"{label} p={float(sbc['p_value'][j]):.2f}", fontsize=8)
     fig.suptitle(f"{title}: {sum(failed)} of {len(failed)} dimensions outside the "
                  f"{1 - sbc['alpha_familywise']:.0%} band", fontsize=9)
     fig.supxlabel("fractional rank", fontsize=8)
@@ -90,6 +91,12 @@ def collapse_figure(c: dict, title: str = "Posterior collapse") -> Figure:
         ax2.bar(np.arange(len(kl)), kl[order], color="C1")
         ax2.set_xlabel("latent dimension (same order)")
         ax2.set_ylabel("KL per dimension [nats]")
+    elif c.get("kl_per_site"):  # a model with several latent sites: the KL split per site
+        names = list(c["kl_per_site"])
+        ax2.bar(np.arange(len(names)), [c["kl_per_site"][k] for k in names], color="C1")
+        ax2.set_xticks(np.arange(len(names)), names, fontsize=8)
+        ax2.set_xlabel("latent site")
+        ax2.set_ylabel("KL per site [nats]")
     ax2.set_title(f"rate {c['rate']:.2f}, distortion {c['distortion']:.2f}, "
                   f"I(x;z) {c['mutual_information']:.2f} (≤ {c['mi_max']:.2f})", fontsize=9)
     fig.suptitle(title, fontsize=10)

@@ -28,13 +28,19 @@ SMOKE: dict[str, tuple[list[str], list[str], str]] = {
     "toy_ppca.py": (["--steps", "30", "--epochs", "3"], ["ppca_posterior.png"], "linear VAE"),
     "early_stopping.py": (["--epochs", "8", "--patience", "2", "--k", "3", "--track", "csv"],
                           ["early/history.csv", "early/best.pt"], "best epoch"),
+    "check_pyro_tutorial_vae.py": (["--steps", "30", "--points", "3", "--ais-steps", "10",
+                                    "--sbc-sims", "20", "--gap-steps", "10"],
+                                   ["check.json", "sbc.png", "collapse.png"], "BDMC width"),
+    "hierarchical_vs_single.py": (["--epochs", "1", "--points", "4", "--iwae-k", "50",
+                                   "--ais-steps", "10", "--bdmc-points", "2"],
+                                  ["hierarchical_vs_single.json"], "two layers (z1: 32, z2: 16)"),
     "check_trained_vae.py": (["--epochs", "1", "--points", "2", "--theta-steps", "20",
                               "--check-samples", "100", "--amortization-steps", "10",
                               "--nuts-points", "0"],
                              ["vae_posteriors.png", "vae_gaps.png", "vae_theta_fixed.png",
                               "check_trained_vae.json"], "theta fixed: KL"),
 }
-SLOW = {"check_trained_vae.py", "toy_ppca.py", "toy_nonlinear.py"}
+SLOW = {"check_trained_vae.py", "toy_ppca.py", "toy_nonlinear.py", "hierarchical_vs_single.py"}
 
 
 def _tracked_state() -> str:
