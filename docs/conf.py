@@ -28,6 +28,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 copied into _static: math renders offline
     "myst_nb",
     "pyrovae_refs",
 ]
@@ -55,6 +56,8 @@ nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
+# progress bars and their "no ipywidgets" notices are not part of the story
+nb_output_stderr = "remove"
 
 html_theme = "furo"
 html_title = "pyrovae"
