@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOTTED = re.compile(r"(?<![\w./-])pyrovae(?:\.[A-Za-z_]\w*)+")
-TEST_FILE = re.compile(r"(?<![\w./-])(?:tests|pyrovae|examples|benchmarks)/[\w/]+\.py")
+# examples/ is flat here; a deeper examples/ path names another project's (Pyro's) file
+TEST_FILE = re.compile(r"(?<![\w./-])(?:(?:tests|pyrovae|benchmarks)/[\w/]+|examples/\w+)\.py")
 
 
 def _texts() -> list[Path]:

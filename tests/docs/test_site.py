@@ -101,3 +101,12 @@ def test_the_tutorial_ran_and_drew_its_figures(site: Path) -> None:
     html = (site / "tutorial.html").read_text(encoding="utf-8")
     assert html.count("<img") >= 6, "the tutorial's figures are missing"
     assert "Traceback" not in html
+
+
+def test_the_gallery_ran_every_example_and_drew_its_figures(site: Path) -> None:
+    html = (site / "gallery.html").read_text(encoding="utf-8")
+    for script in ("swap_priors_likelihoods.py", "conv_vs_mlp.py", "conditional_digits.py",
+                   "theta_fixed.py", "is_my_loglik_real.py"):
+        assert f"python examples/{script}" in html, script
+    assert "held-out IWAE" in html and "BDMC width" in html
+    assert html.count("<img") >= 5, "the gallery's figures are missing"
