@@ -42,6 +42,7 @@ from pyrovae.estimators.importance import (
     pareto_khats,
 )
 from pyrovae.estimators.kl import closed_form_kl_or_none, mc_kl
+from pyrovae.randomness import seeded
 
 #: Fewest draws for which evaluate fits a Pareto tail (k̂); fewer: k̂ is not reported.
 KHAT_MIN_SAMPLES = 50
@@ -115,12 +116,10 @@ def evaluate(
                         "log_likelihood_mc_se", "ess", "khat")
     }
     used_closed_form = True
-    devices = [device] if device.type == "cuda" else []
     was_training = vae.training
     vae.eval()
     try:
-        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
-            torch.manual_seed(seed)
+        with seeded(seed, vae), pyro.validation_enabled(False):
             for batch in source.batches(data_chunk):
                 x = batch.x.to(device=device, dtype=dtype)
                 if hasattr(vae, "as_event"):  # flat data for an image VAE and back

@@ -61,6 +61,7 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.posterior.exact import Estimate, as_mvn, iwae_from_log_weights
 from pyrovae.posterior.psis import ess
 from pyrovae.posterior.target import Target, as_target
+from pyrovae.randomness import seeded
 
 
 def _sigmoid_schedule(num_steps: int, delta: float = 4.0) -> torch.Tensor:
@@ -321,8 +322,7 @@ def ais(
     t0 = time.perf_counter()
     n_all = x.shape[0]
     outs = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, x, target):
         for lo in range(0, n_all, chunk_size):
             hi = min(lo + chunk_size, n_all)
             an = _Annealer(target, x[lo:hi], start, precondition)

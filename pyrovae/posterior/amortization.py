@@ -22,6 +22,7 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.posterior.exact import Estimate, elbo, kl_to_posterior, log_marginal
 from pyrovae.posterior.local import LocalGuide, fit_local_guide, maximize_elbo
 from pyrovae.posterior.target import Target, VAETarget, _DistGuideMixin, as_target
+from pyrovae.randomness import seeded
 
 
 @contextlib.contextmanager
@@ -63,8 +64,7 @@ def _sample_average_elbo(target, x, make_q, num_particles: int, seed: int) -> to
     """Σ over points of the ELBO estimated with the *same* base noise on every call
     (the random stream is reseeded), so the objective is deterministic and smooth:
     a sample-average approximation that L-BFGS can optimise to a gradient tolerance."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, x, target):
         q = make_q()
         z = q.rsample((num_particles,))
         return (target.log_joint(x, z) - q.log_prob(z)).mean(0).sum()

@@ -29,6 +29,7 @@ import torch
 
 from pyrovae.posterior.ais import AISResult, ais
 from pyrovae.posterior.target import as_target
+from pyrovae.randomness import seeded
 
 
 @dataclass
@@ -88,8 +89,7 @@ def bdmc(
         using bidirectional Monte Carlo*.
     """
     target = as_target(model, guide)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed, target), torch.no_grad():
         z, x = target.simulate(num_data)
     common = {"num_steps": num_steps, "num_chains": num_chains, "start": start,
               "schedule_name": schedule_name, "leapfrog_steps": leapfrog_steps,

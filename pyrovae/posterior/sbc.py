@@ -36,6 +36,7 @@ from scipy import stats
 
 from pyrovae.errors import PyrovaeError
 from pyrovae.posterior.target import as_target
+from pyrovae.randomness import seeded
 
 
 @dataclass
@@ -152,8 +153,7 @@ def sbc(
         raise PyrovaeError(f"sbc alpha: expected a number in (0, 1), got {alpha}")
     target = as_target(model, guide)
     ranks = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed, target), torch.no_grad():
         for lo in range(0, num_sims, chunk_size):
             z, x = target.simulate(min(chunk_size, num_sims - lo))
             zq, _ = target.sample_guide(x, num_draws)
