@@ -73,6 +73,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyro.distributions as dist
@@ -440,7 +441,7 @@ def read_log(path: str) -> dict[str, Any]:
 def merge(paths: list[str]) -> int:
     """Print the report of several runs (e.g. seeds 0-4 and 5-9) as one: their ``--json``
     files, or the logs (stderr) of runs stopped early."""
-    runs = [json.loads(open(p).read()) if p.endswith(".json") else read_log(p) for p in paths]
+    runs = [json.loads(Path(p).read_text()) if p.endswith(".json") else read_log(p) for p in paths]
     first = runs[0]
     rows: dict[str, dict[str, Any]] = {}
     for run in runs:

@@ -244,9 +244,10 @@ def _load_file(path: Path, header: bool = False) -> _Raw:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. loadtxt's "input contained no data"
             if suffix == ".npy":
-                x = np.load(path, allow_pickle=False)
+                with open(path, "rb") as fh:  # ours to close, also when np.load fails
+                    x = np.load(fh, allow_pickle=False)
             elif suffix == ".npz":
-                with np.load(path, allow_pickle=False) as f:
+                with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
                     if not hasattr(f, "files"):
                         raise PyrovaeError(f"{path}: not an .npz archive")
                     if "x" not in f.files:

@@ -38,7 +38,8 @@ def test_mnist5k_bundled():
 def _write_idx(path, array: np.ndarray, code: int, compress: bool) -> None:
     header = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape)
     data = header + array.astype(">u1").tobytes()
-    (gzip.open if compress else open)(path, "wb").write(data)
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(data)
 
 
 @pytest.mark.parametrize("compress", [False, True])
