@@ -57,9 +57,11 @@ class History(Mapping):
 
     @property
     def last(self) -> dict[str, Any]:
+        """The last epoch's record (empty before the first epoch)."""
         return self.records[-1] if self.records else {}
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able copy: ``{"records": [one dict per epoch]}``."""
         return {"records": [dict(r) for r in self.records]}
 
     @classmethod
