@@ -66,4 +66,5 @@ class History(Mapping):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> History:
+        """The History that :meth:`to_dict` wrote."""
         return cls([dict(r) for r in d.get("records", [])])
