@@ -64,18 +64,22 @@ class GridPosterior:
 
     @property
     def latent_dim(self) -> int:
+        """The number of grid axes (dimensions of u)."""
         return len(self.axes)
 
     @property
     def spacing(self) -> list[float]:
+        """The grid step along each axis."""
         return [float(a[1] - a[0]) for a in self.axes]
 
     @property
     def cell_volume(self) -> float:
+        """The volume of one grid cell in u (the product of the spacings)."""
         return math.prod(self.spacing)
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The number of grid points along each axis."""
         return tuple(len(a) for a in self.axes)
 
     def points_u(self) -> torch.Tensor:
@@ -83,6 +87,7 @@ class GridPosterior:
         return _mesh(self.axes)
 
     def points_z(self) -> torch.Tensor:
+        """Grid points in z (``transform`` of :meth:`points_u`), shape (G, d)."""
         return self.transform(self.points_u())
 
     @property
@@ -132,6 +137,7 @@ class GridPosterior:
         return float((w[keep] * (lp[keep] - lq[keep])).sum())
 
     def summary(self) -> dict:
+        """A JSON-able summary: log p(x), its error bounds, edge mass and grid resolution."""
         return {
             "log_marginal": self.log_marginal,
             "error_bound": self.error_bound,

@@ -92,9 +92,11 @@ class Param:
 
     @property
     def required(self) -> bool:
+        """True when the parameter has no default (it must be given)."""
         return self.default is _REQUIRED
 
     def expected(self) -> str:
+        """What a valid value is, in words (``a positive integer or null``)."""
         text = _KINDS[self.kind]
         if self.kind == "choice":
             text = text.format(choices=", ".join(repr(c) for c in self.choices))
@@ -112,6 +114,7 @@ class Param:
         return out
 
     def describe(self) -> dict[str, Any]:
+        """``{"type", "doc", "default", "required"}``: the listing of ``pyrovae families``."""
         d: dict[str, Any] = {"type": self.expected(), "doc": self.doc}
         d["default"] = None if self.required else self.default
         d["required"] = self.required

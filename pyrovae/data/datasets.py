@@ -85,6 +85,7 @@ class Dataset:
         return self.x.reshape(len(self), -1)
 
     def subset(self, index: torch.Tensor) -> Dataset:
+        """The rows ``index`` of this data set (images and labels), as a new Dataset."""
         return replace(self, x=self.x[index], y=None if self.y is None else self.y[index],
                        standard_split=None)
 

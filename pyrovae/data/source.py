@@ -35,6 +35,7 @@ class Batch:
         return self.x.shape[0]
 
     def to(self, device: torch.device) -> Batch:
+        """This batch with its tensors on ``device``."""
         return Batch(self.x.to(device), None if self.y is None else self.y.to(device))
 
 
@@ -46,9 +47,11 @@ class DataSource:
 
     @property
     def has_context(self) -> bool:
+        """Whether each batch carries a context ``y`` (labels or vectors)."""
         return False
 
     def num_batches(self, batch_size: int) -> int:
+        """Minibatches per pass at ``batch_size`` (the last one may be short)."""
         return math.ceil(self.num_data / batch_size)
 
     def batches(
@@ -83,6 +86,7 @@ class TensorSource(DataSource):
         return self.y is not None
 
     def to(self, device: torch.device) -> TensorSource:
+        """This source with its tensors on ``device``."""
         return TensorSource(self.x.to(device), None if self.y is None else self.y.to(device))
 
     def _take(self, idx: torch.Tensor | slice) -> Batch:

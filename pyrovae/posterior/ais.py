@@ -112,11 +112,13 @@ class AISResult:
     final_z: torch.Tensor | None = None  #: (C, N, d), when asked for
 
     def estimate(self) -> Estimate:
+        """log p(x) and its standard error as an :class:`~pyrovae.posterior.exact.Estimate`."""
         s = self.settings
         return Estimate(self.log_px, self.stderr,
                         f"ais[{s.get('start')},T={s.get('num_steps')},C={s.get('num_chains')}]")
 
     def as_dict(self) -> dict:
+        """The per-point results and settings as a dict (for reports)."""
         return {
             "log_px": self.log_px, "stderr": self.stderr, "ess": self.ess,
             "acceptance": self.acceptance, "settings": self.settings,

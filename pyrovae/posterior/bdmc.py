@@ -43,17 +43,21 @@ class BDMCResult:
 
     @property
     def lower(self) -> torch.Tensor:
+        """The forward AIS estimate, a stochastic lower bound on log p(x)."""
         return self.forward.log_px
 
     @property
     def upper(self) -> torch.Tensor:
+        """The reverse AIS estimate, a stochastic upper bound on log p(x)."""
         return self.reverse.log_px
 
     @property
     def width(self) -> torch.Tensor:
+        """The sandwich width upper − lower, a bound on AIS's error here."""
         return self.upper - self.lower
 
     def as_dict(self) -> dict:
+        """Lower and upper bounds and widths per point, as a dict (for reports)."""
         return {
             "lower": self.lower, "upper": self.upper, "width": self.width,
             "lower_stderr": self.forward.stderr, "upper_stderr": self.reverse.stderr,

@@ -42,6 +42,7 @@ class LocalGuide(nn.Module):
         self.support = support
 
     def dist(self, x: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """The per-point guide q(z) with batch shape (N,); ``x`` only checks N."""
         if x is not None and x.shape[0] != self.loc.shape[0]:
             raise PyrovaeError(f"LocalGuide holds {self.loc.shape[0]} points, got {x.shape[0]}")
         base = dist.Normal(self.loc, F.softplus(self.raw_scale) + 1e-6).to_event(1)

@@ -73,9 +73,11 @@ class SBCResult:
 
     @property
     def passed(self) -> bool:
+        """True when no latent dimension failed its rank-uniformity test."""
         return not bool(self.failed.any())
 
     def as_dict(self) -> dict:
+        """A JSON-able summary of the ranks and the per-dimension tests."""
         return {
             "num_sims": int(self.ranks.shape[0]), "num_draws": self.num_draws,
             "alpha_familywise": self.alpha, "failed": self.failed.tolist(),

@@ -66,28 +66,36 @@ class Target:
         return dimension_labels(self.sites)
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x, z); ``x`` (N, D), ``z`` (..., N, d) -> (..., N)."""
         raise NotImplementedError
 
     def sample_guide(self, x: torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``num_samples`` draws z ~ q(z|x) and their log q: ``(S, N, d)`` and ``(S, N)``."""
         raise NotImplementedError
 
     def guide_log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log q(z|x); ``z`` (..., N, d) -> (..., N)."""
         raise NotImplementedError
 
     def guide_dist(self, x: torch.Tensor):
+        """q(z|x) as a distribution with batch shape (N,), or None when only samples are known."""
         return None
 
     def exact_log_marginal(self, x: torch.Tensor) -> torch.Tensor | None:
+        """log p(x) per point in closed form, or None when there is none."""
         return None
 
     def exact_posterior(self, x: torch.Tensor):
+        """p(z|x) in closed form (batch shape (N,)), or None when there is none."""
         return None
 
     def grid_box(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A box (low, high) in u that holds the posterior mass, or None (found from draws)."""
         return None
 
     @property
     def has_guide(self) -> bool:
+        """Whether the target has a guide q(z|x) (the guide checks need one)."""
         return True
 
     # ---- the prior p(z) and the generative process (AIS from the prior, BDMC, SBC)
@@ -269,6 +277,7 @@ class PyroTarget(Target):
 
     @property
     def latent_dim(self) -> int:  # type: ignore[override]
+        """The length of the flat latent vector (all sites raveled)."""
         if self._latent_dim is None:
             if self._example is not None:
                 self._discover(self._example)

@@ -109,6 +109,7 @@ class TrainConfig:
 
     @property
     def torch_device(self) -> torch.device | None:
+        """``device`` parsed to a :class:`torch.device` (None: where the model is)."""
         return parse_device(self.device)
 
     @classmethod

@@ -57,11 +57,14 @@ class History(Mapping):
 
     @property
     def last(self) -> dict[str, Any]:
+        """The last epoch's record (empty before the first epoch)."""
         return self.records[-1] if self.records else {}
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able copy: ``{"records": [one dict per epoch]}``."""
         return {"records": [dict(r) for r in self.records]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> History:
+        """The History that :meth:`to_dict` wrote."""
         return cls([dict(r) for r in d.get("records", [])])
