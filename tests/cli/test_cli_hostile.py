@@ -271,6 +271,8 @@ def test_sigkilled_overwrite_leaves_the_old_run_intact(files, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     pipeline.evaluate_run(run)  # usable while the leftovers are still there
     pipeline.train_run(yaml.safe_load((files / "ok.yaml").read_text()), run, overwrite=True,
@@ -289,6 +291,7 @@ def test_console_script_pipe_closed_early_and_ascii_output(files, tmp_path):
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.close()  # like `| head` that has already exited
     err = p.stderr.read()
+    p.stderr.close()
     assert p.wait(timeout=180) == 0 and b"Broken pipe" not in err and err == b""
 
 

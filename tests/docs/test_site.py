@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-for _mod in ("sphinx", "myst_nb", "furo"):
+for _mod in ("sphinx", "myst_nb", "furo", "sphinx-mathjax-offline"):
     pytest.importorskip(_mod, reason="the docs extra is not installed (pip install -e '.[docs]')")
 
 ROOT = Path(__file__).resolve().parents[2]
