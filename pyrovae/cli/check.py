@@ -1,6 +1,6 @@
 """``pyrovae check``: compare a guide with the exact posterior.
 
-    pyrovae check TOY_NAME --out DIR     a toy problem with exact answers
+    pyrovae check TOY_NAME [--out DIR]   a toy problem with exact answers (default checks/TOY)
     pyrovae check RUN_DIR [--out DIR]    a trained run (held-out points of its data)
 
 Writes ``DIR/report.json`` and PNG figures through
@@ -33,7 +33,8 @@ def register(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="TARGET", help="toy problem name or run folder")
     p.add_argument("--out", metavar="DIR",
-                   help="output folder (default for a run: RUN/check; required for a toy)")
+                   help="output folder (default for a run: RUN/check; for a toy: "
+                   "checks/TOY in the working directory)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--points", type=int, default=6, metavar="N",
                    help="number of (held-out) data points to check (default 6)")
@@ -79,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
     target = args.target
     if target in TOYS or target == "gaussian_mle":
-        if not args.out or not args.out.strip():
-            raise PyrovaeError("--out DIR is required when checking a toy problem")
-        out = Path(args.out)
+        if args.out is not None and not args.out.strip():
+            raise PyrovaeError("--out: expected a folder name, got an empty string")
+        out = Path(args.out) if args.out is not None else Path("checks") / target
         report = check_toy_into(target, out, overwrite=args.overwrite, num_points=args.points,
                                 seed=args.seed, quick=args.quick)
     elif Path(target).is_dir():
@@ -93,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
             ais_chains=args.ais_chains, bdmc_points=args.bdmc_points, sbc_sims=args.sbc_sims,
             collapse_points=args.collapse_points)
     else:
-        known = ", ".join(["gaussian_mle", *TOYS])
-        raise PyrovaeError(f"{target!r} is neither a toy problem ({known}) nor a run folder")
+        import difflib
+
+        names = ["gaussian_mle", *TOYS]
+        close = difflib.get_close_matches(target, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise PyrovaeError(f"{target!r} is neither a toy problem ({', '.join(names)}) "
+                           f"nor a run folder{hint}")
     _print_summary(report, out)
     return 0
 

@@ -68,12 +68,25 @@ def test_refuses_existing_output_unless_overwrite(tmp_path, capsys):
     assert (other / "keep.txt").is_file()
 
 
+def test_check_toy_without_out_writes_checks_toy_in_the_working_directory(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "banana", "--quick", "--points", "2"]) == 0
+    report = json.loads((tmp_path / "checks" / "banana" / "report.json").read_text())
+    assert report["toy"] == "banana"
+    assert "checks/banana" in capsys.readouterr().out
+
+
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["check", "no_such_toy", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "neither a toy problem" in err and err.count("\n") == 1
-    assert main(["check", "ppca"]) == 2
-    assert "--out DIR is required" in capsys.readouterr().err
+    assert main(["check", "ppcaa", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'ppca'?" in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+    assert main(["check", "ppca", "--out", " "]) == 2
+    assert "--out: expected a folder name" in capsys.readouterr().err
     assert main(["check", str(tmp_path)]) == 2  # a folder that is not a run
     assert "not a pyrovae run folder" in capsys.readouterr().err
 
