@@ -162,6 +162,19 @@ def test_cli_help_and_version_load_no_heavy_dependency():
     assert _heavy_modules_after(code) == set()
 
 
+def test_cli_mistyped_flag_value_is_refused_before_torch_is_imported():
+    code = ("from pyrovae.cli import main\n"
+            "import contextlib, io\n"
+            "err = io.StringIO()\n"
+            "with contextlib.redirect_stderr(err):\n"
+            "    try:\n"
+            "        main(['families', '--kind', 'priors'])\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code == 2, e.code\n"
+            "assert \"invalid choice: 'priors'\" in err.getvalue(), err.getvalue()")
+    assert _heavy_modules_after(code) == set()
+
+
 def test_registries_from_the_facade_hold_every_family():
     code = ("import pyrovae\n"
             "print(len(pyrovae.PRIORS.names()), len(pyrovae.GUIDES.names()),"

@@ -9,7 +9,11 @@ import json
 import sys
 from typing import Any
 
-from pyrovae.runs.families import KINDS, format_families, list_families
+from pyrovae.registry import REGISTRIES
+
+#: The kinds ``--kind`` accepts: the registry names, known without importing torch, so a
+#: mistyped ``--kind`` is refused by argparse before the families are loaded.
+KINDS: tuple[str, ...] = tuple(REGISTRIES)
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
@@ -27,6 +31,8 @@ def register(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pyrovae.runs.families import format_families, list_families
+
     listing = list_families(args.kind)
     if args.json:
         json.dump(listing, sys.stdout, indent=2, ensure_ascii=False)
