@@ -91,9 +91,10 @@ def evaluate(
     the importance weights, worst example, and min(1 − 1/log10 K, 0.7); ``None``
     for K < 50), ``khat_bad`` (how many examples exceed it) and
     ``log_likelihood_se_reliable`` (False when any does: the Monte Carlo standard
-    errors of those examples cannot be trusted); and ``per_example`` numpy arrays
+    errors of those examples cannot be trusted); and ``per_example`` lists of floats
     (``elbo``, ``reconstruction``, ``kl``, ``log_likelihood``,
-    ``log_likelihood_mc_se``, ``ess``, ``khat``).
+    ``log_likelihood_mc_se``, ``ess``, ``khat``; ``khat`` is NaN for K < 50).  The
+    whole result is plain Python (``json.dumps`` works; ``np.asarray`` gives arrays).
 
     Random draws use their own seeded stream; the global RNG is left untouched.
     """
@@ -167,7 +168,7 @@ def evaluate(
         "reconstruction": float(per["reconstruction"].mean()),
         "kl": float(per["kl"].mean()),
         "log_likelihood": float(ll.mean()),
-        "log_likelihood_se": spread / math.sqrt(n),
+        "log_likelihood_se": float(spread / math.sqrt(n)),
         "log_likelihood_se_reliable": bad == 0,
         "khat_max": float(finite_k.max()) if want_khat and finite_k.size else None,
         "khat_threshold": threshold,
@@ -175,7 +176,7 @@ def evaluate(
         "num_samples": K,
         "num_examples": n,
         "kl_closed_form": bool(used_closed_form),
-        "per_example": per,
+        "per_example": {k: [float(v) for v in a] for k, a in per.items()},
     }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import MultivariateNormal
@@ -28,7 +30,8 @@ def test_returns_the_documented_keys(trained):
         assert math.isfinite(r[key])
     assert r["num_examples"] == 100 and r["num_samples"] == 20 and r["kl_closed_form"]
     assert r["elbo"] == pytest.approx(r["reconstruction"] - r["kl"])
-    assert r["per_example"]["log_likelihood"].shape == (100,)
+    assert len(r["per_example"]["log_likelihood"]) == 100
+    assert json.loads(json.dumps(r))["num_examples"] == 100  # plain Python all through
     assert r["kl"] > 0
 
 
@@ -82,7 +85,7 @@ def test_matches_exact_log_likelihood_of_linear_gaussian_model():
     exact = MultivariateNormal(b, W @ W.T + sigma**2 * torch.eye(d))
     x = exact.sample((20,))
     r = evaluate(vae, x, num_samples=20000)
-    per = r["per_example"]
+    per = {k: np.asarray(v) for k, v in r["per_example"].items()}
     truth = exact.log_prob(x).double().numpy()
     err = per["log_likelihood"] - truth
     assert (abs(err) < 5 * per["log_likelihood_mc_se"] + 1e-3).all()
@@ -103,7 +106,7 @@ def test_khat_is_reported_beside_the_iwae_estimate_and_flags_its_stderr(trained)
     assert few["khat_max"] is None and few["khat_threshold"] is None
     assert few["log_likelihood_se_reliable"]
     r = evaluate(vae, x, num_samples=200)
-    k = r["per_example"]["khat"]
+    k = np.asarray(r["per_example"]["khat"])
     assert k.shape == (100,) and r["khat_threshold"] == pytest.approx(1 - 1 / math.log10(200))
     assert r["khat_max"] == pytest.approx(float(k[~(k != k)].max()))
     assert r["khat_bad"] == int((k > r["khat_threshold"]).sum())
@@ -115,7 +118,7 @@ def test_a_float64_vae_evaluates_in_float64():
     vae = VAE(6, latent_dim=2, encoder=[8]).double()
     x = (torch.rand(30, 6) > 0.5).float()  # float32 data: cast to the model's dtype
     r = evaluate(vae, x, num_samples=60)
-    assert math.isfinite(r["log_likelihood"]) and r["per_example"]["elbo"].dtype.name == "float64"
+    assert math.isfinite(r["log_likelihood"]) and type(r["per_example"]["elbo"][0]) is float
     assert r["log_likelihood"] >= r["elbo"] - 1e-6
 
 

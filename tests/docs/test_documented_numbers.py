@@ -1,0 +1,72 @@
+"""Tables in README and docs match the JSON the command they name writes.
+
+`python examples/check_trained_vae.py` writes docs/figures/check_trained_vae.json;
+README's guide table (Monte Carlo gap split) and docs/posterior-checks.md's table
+(quadrature gap split) must quote its means to the printed precision.
+"""
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+JSON = ROOT / "docs" / "figures" / "check_trained_vae.json"
+ROWS = {
+    "diagonal Gaussian": "diagonal_normal",
+    "full covariance": "full_covariance",
+    "flow (2 IAF layers)": "flow",
+}
+
+
+def _rows(text: str, header_start: str) -> dict[str, list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _close(cell: str, value: float) -> bool:
+    digits = len(cell.split(".")[1]) if "." in cell else 0
+    return abs(float(cell.replace("−", "-")) - value) <= 0.5 * 10 ** -digits + 1e-9
+
+
+@pytest.fixture(scope="module")
+def data() -> dict:
+    return json.loads(JSON.read_text())
+
+
+def test_readme_guide_table_matches_json(data: dict) -> None:
+    rows = _rows((ROOT / "README.md").read_text(), "| guide | gap = log p(x)")
+    assert set(rows) == set(ROWS)
+    for name, key in ROWS.items():
+        s = data[key]["summary"]
+        expected = [s["mean_gap"], s["mean_kl"], s["mean_approximation_gap"],
+                    s["mean_amortization_gap"], s["max_khat"]]
+        for cell, value in zip(rows[name], expected, strict=True):
+            assert _close(cell, value), (name, cell, value)
+
+
+def test_posterior_checks_table_matches_json(data: dict) -> None:
+    text = (ROOT / "docs" / "posterior-checks.md").read_text()
+    rows = _rows(text, "| guide | test ELBO (all)")
+    assert set(rows) == set(ROWS)
+    for name, key in ROWS.items():
+        d, s, a = data[key], data[key]["summary"], data[key]["amortization"]
+        cells = rows[name]
+        assert _close(cells[0], d["test_elbo"])
+        assert _close(cells[1], s["mean_log_px"])
+        assert _close(cells[2], s["mean_elbo"])
+        assert _close(cells[3], s["mean_gap"])
+        assert _close(cells[4], s["mean_kl"])
+        assert _close(cells[5], s["max_abs_residual"])
+        mean_k, max_k = cells[6].split(" / ")
+        assert _close(mean_k, s["mean_khat"]) and _close(max_k, s["max_khat"])
+        assert _close(cells[7], statistics.mean(a["approximation_gap_exact"]))
+        assert _close(cells[8], statistics.mean(a["amortization_gap_exact"]))
