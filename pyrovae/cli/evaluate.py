@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{m['split']} split, {m['num_examples']} examples, K = {m['num_samples']}, "
               f"{m['which']} weights")
+        if not m["finished"]:
+            print(f"  UNFINISHED run: {m['epochs_done']} of {m['epochs']} epochs trained "
+                  "(continue it with `pyrovae train --resume RUN`)")
         print(f"  ELBO            {m['elbo']:10.3f} nats/example")
         print(f"  reconstruction  {m['reconstruction']:10.3f}")
         print(f"  KL(q ‖ p)       {m['kl']:10.3f}"

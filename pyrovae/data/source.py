@@ -171,7 +171,8 @@ class LoaderSource(DataSource):
     :class:`TensorSource` draws it, so the same seed visits the same examples in
     the same batches), or in order.  A ``DataLoader``'s ``num_workers``,
     ``collate_fn`` and ``pin_memory`` are used; its own ``batch_size``, ``shuffle``
-    and ``sampler`` are not (the trainer's batch size and generator decide).
+    and ``sampler`` are not (the trainer's batch size and generator decide; ``fit``
+    refuses a ``DataLoader`` whose ``batch_size`` differs from its own).
     An :class:`ArrayDataset` is read one batch at a time.
     """
 

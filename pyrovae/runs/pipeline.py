@@ -584,14 +584,22 @@ def evaluate_run(path: str | Path, *, num_samples: int | None = None,
                  split: str = "test", which: str = "last") -> dict[str, Any]:
     """Re-evaluate a run folder on its own data split (rebuilt from the spec, the
     data found by its absolute path and checked against the saved fingerprint);
-    ``which="best"``: the weights of the best held-out epoch (``best.pt``)."""
+    ``which="best"``: the weights of the best held-out epoch (``best.pt``).  The result
+    says how many epochs were trained (``epochs_done`` of ``epochs``) and whether the
+    run is ``finished`` (an interrupted run can be evaluated, but is marked so)."""
     if num_samples is not None:
         check_num_samples(num_samples, "--num-samples")
     vae, spec, _ = runs.load_run(path, history=False, which=which)
     _, train, test = load_run_data(path, spec)
     data = train if split == "train" or test is None else test
     k = num_samples or spec["eval"]["num_samples"]
+    # epochs done from the last checkpoint (history.json is not read: evaluate never parses it)
+    done = int(pio.load_checkpoint(Path(path) / runs.CHECKPOINT_FILE)["epoch"])
+    planned = int(spec["train"]["epochs"])
+    stopped_early = bool((spec.get("early_stopping") or {}).get("enabled"))
+    finished = (Path(path) / runs.METRICS_FILE).is_file() and (done >= planned or stopped_early)
     result = {"split": "train" if data is train else "test", "which": which,
+              "epochs_done": done, "epochs": planned, "finished": finished,
               **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k))}
     require_finite(result, f"evaluating {path}")
     return result

@@ -226,6 +226,7 @@ class Trainer:
                                "test_data and eval_every >= 1")
 
         vae.to(self.device)
+        _check_loader_batch_size(data, self.batch_size)
         self.source = _source(data, y, "data", vae, self.device)
         self.test_source = (None if test_data is None
                             else _source(test_data, test_y, "test_data", vae, self.device))
@@ -492,3 +493,17 @@ def fit(
     return Trainer(vae, data, config, objective=objective, kl_weight=kl_weight,
                    test_data=test_data, y=y, test_y=test_y, progress=progress,
                    callbacks=callbacks, early_stopping=early_stopping).run()
+
+
+def _check_loader_batch_size(data: Any, batch_size: int) -> None:
+    """fit draws its own minibatches (its ``batch_size``, its seeded order); a
+    ``DataLoader`` built with another batch size is refused, naming both, rather than
+    silently ignored."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(data, DataLoader) and data.batch_size is not None \
+            and data.batch_size != batch_size:
+        raise PyrovaeError(f"data: the DataLoader's batch_size is {data.batch_size} but fit's "
+                           f"batch_size is {batch_size}; fit draws its own minibatches of "
+                           f"batch_size (pass batch_size={data.batch_size} to fit, or build "
+                           f"the DataLoader with batch_size={batch_size})")

@@ -91,7 +91,7 @@ def test_fit_on_a_dataloader_equals_fit_in_memory_for_a_seed():
     data = CountingDataset(90, labels=False)
     x = torch.stack([data[i] for i in range(90)])
     runs_ = []
-    for source in (x, DataLoader(data, batch_size=7)):
+    for source in (x, DataLoader(data, batch_size=32)):
         torch.manual_seed(0)
         vae = VAE((1, 4, 4), 2, encoder=[8])
         data.fetched = 0
@@ -99,6 +99,14 @@ def test_fit_on_a_dataloader_equals_fit_in_memory_for_a_seed():
         runs_.append(vae.state_dict())
     a, b = runs_
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit_refuses_a_dataloader_of_another_batch_size_naming_both():
+    data = CountingDataset(40, labels=False)
+    vae = VAE((1, 4, 4), 2, encoder=[8])
+    with pytest.raises(PyrovaeError, match=r"DataLoader's batch_size is 16 but fit's batch_size "
+                                           r"is 128"):
+        fit(vae, DataLoader(data, batch_size=16), epochs=1, progress=False, eval_every=None)
 
 
 # ------------------------------------------------------------ data files

@@ -236,3 +236,31 @@ def test_a_tracker_whose_package_is_missing_is_refused_before_anything_is_writte
     with pytest.raises(PyrovaeError, match=r"tensorboard is not installed; pip install "):
         pipeline.train_run(spec, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_says_a_run_is_unfinished(tmp_path, monkeypatch, capsys):
+    spec = _spec(_data(tmp_path / "x.npy"), epochs=6)
+    original = Trainer._train_epoch
+    calls = {"n": 0}
+
+    def dies_in_epoch_3(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_run(spec, tmp_path / "a", progress=False)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    m = pipeline.evaluate_run(tmp_path / "a", num_samples=2)
+    done = pio.load_checkpoint(tmp_path / "a" / runs.CHECKPOINT_FILE)["epoch"]
+    assert done < 6 and (m["epochs_done"], m["epochs"], m["finished"]) == (done, 6, False)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "a"), "-k", "2"]) == 0
+    assert f"UNFINISHED run: {done} of 6 epochs trained" in capsys.readouterr().out
+    pipeline.resume_run(tmp_path / "a", progress=False)
+    m = pipeline.evaluate_run(tmp_path / "a", num_samples=2)
+    assert (m["epochs_done"], m["epochs"], m["finished"]) == (6, 6, True)
+    assert main(["evaluate", str(tmp_path / "a"), "-k", "2"]) == 0
+    assert "UNFINISHED" not in capsys.readouterr().out
