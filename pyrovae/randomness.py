@@ -41,7 +41,7 @@ def seeded(seed: int | None, *objects: Any) -> Iterator[None]:
     ``objects`` live on, seeded with ``seed`` (``None``: forked but not reseeded).
 
     Args:
-        seed: the seed of every forked stream, or ``None``.
+        seed: the value every forked stream starts from, or ``None``.
         objects: tensors, modules or targets whose devices the block draws on.
     """
     devices = devices_of(*objects)
