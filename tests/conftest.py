@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pyro
 import pytest
 import torch
+import yaml
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +26,28 @@ def _clean_pyro():
     pyro.clear_param_store()
     yield
     pyro.clear_param_store()
+
+
+def make_tiny_run(folder: Path) -> dict:
+    """Write ``folder/bin.npy`` (30 binary rows of 5) and ``folder/ok.yaml`` (a latent-2,
+    one-epoch spec on it), train ``folder/run`` from them and return the spec: the tiny run
+    folder the run-folder, lock and hostile-input tests start from."""
+    from pyrovae.runs import pipeline
+
+    np.save(folder / "bin.npy",
+            (np.random.default_rng(0).random((30, 5)) > 0.5).astype(np.float32))
+    spec = {"latent_dim": 2, "encoder": {"hidden": [4]}, "likelihood": "bernoulli",
+            "train": {"epochs": 1, "batch_size": 10}, "eval": {"num_samples": 2},
+            "data": {"name": str(folder / "bin.npy"), "test_fraction": 0.2}}
+    (folder / "ok.yaml").write_text(yaml.safe_dump(spec))
+    pipeline.train_run(spec, folder / "run", progress=False)
+    return spec
+
+
+@pytest.fixture(scope="session")
+def tiny_run():
+    """:func:`make_tiny_run`, for module fixtures that build their own copy."""
+    return make_tiny_run
 
 
 @pytest.fixture

@@ -13,16 +13,13 @@ import shutil
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrovae import Trainer
 from pyrovae.cli import MAX_MESSAGE, main
 from pyrovae.runs import folder as runs
-from pyrovae.runs import pipeline
 
 _EXAMPLES = int(os.environ.get("PYROVAE_FUZZ_EXAMPLES", "0"))
 SETTINGS = settings(max_examples=_EXAMPLES or 15, deadline=None, derandomize=not _EXAMPLES,
@@ -36,14 +33,9 @@ class ReachedTraining(Exception):
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
+def base(tmp_path_factory, tiny_run) -> Path:
     d = tmp_path_factory.mktemp("fuzzrun")
-    np.save(d / "bin.npy", (np.random.default_rng(0).random((30, 5)) > 0.5).astype(np.float32))
-    spec = {"latent_dim": 2, "encoder": {"hidden": [4]}, "likelihood": "bernoulli",
-            "train": {"epochs": 1, "batch_size": 10}, "eval": {"num_samples": 2},
-            "data": {"name": str(d / "bin.npy"), "test_fraction": 0.2}}
-    (d / "ok.yaml").write_text(yaml.safe_dump(spec))
-    pipeline.train_run(spec, d / "run", progress=False)
+    tiny_run(d)
     return d
 
 

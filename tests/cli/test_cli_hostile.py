@@ -33,14 +33,9 @@ BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> Path:
+def files(tmp_path_factory, tiny_run) -> Path:
     d = tmp_path_factory.mktemp("hostile")
-    np.save(d / "bin.npy", (np.random.default_rng(0).random((30, 5)) > 0.5).astype(np.float32))
-    spec = {"latent_dim": 2, "encoder": {"hidden": [4]}, "likelihood": "bernoulli",
-            "train": {"epochs": 1, "batch_size": 10}, "eval": {"num_samples": 2},
-            "data": {"name": str(d / "bin.npy"), "test_fraction": 0.2}}
-    (d / "ok.yaml").write_text(yaml.safe_dump(spec))
-    pipeline.train_run(spec, d / "run", progress=False)
+    tiny_run(d)
     return d
 
 

@@ -12,9 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 
 from pyrovae.cli import main
 from pyrovae.runs import folder as runs
@@ -25,14 +23,9 @@ CHECK = ["--quick", "--points", "1", "--samples", "100", "--bdmc-points", "0",
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
+def base(tmp_path_factory, tiny_run) -> Path:
     d = tmp_path_factory.mktemp("locks")
-    np.save(d / "bin.npy", (np.random.default_rng(0).random((30, 5)) > 0.5).astype(np.float32))
-    spec = {"latent_dim": 2, "encoder": {"hidden": [4]}, "likelihood": "bernoulli",
-            "train": {"epochs": 1, "batch_size": 10}, "eval": {"num_samples": 2},
-            "data": {"name": str(d / "bin.npy"), "test_fraction": 0.2}}
-    (d / "ok.yaml").write_text(yaml.safe_dump(spec))
-    pipeline.train_run(spec, d / "run", progress=False)
+    tiny_run(d)
     return d
 
 

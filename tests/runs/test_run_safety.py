@@ -30,15 +30,10 @@ from pyrovae.runs import pipeline
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
+def base(tmp_path_factory, tiny_run) -> Path:
     """A tiny trained run (``base/run``), its data and config; tests copy the run."""
     d = tmp_path_factory.mktemp("safety")
-    np.save(d / "bin.npy", (np.random.default_rng(0).random((30, 5)) > 0.5).astype(np.float32))
-    spec = {"latent_dim": 2, "encoder": {"hidden": [4]}, "likelihood": "bernoulli",
-            "train": {"epochs": 1, "batch_size": 10}, "eval": {"num_samples": 2},
-            "data": {"name": str(d / "bin.npy"), "test_fraction": 0.2}}
-    (d / "ok.yaml").write_text(yaml.safe_dump(spec))
-    pipeline.train_run(spec, d / "run", progress=False)
+    spec = tiny_run(d)
     spec["train"]["seed"] = 7
     pipeline.train_run(spec, d / "other", progress=False)
     return d
