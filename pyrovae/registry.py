@@ -282,9 +282,13 @@ OBJECTIVES = Registry("objective")
 SCHEDULES = Registry("kl_weight")
 NETWORKS = Registry("network")
 CONTEXTS = Registry("context")
+#: Model kinds (the latent structure): each kind registers itself (``vae``: model/vae.py,
+#: ``m2``: model/m2.py); importing :mod:`pyrovae.model` fills it.
+MODELS = Registry("model")
 
 #: Every registry by the spec key it fills.
 REGISTRIES: dict[str, Registry] = {
+    "model": MODELS,
     "prior": PRIORS,
     "likelihood": LIKELIHOODS,
     "guide": GUIDES,

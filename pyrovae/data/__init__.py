@@ -14,6 +14,7 @@ from pyrovae.data.datasets import (
     register_dataset,
     train_test_split,
 )
+from pyrovae.data.labels import UNLABELLED, check_class_labels, mask_labels
 from pyrovae.data.mnist import ArrayUnpickler, read_mnist_pickle
 from pyrovae.data.source import (
     ArrayDataset,
@@ -26,6 +27,7 @@ from pyrovae.data.source import (
 
 __all__ = [
     "TRANSFORMS",
+    "UNLABELLED",
     "ArrayDataset",
     "ArrayUnpickler",
     "Batch",
@@ -37,8 +39,10 @@ __all__ = [
     "as_source",
     "as_tensor",
     "binarize_fixed",
+    "check_class_labels",
     "dataset_names",
     "load_dataset",
+    "mask_labels",
     "read_idx",
     "read_mnist_pickle",
     "register_dataset",

@@ -35,6 +35,7 @@ import torch
 
 from pyrovae.data import as_source
 from pyrovae.errors import PyrovaeError
+from pyrovae.estimators.enumerated import enumerated_log_weights
 from pyrovae.estimators.importance import (
     ess,
     iwae_bound,
@@ -108,8 +109,10 @@ def evaluate(
     device, dtype = p0.device, p0.dtype
     width = _width(vae, math.prod(source.event_shape))
     per_draw = max(1, max_elements // width)  # (sample, example) pairs per chunk
-    data_chunk = max(1, min(source.num_data, per_draw, max(1, max_elements // K)))
-    sample_chunk = max(1, min(K, per_draw // data_chunk))
+    enumerate_label = y is None and getattr(vae, "label_latent", False)
+    C = int(vae.classes) if enumerate_label else 1  # a draw per class for a summed-out label
+    data_chunk = max(1, min(source.num_data, per_draw // C, max(1, max_elements // (K * C))))
+    sample_chunk = max(1, min(K, per_draw // (data_chunk * C)))
     want_khat = K >= KHAT_MIN_SAMPLES
 
     cols: dict[str, list[torch.Tensor]] = {
@@ -127,6 +130,15 @@ def evaluate(
                     x = vae.as_event(x, "data")
                 yb = None if batch.y is None else batch.y.to(device)
                 vae.likelihood.check_data(x)
+                if enumerate_label:  # the label summed out: K draws of z per class
+                    parts = [enumerated_log_weights(vae, x, min(sample_chunk, K - s0))
+                             for s0 in range(0, K, sample_chunk)]
+                    counts = [p[0].shape[0] // C for p in parts]
+                    recon = sum(p[1] * c for p, c in zip(parts, counts, strict=True)) / K
+                    kl = sum(p[2] * c for p, c in zip(parts, counts, strict=True)) / K
+                    used_closed_form = False
+                    _collect(cols, torch.cat([p[0] for p in parts], 0), recon, kl, want_khat)
+                    continue
                 q = vae.encode(x) if yb is None else vae.encode(x, y=yb)
                 prior = vae.prior_dist()
                 kl_cf = closed_form_kl_or_none(q, prior)
@@ -144,15 +156,7 @@ def evaluate(
                 lw = torch.cat(lw_parts, 0)  # (K, n)
                 recon = sum_recon / K
                 kl = kl_cf if kl_cf is not None else sum_kl / K
-                bound = iwae_bound(lw)
-                cols["reconstruction"].append(recon)
-                cols["kl"].append(kl)
-                cols["elbo"].append(recon - kl)
-                cols["log_likelihood"].append(bound.value)
-                cols["log_likelihood_mc_se"].append(bound.stderr)
-                cols["ess"].append(ess(lw))
-                cols["khat"].append(pareto_khats(lw).to(lw) if want_khat
-                                    else torch.full_like(bound.value, math.nan))
+                _collect(cols, lw, recon, kl, want_khat)
     finally:
         vae.train(was_training)
 
@@ -178,6 +182,20 @@ def evaluate(
         "kl_closed_form": bool(used_closed_form),
         "per_example": {k: [float(v) for v in a] for k, a in per.items()},
     }
+
+
+def _collect(cols: dict[str, list[torch.Tensor]], lw: torch.Tensor, recon: torch.Tensor,
+             kl: torch.Tensor, want_khat: bool) -> None:
+    """Append one chunk's per-example columns (``lw``: log-weights (samples, n))."""
+    bound = iwae_bound(lw)
+    cols["reconstruction"].append(recon)
+    cols["kl"].append(kl)
+    cols["elbo"].append(recon - kl)
+    cols["log_likelihood"].append(bound.value)
+    cols["log_likelihood_mc_se"].append(bound.stderr)
+    cols["ess"].append(ess(lw))
+    cols["khat"].append(pareto_khats(lw).to(lw) if want_khat
+                        else torch.full_like(bound.value, math.nan))
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:

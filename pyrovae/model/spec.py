@@ -17,7 +17,7 @@ from pyrovae.model import guides as _guides  # noqa: F401
 from pyrovae.model import likelihoods as _likelihoods  # noqa: F401
 from pyrovae.model import priors as _priors  # noqa: F401
 from pyrovae.model.nets import ACTIVATIONS
-from pyrovae.registry import NETWORKS, REGISTRIES, Param
+from pyrovae.registry import MODELS, NETWORKS, REGISTRIES, Param
 
 _ACT = tuple(sorted(ACTIVATIONS))
 
@@ -46,13 +46,14 @@ MODEL_SECTIONS: dict[str, dict[str, Param]] = {
 }
 
 MODEL_FAMILY_DEFAULTS: dict[str, str] = {
+    "model": "vae",
     "prior": "normal",
     "likelihood": "bernoulli",
     "guide": "diagonal_normal",
     "context": "none",
 }
 
-MODEL_KEYS = ("data_dim", "event_shape", "latent_dim", "encoder", "decoder", "prior",
+MODEL_KEYS = ("model", "data_dim", "event_shape", "latent_dim", "encoder", "decoder", "prior",
               "likelihood", "guide", "context")
 
 
@@ -89,9 +90,30 @@ def normalize_model_spec(
         raise PyrovaeError(f"spec: expected a mapping, got {type(raw).__name__}")
     out = {key: normalize_model_key(key, raw) for key in MODEL_KEYS}
     check_event_shape(out)
+    complete_for_kind(out)
     if require_data_dim and out["data_dim"] is None:
         raise PyrovaeError("data_dim: missing (pass data_dim or fit on data to infer it)")
     return out
+
+
+def model_class(spec: Mapping[str, Any]) -> type:
+    """The class of the model kind a (full or model-part) spec names in ``model``
+    (registry ``MODELS``: ``vae``, ``m2``; each kind registers itself)."""
+    entry = spec.get("model") or MODEL_FAMILY_DEFAULTS["model"]
+    name = entry.get("family") if isinstance(entry, Mapping) else entry
+    return MODELS.get(name, "model")
+
+
+def build_model(spec: Mapping[str, Any], data_dim: int | None = None) -> Any:
+    """The model a spec describes, of the kind its ``model`` entry names (its
+    ``from_spec``)."""
+    return model_class(spec).from_spec(spec, data_dim)
+
+
+def complete_for_kind(spec: dict[str, Any]) -> None:
+    """Let the spec's model kind fill in or refuse what it decides (the m2 kind's label
+    is the networks' context); the kind's ``complete_spec``."""
+    model_class(spec).complete_spec(spec)
 
 
 def check_event_shape(spec: dict[str, Any]) -> None:

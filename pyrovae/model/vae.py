@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -36,9 +36,10 @@ from pyrovae.model.likelihoods import Likelihood
 from pyrovae.model.nets import Network
 from pyrovae.model.priors import Prior
 from pyrovae.model.weights import load_pretrained, save_vae
-from pyrovae.registry import CONTEXTS, GUIDES, LIKELIHOODS, NETWORKS, PRIORS
+from pyrovae.registry import CONTEXTS, GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS
 
 
+@MODELS.register("vae")
 class VAE(nn.Module):
     """Variational autoencoder (Kingma & Welling 2014) as a Pyro model/guide pair.
 
@@ -71,6 +72,12 @@ class VAE(nn.Module):
         Sohn et al. (2015), *Learning Structured Output Representation using Deep
         Conditional Generative Models* (the conditional VAE).
     """
+
+    #: The model kind's parameters (the spec's ``model`` entry; see
+    #: :func:`pyrovae.model.spec.model_class`): the plain VAE has none.
+    params: ClassVar[dict[str, Any]] = {}
+    #: Capability: a discrete label site summed out by enumeration (the M2 kind).
+    label_latent: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -181,6 +188,11 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ spec
     @classmethod
+    def complete_spec(cls, spec: dict[str, Any]) -> None:
+        """Fill in or refuse, in a normalized spec, what this kind decides (nothing for
+        the VAE; the M2 kind sets the label context)."""
+
+    @classmethod
     def from_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None, *,
                   encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> VAE:
         """Build from a spec (a full spec or its model part; see ``pyrovae.runs.spec``).
@@ -189,8 +201,11 @@ class VAE(nn.Module):
         ``encoder``/``decoder``: your modules for networks the spec records as
         ``{family: custom}`` (a spec cannot rebuild Python code).
         """
-        from pyrovae.model.spec import normalize_model_spec
+        from pyrovae.model.spec import model_class, normalize_model_spec
 
+        kind = model_class(spec)
+        if kind is not cls and issubclass(kind, cls):  # e.g. VAE.from_spec of an m2 spec
+            return kind.from_spec(spec, data_dim, encoder=encoder, decoder=decoder)
         s = dict(spec)
         modules = {"encoder": encoder, "decoder": decoder}
         for key in ("encoder", "decoder"):

@@ -44,6 +44,8 @@ ModuleArg = nn.Module | type[nn.Module] | None
 def model_spec_hash(spec: Mapping[str, Any]) -> str:
     """SHA-256 of the model part of a spec (:data:`MODEL_KEYS`), as canonical JSON."""
     part = {k: spec.get(k) for k in MODEL_KEYS}
+    if part.get("model") in (None, "vae", {"family": "vae"}):  # the default kind: as before
+        part.pop("model")
     shape = part.get("event_shape")
     if isinstance(shape, list) and len(shape) == 1:  # [D] and null both mean flat vectors
         part["event_shape"] = None

@@ -35,6 +35,8 @@ from pyrovae.model.spec import (
     MODEL_SECTIONS,
     TOP,
     check_event_shape,
+    complete_for_kind,
+    model_class,
     normalize_model_key,
 )
 from pyrovae.registry import REGISTRIES, Param, validate_section
@@ -111,7 +113,7 @@ TRACK_DEFAULT = ["csv"]
 
 #: Sections added after run folders were first written: left out of the spec hash
 #: when they hold their defaults, so the checkpoints of older runs still verify.
-_LATER_DEFAULTS = ("early_stopping", "checkpoint", "track")
+_LATER_DEFAULTS = ("early_stopping", "checkpoint", "track", "model")
 
 #: Every plain section of a spec, model and run, as ``section -> {key: Param}``.
 SECTIONS: dict[str, dict[str, Param]] = {**MODEL_SECTIONS, **RUN_SECTIONS}
@@ -168,6 +170,7 @@ def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
     spec = {key: _normalize_key(key, raw) for key in ALL_KEYS}
     check_bounds(spec)
     check_event_shape(spec)
+    complete_for_kind(spec)
     check_combinations(spec)
     return spec
 
@@ -201,7 +204,18 @@ def check_combinations(spec: Mapping[str, Any]) -> None:
     """Cross-section checks of a normalized spec (each error names the key path)."""
     from pyrovae.training.objectives import FREE_BITS_GUIDES, FREE_BITS_NEEDS, FREE_BITS_PRIORS
 
+    from pyrovae.training.objectives import _ELBOObjective
+
     free_bits = spec["objective"].get("free_bits") or 0.0
+    if getattr(model_class(spec), "label_latent", False):
+        if not issubclass(REGISTRIES["objective"].get(spec["objective"]["family"]),
+                          _ELBOObjective):
+            raise PyrovaeError(f"objective: {spec['objective']['family']!r} cannot train a "
+                               f"model whose label is a latent (model: "
+                               f"{spec['model']['family']}); use trace_elbo or trace_elbo_mc")
+        if free_bits > 0:
+            raise PyrovaeError("objective.free_bits: not available for a model whose label "
+                               f"is a latent (model: {spec['model']['family']})")
     if free_bits > 0:
         if spec["train"]["engine"] != "fast":
             raise PyrovaeError(
@@ -286,6 +300,8 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
 
 def _later_default(key: str) -> Any:
+    if key == "model":
+        return {"family": FAMILY_DEFAULTS["model"]}
     return TRACK_DEFAULT if key == "track" else validate_section(SECTIONS[key], None, key)
 
 

@@ -97,7 +97,7 @@ def _sample_sites(trace: Any) -> dict[str, bool]:
 
 def check_standard_pair(
     vae: Any, x: torch.Tensor, loss_fn: LossFn | None = None, *, y: torch.Tensor | None = None,
-    kl: str = "mc", rtol: float = 1e-4,
+    kl: str = "mc", rtol: float = 1e-4, stock: pyro.infer.ELBO | None = None,
 ) -> str | None:
     """``None`` if ``vae.model``/``vae.guide`` are the standard pair the fast engine
     computes from ``encode``/``decode``/``prior_dist``; else a reason (a string).
@@ -135,9 +135,11 @@ def check_standard_pair(
             model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(
                 *args, **kwargs
             )
-            if _sample_sites(guide_tr) != {"z": False}:
+            if stock is not None:  # the model's own Pyro loss: its sites are its own
+                pass
+            elif _sample_sites(guide_tr) != {"z": False}:
                 return f"guide sample sites {sorted(_sample_sites(guide_tr))} (expected ['z'])"
-            if _sample_sites(model_tr) != {"z": False, "x": True}:
+            elif _sample_sites(model_tr) != {"z": False, "x": True}:
                 return (
                     f"model sample sites {sorted(_sample_sites(model_tr))} "
                     "(expected latent 'z' and observed 'x')"
@@ -145,8 +147,10 @@ def check_standard_pair(
             # the same draw for both: replay the generator state (no reseeding)
             cpu_state = torch.get_rng_state()
             cuda_state = torch.cuda.get_rng_state(x.device) if devices else None
-            stock = float(objective.elbo().differentiable_loss(vae.model, vae.guide, *args,
-                                                               **kwargs))
+            elbo = objective.elbo() if stock is None else stock
+            stock_value = float(elbo.differentiable_loss(vae.model, vae.guide, *args, **kwargs)
+                                if stock is None else  # TraceEnum_ELBO: loss() under no_grad
+                                elbo.loss(vae.model, vae.guide, *args, **kwargs))
             torch.set_rng_state(cpu_state)
             if cuda_state is not None:
                 torch.cuda.set_rng_state(cuda_state, x.device)
@@ -158,10 +162,11 @@ def check_standard_pair(
             for k, v in vae.named_buffers():
                 if k in buffers and v.shape == buffers[k].shape:
                     v.copy_(buffers[k])
-    if not (math.isfinite(stock) and math.isfinite(fast)):
+    if not (math.isfinite(stock_value) and math.isfinite(fast)):
         return None  # cannot compare (e.g. an untrained net overflowing); trust the structure
-    if abs(stock - fast) > rtol * max(1.0, abs(stock)):
-        return f"the stock Pyro loss is {stock:.6g}, the fast estimator {fast:.6g} on the same draw"
+    if abs(stock_value - fast) > rtol * max(1.0, abs(stock_value)):
+        return (f"the stock Pyro loss is {stock_value:.6g}, the fast estimator {fast:.6g} on "
+                "the same draw")
     return None
 
 
@@ -230,7 +235,7 @@ class PyroEngine:
     name = "pyro"
 
     def __init__(self, vae: VAE, objective: Objective, lr: float, clip_norm: float | None = None,
-                 elbo: pyro.infer.ELBO | None = None):
+                 elbo: pyro.infer.ELBO | None = None, terms_fn: LossFn | None = None):
         pyro.clear_param_store()
         if clip_norm is None:
             self.optim = pyro.optim.Adam({"lr": lr})
@@ -239,6 +244,7 @@ class PyroEngine:
         elbo = objective.elbo() if elbo is None else elbo
         self.svi = SVI(vae.model, vae.guide, self.optim, loss=elbo)
         self.vae = vae
+        self.terms_fn = terms_fn
         mc = type(elbo) is pyro.infer.Trace_ELBO
         self.kl = "mc" if mc else getattr(objective, "kl", "mc")
         self.last_terms: dict[str, torch.Tensor] | None = None
@@ -249,6 +255,11 @@ class PyroEngine:
         args = (x,) if y is None else (x, y)
         loss = torch.tensor(self.svi.step(*args, num_data=num_data, kl_weight=kl_weight))
         devices = [x.device] if x.device.type == "cuda" else []
+        if self.terms_fn is not None:  # the model's own record of terms
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                out = self.terms_fn(self.vae, x, y, num_data, kl_weight)
+            self.last_terms, self.kl_closed_form = dict(out.terms), out.kl_closed_form
+            return loss
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             terms = elbo_terms(self.vae, x, y=y, kl=self.kl)
         self.last_terms = {"reconstruction": terms.reconstruction.sum(), "kl": terms.kl.sum()}
@@ -260,6 +271,38 @@ class PyroEngine:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optim.set_state(state)
+
+
+def _label_engine(
+    name: str, vae: Any, objective: Objective, lr: float, clip_norm: float | None,
+    sample: torch.Tensor | None, sample_y: torch.Tensor | None,
+) -> FastEngine | PyroEngine:
+    """The engines of a model whose label is a latent: the fast engine's enumerated
+    estimator (:mod:`pyrovae.estimators.enumerated`), or stock SVI with the model's own
+    ``TraceEnum_ELBO``; only ELBO objectives apply.  With ``sample``, the fast estimator
+    is first compared with ``TraceEnum_ELBO`` on the same draw (Monte Carlo KL), as
+    :func:`check_standard_pair` does for the VAE."""
+    from pyrovae.errors import PyrovaeError
+    from pyrovae.training.objectives import TraceELBOObjective, _ELBOObjective
+
+    if not isinstance(objective, _ELBOObjective):
+        raise PyrovaeError(f"objective: {objective.family!r} cannot train a model whose label "
+                           "is a latent (model: m2); use trace_elbo or trace_elbo_mc")
+    fn = objective.loss_fn(vae)
+    if name == "pyro":  # the record of terms as TraceEnum_ELBO computes them (Monte Carlo KL)
+        terms_fn = TraceELBOObjective(num_particles=objective.num_particles,
+                                      kl="mc").loss_fn(vae)
+        return PyroEngine(vae, objective, lr, clip_norm,
+                          elbo=vae.stock_elbo(objective.num_particles), terms_fn=terms_fn)
+    if sample is not None and "mc" not in _PAIR_CHECKS.setdefault(vae, {}):
+        check_fn = TraceELBOObjective(num_particles=1, kl="mc").loss_fn(vae)
+        _PAIR_CHECKS[vae]["mc"] = check_standard_pair(
+            vae, sample, check_fn, y=sample_y, kl="mc", stock=vae.stock_elbo(1))
+    reason = _PAIR_CHECKS[vae].get("mc") if sample is not None else None
+    if reason is not None:
+        raise PyrovaeError(f"engine 'fast': the enumerated estimator disagrees with Pyro's "
+                           f"TraceEnum_ELBO ({reason}); train with train.engine: pyro")
+    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn)
 
 
 def make_engine(
@@ -279,6 +322,8 @@ def make_engine(
     pair its estimator assumes; if not (e.g. a subclass adds sites) it warns and
     returns the pyro engine.
     """
+    if getattr(vae, "label_latent", False):  # a label summed out exactly (M2)
+        return _label_engine(name, vae, objective, lr, clip_norm, sample, sample_y)
     if sample is not None:
         objective.check(vae, sample, sample_y)
     fn = objective.loss_fn(vae) if name == "fast" else None

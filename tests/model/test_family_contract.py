@@ -64,6 +64,9 @@ TRAINING_KINDS = ("objective", "kl_weight")
 #: Network and context families: their contract needs shaped data and lives in
 #: tests/model/test_networks.py, which is parametrised over every registered one.
 NETWORK_KINDS = ("encoder", "decoder", "context")
+#: Model kinds (the latent structure): their contract is tests/model/test_model_kinds.py,
+#: parametrised over every registered kind.
+STRUCTURE_KINDS = ("model",)
 #: The family module of each model kind on a built VAE.
 MODULE = {"prior": "prior", "guide": "guide_family", "likelihood": "likelihood"}
 
@@ -143,7 +146,8 @@ def train_both_engines(vae: VAE, x: torch.Tensor, steps: int = 4) -> list[float]
 
 def test_every_registry_is_a_model_kind_or_a_training_choice():
     """A new registry must get a place here (and in MODULE) so that its families are tested."""
-    assert set(REGISTRIES) == set(MODULE) | set(TRAINING_KINDS) | set(NETWORK_KINDS)
+    assert set(REGISTRIES) == (set(MODULE) | set(TRAINING_KINDS) | set(NETWORK_KINDS)
+                               | set(STRUCTURE_KINDS))
     for kind in MODULE:  # every registered family is exercised
         assert {_family(e) for k, e in CASES if k == kind} == set(REGISTRIES[kind].names())
 

@@ -95,6 +95,15 @@ def _make_consistent(raw: dict) -> None:
         for key in ("encoder", "decoder"):  # a geometry that fits 4x4 (bad ones: own tests)
             if isinstance(raw.get(key), dict) and raw[key].get("family") == "conv":
                 raw[key].update(channels=[2], kernel=4, stride=2, padding=1)
+    if _family(raw, "model") == "m2":  # m2's label is its context (own tests)
+        raw.pop("context", None)
+        if isinstance(raw["model"], dict) and raw["model"].get("labelled_fraction") == 0.0:
+            raw["model"]["labelled_fraction"] = 0.5
+        if isinstance(raw["model"], dict) and raw["model"].get("classes") == 1:
+            raw["model"]["classes"] = 2
+        if _family(raw, "prior") == "vamp":
+            raw["prior"] = "normal"
+        raw.pop("objective", None)  # only ELBO objectives sum a label out (own tests)
     if _family(raw, "prior") == "vamp":
         raw.pop("context", None)  # vamp has no context (its own test)
     objective = raw.get("objective")
