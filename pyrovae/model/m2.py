@@ -316,6 +316,19 @@ class SemiSupervisedVAE(VAE):
         labels = torch.arange(self.classes, device=x.device).expand(len(x), -1)
         return self.likelihood.mean(self.decode(z, y=labels))
 
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: Any = None, *,
+                    sample: bool = False) -> torch.Tensor:
+        """Mean of p_θ(x | y, z) at z = E_q[z | x, y]; ``y=None``: the predicted class."""
+        return super().reconstruct(x, self.classify(x) if y is None else y, sample=sample)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, y: Any = None, mean: bool = True) -> torch.Tensor:
+        """``n`` draws from the generative model; ``y=None`` draws the labels from p(y)."""
+        if y is None:
+            y = self.label_prior().sample((n,))
+        return super().sample(n, y=y, mean=mean)
+
     def guide_parameters(self) -> list[nn.Parameter]:
         """φ: encoder, classifier and guide-family parameters."""
         return super().guide_parameters() + list(self.classifier.parameters())

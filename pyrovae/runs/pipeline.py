@@ -18,8 +18,17 @@ import pyro
 import torch
 
 from pyrovae import io as pio
-from pyrovae.data import Dataset, TensorSource, dataset_names, load_dataset, train_test_split
+from pyrovae.data import (
+    Dataset,
+    TensorSource,
+    check_class_labels,
+    dataset_names,
+    load_dataset,
+    mask_labels,
+    train_test_split,
+)
 from pyrovae.errors import PyrovaeError
+from pyrovae.estimators.classification import classification_metrics, label_probabilities
 from pyrovae.estimators.evaluate import evaluate, summary
 from pyrovae.model.vae import VAE
 from pyrovae.plots import latent, save_figure
@@ -93,8 +102,10 @@ def build(spec_raw: dict[str, Any] | None, *, size_limit: float = 1.0
         spec["data"]["transform"] = train.transform  # record the default it resolved to
     check_size(spec, scale=size_limit)  # the sizes known, before anything is allocated
     pyro.set_rng_seed(spec["train"]["seed"])
-    vae = VAE.from_spec(spec)
+    vae = VAE.from_spec(spec)  # the kind the spec's ``model`` names
     vae.likelihood.check_data(train.x, f"data {spec['data']['name']!r}")
+    if getattr(vae, "label_latent", False):
+        training_labels(spec, vae, train)  # labels present, in range; enough of each class
     return spec, vae, train, test
 
 
@@ -120,13 +131,35 @@ def check_train_section(spec: dict[str, Any]) -> None:
         raise PyrovaeError(f"train.{exc}") from None
 
 
+def training_labels(spec: dict[str, Any], vae: VAE, train: Dataset) -> torch.Tensor | None:
+    """What a model is trained with as ``y``: a conditional VAE's context; for a model
+    whose label is a latent, the training labels with all but the spec's labelled
+    fraction (or count) set to −1, chosen by ``data.split_seed``
+    (:func:`~pyrovae.data.mask_labels`)."""
+    if not getattr(vae, "label_latent", False):
+        return _context(vae, train)
+    m = spec["model"]
+    return mask_labels(_labels_of(vae, train), vae.classes, fraction=m["labelled_fraction"],
+                       count=m["labelled_count"], seed=spec["data"]["split_seed"])
+
+
+def _labels_of(vae: VAE, data: Dataset) -> torch.Tensor:
+    """The labels of ``data`` for a model whose label is a latent, checked once."""
+    if data.y is None:
+        raise PyrovaeError(f"model: {vae.spec['model']['family']!r} learns from labels; "
+                           f"data {data.name!r} has none")
+    return check_class_labels(data.y, vae.classes, f"labels of data {data.name!r}",
+                              allow_unlabelled=False)
+
+
 def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | None,
                 *, progress: bool = True, callbacks=()) -> Trainer:
     t = spec["train"]
     return Trainer(
         vae, train.x, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
         seed=t["seed"], test_data=None if test is None else test.x,
-        y=_context(vae, train), test_y=None if test is None else _context(vae, test),
+        y=training_labels(spec, vae, train),
+        test_y=None if test is None else _context(vae, test),
         objective=spec["objective"], kl_weight=spec["kl_weight"], engine=t["engine"],
         clip_norm=t["clip_norm"], eval_every=t["eval_every"], progress=progress,
         device=t["device"], callbacks=callbacks,
@@ -150,8 +183,9 @@ def _best_rule(spec: dict[str, Any]) -> EarlyStopping:
 
 
 def _context(vae: VAE, data: Dataset) -> torch.Tensor | None:
-    """The context a conditional VAE is given: the data set's labels (None otherwise)."""
-    if not getattr(vae.context, "dim", 0):
+    """The context a conditional VAE is given: the data set's labels (None otherwise;
+    None for a model whose label is a latent: evaluation sums it out)."""
+    if not getattr(vae.context, "dim", 0) or getattr(vae, "label_latent", False):
         return None
     if data.y is None:
         raise PyrovaeError(f"context: the {vae.context.family!r} context needs labels; "
@@ -512,6 +546,10 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     }
     if test is not None:
         metrics["test"] = summary(evaluate(vae, test.x, y=_context(vae, test), num_samples=k))
+    if getattr(vae, "label_latent", False):  # q(y|x) as a classifier, on every label
+        metrics["train"]["classification"] = _classification(vae, train)
+        if test is not None:
+            metrics["test"]["classification"] = _classification(vae, test)
     if best is not None:
         d = best.decide(history.records)
         if d.best_epoch is not None:
@@ -526,6 +564,11 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     require_finite(metrics, "the final evaluation")
     write_figures(out / runs.FIGURES_DIR, vae, history, train, test)
     return metrics
+
+
+def _classification(vae: VAE, data: Dataset) -> dict[str, Any]:
+    """Accuracy, ECE, NLL, reliability and confusion of q(y|x) on ``data``'s labels."""
+    return classification_metrics(label_probabilities(vae, data.x), _labels_of(vae, data))
 
 
 def require_finite(result: Mapping[str, Any], what: str) -> None:
@@ -550,7 +593,9 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
         components = latent.prior_components(vae.prior_dist())
     paths.append(save_figure(tplots.latent_map(z_mean, shown.y, components),
                              folder / "latent_map.png"))
-    if shown.image_shape is not None and vae.latent_dim == 2 and y is None:
+    if getattr(vae, "label_latent", False):
+        paths += _label_figures(folder, vae, shown)
+    if shown.image_shape is not None and vae.latent_dim == 2 and not vae.context.dim:
         paths.append(save_figure(_manifold(vae, shown.image_shape), folder / "latent_manifold.png"))
     if shown.image_shape is not None:
         x = shown.x[:20]
@@ -563,6 +608,24 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
         paths.append(save_figure(
             tplots.samples(drawn, shown.image_shape), folder / "samples.png"
         ))
+    return paths
+
+
+@torch.no_grad()
+def _label_figures(folder: Path, vae: VAE, shown: Dataset) -> list[Path]:
+    """A model whose label is a latent: the reliability diagram and confusion matrix of
+    q(y|x) on the shown split's labels, and the style grid (images only)."""
+    from pyrovae.plots import classification as cplots
+
+    paths = []
+    if shown.y is not None:
+        m = _classification(vae, shown)
+        paths.append(save_figure(cplots.reliability_diagram(m), folder / "reliability.png"))
+        paths.append(save_figure(cplots.confusion_figure(m), folder / "confusion.png"))
+    if shown.image_shape is not None:
+        images = vae.style(shown.x[:8]).reshape(min(8, len(shown.x)), vae.classes, -1)
+        paths.append(save_figure(cplots.style_figure(images, shown.image_shape),
+                                 folder / "style.png"))
     return paths
 
 
@@ -601,6 +664,8 @@ def evaluate_run(path: str | Path, *, num_samples: int | None = None,
     result = {"split": "train" if data is train else "test", "which": which,
               "epochs_done": done, "epochs": planned, "finished": finished,
               **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k))}
+    if getattr(vae, "label_latent", False):
+        result["classification"] = _classification(vae, data)
     require_finite(result, f"evaluating {path}")
     return result
 

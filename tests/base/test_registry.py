@@ -19,12 +19,16 @@ from pyrovae.runs.families import list_families
 CONTEXT = {"prior": {"latent_dim"}, "likelihood": {"event_shape"}, "guide": {"latent_dim"},
            "objective": set(), "kl_weight": set(), "context": set(),
            **{net: {"role", "event_shape", "latent_dim", "out_features", "context_dim"}
-              for net in ("encoder", "decoder")}}
+              for net in ("encoder", "decoder")},
+           # a model kind is built with the VAE's own arguments, plus its params
+           "model": {"data_dim", "latent_dim", "encoder", "decoder", "activation",
+                     "decoder_activation", "prior", "likelihood", "guide", "context"}}
 #: the sizes each kind is built with (networks: image-shaped data, so conv builds too)
 SIZES = {"encoder": {"role": "encoder", "event_shape": (1, 8, 8), "latent_dim": 2,
                      "out_features": 4, "context_dim": 0},
          "decoder": {"role": "decoder", "event_shape": (1, 8, 8), "latent_dim": 2,
-                     "out_features": 64, "context_dim": 3}}
+                     "out_features": 64, "context_dim": 3},
+         "model": {"data_dim": 6}}
 
 
 @pytest.mark.parametrize("kind", sorted(REGISTRIES))
