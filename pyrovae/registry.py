@@ -288,7 +288,6 @@ MODELS = Registry("model")
 
 #: Every registry by the spec key it fills.
 REGISTRIES: dict[str, Registry] = {
-    "model": MODELS,
     "prior": PRIORS,
     "likelihood": LIKELIHOODS,
     "guide": GUIDES,
@@ -297,4 +296,5 @@ REGISTRIES: dict[str, Registry] = {
     "context": CONTEXTS,
     "objective": OBJECTIVES,
     "kl_weight": SCHEDULES,
+    "model": MODELS,
 }

@@ -25,7 +25,7 @@ U(x) = Σ_y q(y|x) L(x, y) + H(q(y|x)).  The guide's site ``"y"`` is marked for
 parallel enumeration, so Pyro's ``TraceEnum_ELBO`` (:meth:`SemiSupervisedVAE.stock_elbo`)
 sums the ten classes out exactly instead of sampling them; the fast engine computes
 the same sum directly (:mod:`pyrovae.estimators.enumerated`, equal on the same draws,
-``tests/estimators/test_enumerated.py``).  The auxiliary term α·log q(y|x) is the
+``tests/model/test_m2.py``).  The auxiliary term α·log q(y|x) is the
 observed model site ``"classify"`` scaled by α, as in Pyro's ss-vae example.
 
 References:
@@ -59,8 +59,10 @@ __all__ = ["UNLABELLED", "SemiSupervisedVAE"]
 
 @MODELS.register("m2")
 class SemiSupervisedVAE(VAE):
-    """M2 of Kingma et al. (2014): p(y) p(z) p_θ(x | y, z) with guide
-    q_φ(y | x) q_φ(z | x, y); unlabelled rows (label −1) have y summed out exactly.
+    """M2 (Kingma et al. 2014): a VAE whose class label is a latent where data lack it.
+
+    p(y) p(z) p_θ(x | y, z) with guide q_φ(y | x) q_φ(z | x, y); unlabelled rows
+    (label −1) have y summed out exactly.
 
     Args:
         data_dim, latent_dim, encoder, decoder, activation, prior, likelihood, guide:

@@ -640,6 +640,8 @@ def _manifold(vae: VAE, image_shape: tuple[int, int], n: int = 15) -> Any:
 def _latent_means(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     from pyrovae.model.vae import _dist_mean
 
+    if y is None and getattr(vae, "label_latent", False):
+        y = vae.classify(x)  # z's mean given the predicted class
     return _dist_mean(vae.encode(x) if y is None else vae.encode(x, y))
 
 
