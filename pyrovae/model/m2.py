@@ -101,8 +101,8 @@ class SemiSupervisedVAE(VAE):
         "classifier_activation": Param("choice", "relu", choices=tuple(sorted(ACTIVATIONS)),
                                        doc="activation of q(y|x)"),
     }
-    #: The label is a discrete latent site summed out by enumeration (a capability:
-    #: estimators and engines read it, never the class name).
+    #: Whether the label is a discrete latent site summed out by enumeration (read by the
+    #: estimators and engines, never the class name).
     label_latent: ClassVar[bool] = True
 
     def __init__(

@@ -76,7 +76,7 @@ class VAE(nn.Module):
     #: The model kind's parameters (the spec's ``model`` entry; see
     #: :func:`pyrovae.model.spec.model_class`): the plain VAE has none.
     params: ClassVar[dict[str, Any]] = {}
-    #: Capability: a discrete label site summed out by enumeration (the M2 kind).
+    #: Whether a discrete label site is summed out by enumeration (a capability; the M2 kind).
     label_latent: ClassVar[bool] = False
 
     def __init__(
