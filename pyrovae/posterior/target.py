@@ -194,6 +194,10 @@ class PyroTarget(Target):
     conditioned on given values.  :meth:`simulate` draws (z, x) from the model itself
     with ``poutine.uncondition`` (observed sites sampled), so BDMC and SBC need no
     second model; the data's shape comes from ``example`` or the last ``x`` seen.
+    A discrete site (a finite support, e.g. a ``Categorical`` label) is listed in
+    :attr:`sites` as discrete with its number of values (``SiteInfo.discrete``,
+    ``cardinality``); the checks that need the flat vector refuse it with a pointer to
+    :mod:`pyrovae.posterior.enumerate`, which sums it out exactly.
 
     Args:
         model: a Pyro model called as ``model(x, **model_kwargs)``.
@@ -313,6 +317,7 @@ class PyroTarget(Target):
     # ------------------------------------------------------------- helpers
     def _batched(self, z: torch.Tensor, n: int) -> tuple[dict[str, torch.Tensor], tuple, int]:
         """Flat z (..., N, D) -> ({site: (B, 1.., N, *event)}, batch shape, B)."""
+        require_continuous(self.sites, "a flat latent vector")
         batch = z.shape[:-2]
         flat = z.reshape(-1, n, z.shape[-1])
         b = flat.shape[0]
@@ -342,6 +347,7 @@ class PyroTarget(Target):
         return total
 
     def _ravel_trace(self, tr, num: int, n: int) -> torch.Tensor:
+        require_continuous(self.sites, "a flat latent vector")
         z = {name: tr.nodes[name]["value"].reshape(-1, n, *s.event_shape).expand(
             num, n, *s.event_shape) for name, s in self.sites.items()}
         return ravel(z, self.sites)
@@ -546,6 +552,12 @@ def as_target(
         if guide is not None:
             raise PyrovaeError("a VAE carries its own guide; do not pass another")
         return VAETarget(model, y)
+    site = getattr(model, "discrete_site", None)
+    if isinstance(model, ExactProblem) and site:
+        raise PyrovaeError(
+            f"toy {getattr(model, 'name', '') or type(model).__name__!r} has a discrete latent "
+            f"site {site!r}: check it per class with pyrovae.posterior.enumerate (the targets "
+            "as_target(toy.class_toy(y), guide.class_guide(y)))")
     if isinstance(model, ExactProblem):
         return ToyTarget(model, guide)
     if callable(model):

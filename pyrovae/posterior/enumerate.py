@@ -1,0 +1,636 @@
+"""Checks of a model with a discrete latent y (K values), the discrete site summed out
+exactly and the continuous sites z checked per class.
+
+A model p(y) p(z | y) p_θ(x | y, z) with a guide q(y | x) q(z | x, y) (the M2 model, a
+mixture of pPCAs) is, for each fixed class y, an ordinary model of z with a guide: a
+:class:`~pyrovae.posterior.target.Target` ``p(x, z | y)``, ``q(z | x, y)``.  Every check
+of this module takes one such target per class (a list, or a callable ``y -> target``)
+and the log prior ``log p(y)``; tensors are *class first*: ``(K, N)`` for K classes and N
+data points (``log p(y)`` may be ``(K,)``).
+
+* **log p(x)** = logsumexp_y [log p(y) + log p(x | y)], each log p(x | y) estimated by
+  AIS over z, IWAE over z, or exactly (:func:`enumerated_log_marginal`; any per-class
+  estimator through :func:`enumerate_log_marginal`).  Its standard error is the delta
+  method: with r_y = p̂(y | x) the implied class posterior,
+  se² = Σ_y r_y² se_y² (independent estimates per class).  A lower bound per class (AIS,
+  IWAE) gives a lower bound of log p(x) in expectation.
+* **ELBO** with the discrete site summed out exactly,
+  ``Σ_y q(y|x) [log p(y) + ELBO_z(x, y) − log q(y|x)]``, ELBO_z(x, y) =
+  E_q(z|x,y)[log p(x, z | y) − log q(z | x, y)] (:func:`enumerated_elbo`); this is the
+  value Pyro's ``TraceEnum_ELBO`` computes with y enumerated in parallel.
+* **KL** of the joint guide to the joint posterior p(y, z | x) = p(y | x) p(z | x, y),
+  ``Σ_y q(y|x) [log q(y|x) − log p(y|x) + KL(q(z|x,y) ‖ p(z|x,y))]``
+  (:func:`enumerated_kl`), and the identity log p(x) = ELBO + KL checked per point
+  (:func:`check_enumerated_identity`).
+* **Calibration of q(y | x)** (:func:`class_calibration`): the discrete site has no
+  ranks, so SBC's role is played by calibration on simulated (y, x) ~ p: the expected
+  calibration error (Guo et al. 2017) against the threshold it would exceed with
+  probability α if q(y|x) were calibrated, found by consistency resampling (Bröcker &
+  Smith 2007: labels redrawn from the predicted probabilities themselves).  The exact
+  posterior p(y | x) is calibrated on data from the model; calibration is necessary,
+  not sufficient (the prior p(y), ignoring x, is calibrated too).
+* **SBC of q(z | x, y)** (:func:`enumerated_sbc`): with (ỹ, z̃, x̃) ~ p, z̃ is a draw of
+  p(z | x̃, ỹ), so its ranks among L draws of q(z | x̃, ỹ) are uniform when the guide is
+  exact (Talts et al. 2018), tested with :func:`pyrovae.posterior.sbc.rank_test`.
+
+The checks that need one real vector per point (:mod:`pyrovae.posterior.ais`,
+:mod:`~pyrovae.posterior.sbc`, the grid) refuse a discrete site and point here.
+
+References:
+    Kingma, Rezende, Mohamed & Welling (2014), *Semi-Supervised Learning with Deep
+    Generative Models*.
+    Neal (2001), *Annealed importance sampling*.
+    Burda, Grosse & Salakhutdinov (2016), *Importance Weighted Autoencoders*.
+    Guo, Pleiss, Sun & Weinberger (2017), *On Calibration of Modern Neural Networks*.
+    Bröcker & Smith (2007), *Increasing the reliability of reliability diagrams*.
+    Talts, Betancourt, Simpson, Vehtari & Gelman (2018), *Validating Bayesian inference
+    algorithms with simulation-based calibration*.
+    "The Intuitive VAE" (Break Yang, 2024): log p(x) = ELBO + KL(q ‖ p(z|x)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyrovae.errors import PyrovaeError
+from pyrovae.posterior.exact import Estimate, elbo, iwae, kl_to_posterior, log_marginal
+from pyrovae.posterior.sbc import SBCResult, rank_test
+from pyrovae.posterior.target import Target, as_target
+from pyrovae.randomness import seeded
+
+__all__ = [
+    "CalibrationResult",
+    "EnumeratedEstimate",
+    "EnumeratedSBCResult",
+    "check_enumerated_identity",
+    "class_calibration",
+    "combine_classes",
+    "elbo_from_classes",
+    "enumerate_log_marginal",
+    "enumerated_elbo",
+    "enumerated_kl",
+    "enumerated_log_marginal",
+    "enumerated_sbc",
+    "expected_calibration_error",
+]
+
+#: One target per class: a sequence, or a callable ``y -> target`` (``y`` in 0..K−1).
+ClassTargets = Sequence[Any] | Callable[[int], Any]
+
+
+@dataclass
+class EnumeratedEstimate:
+    """A per-point value with the discrete site summed out, and its per-class parts.
+
+    ``per_class`` (K, N) holds log p(x | y) for a log-marginal, ELBO_z(x, y) for an ELBO.
+    """
+
+    value: torch.Tensor  #: (N,)
+    stderr: torch.Tensor  #: (N,)
+    per_class: torch.Tensor  #: (K, N)
+    per_class_stderr: torch.Tensor  #: (K, N)
+    log_prior: torch.Tensor  #: (K, N) log p(y)
+    method: str = ""
+
+    def estimate(self) -> Estimate:
+        """The summed value as an :class:`~pyrovae.posterior.exact.Estimate`."""
+        return Estimate(self.value, self.stderr, self.method)
+
+    @property
+    def log_class_posterior(self) -> torch.Tensor:
+        """log p̂(y | x) = log p(y) + per_class − value, (K, N) (for a log-marginal: the
+        class posterior the per-class estimates imply)."""
+        return self.log_prior + self.per_class - torch.logsumexp(
+            self.log_prior + self.per_class, 0)
+
+    def as_dict(self) -> dict:
+        """The per-point and per-class numbers (for reports)."""
+        return {"value": self.value, "stderr": self.stderr, "per_class": self.per_class,
+                "per_class_stderr": self.per_class_stderr, "method": self.method}
+
+
+# ------------------------------------------------------------------ arguments
+def _log_prior(log_py: torch.Tensor, num_points: int | None = None) -> torch.Tensor:
+    """``log p(y)`` as (K, N) (or (K, 1) when N is unknown), checked to be normalised."""
+    lp = torch.as_tensor(log_py, dtype=torch.float64)
+    if lp.ndim == 1:
+        lp = lp.unsqueeze(-1)
+    if lp.ndim != 2 or lp.shape[0] < 2:
+        raise PyrovaeError(f"log p(y): expected shape (K,) or (K, N) with K >= 2 classes, got "
+                           f"{tuple(lp.shape)}")
+    if torch.isnan(lp).any() or (torch.logsumexp(lp, 0) - 0).abs().max() > 1e-6:
+        raise PyrovaeError("log p(y): expected log-probabilities over the classes (dim 0) "
+                           "that sum to 1")
+    if num_points is not None:
+        if lp.shape[1] not in (1, num_points):
+            raise PyrovaeError(f"log p(y): {lp.shape[1]} columns for {num_points} data points")
+        lp = lp.expand(lp.shape[0], num_points)
+    return lp
+
+
+def _log_q(log_qy: torch.Tensor, num_classes: int, num_points: int) -> torch.Tensor:
+    lq = torch.as_tensor(log_qy, dtype=torch.float64)
+    if lq.shape != (num_classes, num_points):
+        raise PyrovaeError(f"log q(y|x): expected shape (K, N) = ({num_classes}, {num_points}) "
+                           f"(class first), got {tuple(lq.shape)}")
+    if torch.isnan(lq).any() or (torch.logsumexp(lq, 0)).abs().max() > 1e-5:
+        raise PyrovaeError("log q(y|x): expected log-probabilities over the classes (dim 0) "
+                           "that sum to 1 for every point")
+    return lq
+
+
+def _class_target(class_targets: ClassTargets, y: int) -> Target:
+    t = class_targets(y) if callable(class_targets) else class_targets[y]
+    return as_target(t)
+
+
+def _num_classes(class_targets: ClassTargets, log_py: torch.Tensor) -> int:
+    k = _log_prior(log_py).shape[0]
+    if not callable(class_targets) and len(class_targets) != k:
+        raise PyrovaeError(f"{len(class_targets)} class targets for {k} classes of log p(y)")
+    return k
+
+
+def _weighted(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Σ_y q_y v_y over dim 0, with 0 · (anything) = 0 (a class q gives no mass to)."""
+    return torch.where(q > 0, q * v, torch.zeros_like(v)).sum(0)
+
+
+# ------------------------------------------------------------------ log p(x)
+def combine_classes(
+    log_py: torch.Tensor, log_px_given_y: torch.Tensor, stderr: torch.Tensor | None = None,
+    *, method: str = "",
+) -> EnumeratedEstimate:
+    """log p(x) = logsumexp_y [log p(y) + log p(x | y)] from per-class values.
+
+    Args:
+        log_py: log p(y), (K,) or (K, N).
+        log_px_given_y: log p(x | y) per class and point, (K, N) (exact or estimated).
+        stderr: the standard errors of ``log_px_given_y`` (K, N); ``None``: exact (0).
+        method: a label for the report.
+
+    Returns:
+        :class:`EnumeratedEstimate`; its stderr is the delta method,
+        se² = Σ_y p̂(y|x)² se_y².
+
+    References:
+        Kingma et al. (2014), *Semi-Supervised Learning with Deep Generative Models*.
+    """
+    lpx = torch.as_tensor(log_px_given_y, dtype=torch.float64)
+    if lpx.ndim != 2:
+        raise PyrovaeError(f"log p(x|y): expected shape (K, N), got {tuple(lpx.shape)}")
+    lp = _log_prior(log_py, lpx.shape[1])
+    if lp.shape[0] != lpx.shape[0]:
+        raise PyrovaeError(f"log p(x|y) has {lpx.shape[0]} classes, log p(y) {lp.shape[0]}")
+    se = torch.zeros_like(lpx) if stderr is None else torch.as_tensor(
+        stderr, dtype=torch.float64).expand_as(lpx)
+    joint = lp + lpx
+    value = torch.logsumexp(joint, 0)
+    r = (joint - value).exp()
+    total_se = _weighted(r.pow(2), se.pow(2)).sqrt()
+    return EnumeratedEstimate(value, total_se, lpx, se, lp, method)
+
+
+def enumerate_log_marginal(
+    estimate_class: Callable[[int], Estimate | torch.Tensor], log_py: torch.Tensor,
+    *, method: str = "",
+) -> EnumeratedEstimate:
+    """log p(x) with the discrete site summed out, from any per-class estimator.
+
+    Args:
+        estimate_class: ``y -> log p(x | y)`` per point, (N,), as an
+            :class:`~pyrovae.posterior.exact.Estimate` (with its stderr) or a tensor
+            (exact); called once for each y in 0..K−1.
+        log_py: log p(y), (K,) or (K, N).
+        method: a label for the report.
+
+    Returns:
+        :func:`combine_classes` of the K estimates.
+
+    References:
+        Kingma et al. (2014), *Semi-Supervised Learning with Deep Generative Models*.
+    """
+    k = _log_prior(log_py).shape[0]
+    values, errors, methods = [], [], []
+    for y in range(k):
+        e = estimate_class(y)
+        if isinstance(e, Estimate):
+            values.append(e.value.double())
+            errors.append(e.stderr.double())
+            methods.append(e.method)
+        else:
+            values.append(torch.as_tensor(e, dtype=torch.float64))
+            errors.append(torch.zeros_like(values[-1]))
+            methods.append("exact")
+    label = method or f"enumerated[{methods[0]}]"
+    return combine_classes(log_py, torch.stack(values), torch.stack(errors), method=label)
+
+
+def enumerated_log_marginal(
+    class_targets: ClassTargets, log_py: torch.Tensor, x: torch.Tensor, *,
+    method: str = "ais", num_samples: int = 1000, seed: int = 0, **ais_kwargs: Any,
+) -> EnumeratedEstimate:
+    """log p(x) = logsumexp_y [log p(y) + log p(x | y)] with log p(x | y) per class by
+    AIS over z, IWAE over z, or exactly.
+
+    Args:
+        class_targets: one target per class, p(x, z | y) with its guide q(z | x, y)
+            (anything :func:`~pyrovae.posterior.target.as_target` accepts alone: a
+            Target, a VAE), as a sequence or a callable ``y -> target``.
+        log_py: log p(y), (K,) or (K, N).
+        x: the data, (N, ...).
+        method: ``"ais"`` (:func:`pyrovae.posterior.ais.ais`, keyword arguments
+            ``ais_kwargs``; seed ``seed + y`` for class y), ``"iwae"``
+            (K = ``num_samples`` draws of q(z | x, y) per class) or ``"exact"`` (each
+            target's closed form / grid, :func:`pyrovae.posterior.exact.log_marginal`).
+
+    Returns:
+        :class:`EnumeratedEstimate`.
+
+    Raises:
+        PyrovaeError: an unknown method, or shapes that disagree.
+
+    References:
+        Neal (2001), *Annealed importance sampling*; Burda et al. (2016), *Importance
+        Weighted Autoencoders*; Kingma et al. (2014).
+    """
+    _num_classes(class_targets, log_py)
+    if method not in ("ais", "iwae", "exact"):
+        raise PyrovaeError(f"enumerated log p(x): method must be 'ais', 'iwae' or 'exact', "
+                           f"got {method!r}")
+    if ais_kwargs and method != "ais":
+        raise PyrovaeError(f"enumerated log p(x): {sorted(ais_kwargs)} are AIS settings, "
+                           f"not for method {method!r}")
+
+    def one(y: int) -> Estimate:
+        t = _class_target(class_targets, y)
+        if method == "ais":
+            from pyrovae.posterior.ais import ais
+
+            return ais(t, x, seed=seed + y, **ais_kwargs).estimate()
+        if method == "iwae":
+            with seeded(seed + y, x):
+                return iwae(t, x, num_samples=num_samples)
+        return log_marginal(t, x, method="auto" if t.exact_log_marginal(x) is None else "exact")
+
+    return enumerate_log_marginal(one, log_py)
+
+
+# ------------------------------------------------------------------ the ELBO
+def elbo_from_classes(
+    log_py: torch.Tensor, log_qy: torch.Tensor, elbo_z: torch.Tensor,
+    stderr: torch.Tensor | None = None, *, method: str = "",
+) -> EnumeratedEstimate:
+    """The ELBO with the discrete site summed out, from per-class ELBOs over z:
+    Σ_y q(y|x) [log p(y) + ELBO_z(x, y) − log q(y|x)].
+
+    Args:
+        log_py: log p(y), (K,) or (K, N).
+        log_qy: log q(y | x), (K, N), class first.
+        elbo_z: ELBO_z(x, y) = E_q(z|x,y)[log p(x, z | y) − log q(z | x, y)], (K, N).
+        stderr: Monte Carlo standard errors of ``elbo_z`` (K, N); ``None``: exact.
+
+    Returns:
+        :class:`EnumeratedEstimate` (stderr² = Σ_y q(y|x)² se_y²).
+
+    References:
+        Kingma et al. (2014), *Semi-Supervised Learning with Deep Generative Models*, eq. 7.
+    """
+    ez = torch.as_tensor(elbo_z, dtype=torch.float64)
+    if ez.ndim != 2:
+        raise PyrovaeError(f"ELBO_z: expected shape (K, N), got {tuple(ez.shape)}")
+    lp = _log_prior(log_py, ez.shape[1])
+    lq = _log_q(log_qy, *ez.shape)
+    se = torch.zeros_like(ez) if stderr is None else torch.as_tensor(
+        stderr, dtype=torch.float64).expand_as(ez)
+    q = lq.exp()
+    value = _weighted(q, lp + ez - lq)
+    return EnumeratedEstimate(value, _weighted(q.pow(2), se.pow(2)).sqrt(), ez, se, lp, method)
+
+
+def enumerated_elbo(
+    class_targets: ClassTargets, log_py: torch.Tensor, log_qy: torch.Tensor,
+    x: torch.Tensor, *, num_samples: int = 1000, seed: int = 0,
+) -> EnumeratedEstimate:
+    """Σ_y q(y|x) [log p(y) + ELBO_z(x, y) − log q(y|x)] with ELBO_z by Monte Carlo
+    (``num_samples`` draws of q(z | x, y) per class; :func:`pyrovae.posterior.exact.elbo`).
+
+    Args:
+        class_targets: one target per class (see :func:`enumerated_log_marginal`).
+        log_py: log p(y), (K,) or (K, N).
+        log_qy: log q(y | x), (K, N).
+        x: the data, (N, ...).
+
+    Returns:
+        :class:`EnumeratedEstimate` with ``per_class`` = ELBO_z(x, y).
+
+    References:
+        Kingma et al. (2014), eq. 7; Pyro's ``TraceEnum_ELBO`` computes the same sum.
+    """
+    k = _num_classes(class_targets, log_py)
+    vals, errs = [], []
+    for y in range(k):
+        with seeded(seed + y, x):
+            e = elbo(_class_target(class_targets, y), x, num_samples=num_samples)
+        vals.append(e.value.double())
+        errs.append(e.stderr.double())
+    return elbo_from_classes(log_py, log_qy, torch.stack(vals), torch.stack(errs),
+                             method=f"enumerated[mc[{num_samples}]]")
+
+
+def enumerated_kl(log_qy: torch.Tensor, log_post_y: torch.Tensor,
+                  kl_z: torch.Tensor) -> torch.Tensor:
+    """KL(q(y, z | x) ‖ p(y, z | x)) per point, the chain rule of KL:
+    Σ_y q(y|x) [log q(y|x) − log p(y|x) + KL(q(z|x,y) ‖ p(z|x,y))].
+
+    Args:
+        log_qy: log q(y | x), (K, N).
+        log_post_y: log p(y | x), (K, N).
+        kl_z: KL(q(z | x, y) ‖ p(z | x, y)) per class, (K, N).
+
+    Returns:
+        (N,) float64.
+
+    References:
+        Cover & Thomas (2006), *Elements of Information Theory*, thm. 2.5.3 (chain rule).
+    """
+    kz = torch.as_tensor(kl_z, dtype=torch.float64)
+    lq = _log_q(log_qy, *kz.shape)
+    lpost = torch.as_tensor(log_post_y, dtype=torch.float64).expand_as(kz)
+    return _weighted(lq.exp(), lq - lpost + kz)
+
+
+def check_enumerated_identity(
+    class_targets: ClassTargets, log_py: torch.Tensor, log_qy: torch.Tensor,
+    x: torch.Tensor, *, num_samples: int = 2000, sigmas: float = 4.0, seed: int = 0,
+) -> dict:
+    """log p(x) = ELBO + KL(q(y, z | x) ‖ p(y, z | x)) per point, every term on its own.
+
+    log p(x | y) per class exactly (each target's closed form, or its grid when z has
+    ≤ 2 dimensions); KL(q(z|x,y) ‖ p(z|x,y)) per class in closed form or on the grid
+    (:func:`pyrovae.posterior.exact.kl_to_posterior`); log p(y | x) from them; the ELBO by
+    Monte Carlo (:func:`enumerated_elbo`).  ``ok`` is True where |residual| ≤ ``sigmas``
+    × the ELBO's standard error plus the quadrature error bounds (plus 1e-6).
+
+    Returns:
+        a dict of per-point tensors: ``log_px``, ``elbo``, ``elbo_stderr``, ``kl``,
+        ``kl_y`` (the class part Σ q log q/p(y|x)), ``gap``, ``residual``, ``allowed``,
+        ``ok``, and ``log_class_posterior`` (K, N).
+
+    Raises:
+        PyrovaeError: when a class has neither a closed form nor a grid.
+
+    References:
+        "The Intuitive VAE" (Break Yang, 2024); Kingma et al. (2014).
+    """
+    k = _num_classes(class_targets, log_py)
+    lpx, lpx_err, kz, kz_err = [], [], [], []
+    for y in range(k):
+        t = _class_target(class_targets, y)
+        exact = t.exact_log_marginal(x)
+        lm = log_marginal(t, x, method="exact" if exact is not None else "grid")
+        kl = kl_to_posterior(t, x)
+        if kl is None:
+            raise PyrovaeError(f"class {y}: KL(q(z|x,y) ‖ p(z|x,y)) is unavailable (no "
+                               "Gaussian posterior, latent_dim > 2)")
+        lpx.append(lm.value)
+        lpx_err.append(lm.stderr)
+        kz.append(kl.value)
+        kz_err.append(kl.stderr)
+    lp = combine_classes(log_py, torch.stack(lpx), torch.stack(lpx_err), method="exact")
+    post = lp.log_class_posterior
+    kz_t = torch.stack(kz)
+    kl = enumerated_kl(log_qy, post, kz_t)
+    lq = _log_q(log_qy, k, x.shape[0])
+    kl_y = _weighted(lq.exp(), lq - post)
+    el = enumerated_elbo(class_targets, log_py, log_qy, x, num_samples=num_samples, seed=seed)
+    kl_err = _weighted(lq.exp(), torch.stack(kz_err))
+    resid = lp.value - el.value - kl
+    allow = sigmas * el.stderr + lp.stderr + kl_err + 1e-6
+    return {"log_px": lp.value, "log_px_error": lp.stderr, "elbo": el.value,
+            "elbo_stderr": el.stderr, "kl": kl, "kl_y": kl_y, "kl_error": kl_err,
+            "gap": lp.value - el.value, "residual": resid, "allowed": allow,
+            "ok": resid.abs() <= allow, "log_class_posterior": post}
+
+
+# ------------------------------------------------------------------ calibration
+def _as_probs(probs: Any) -> torch.Tensor:
+    p = torch.as_tensor(np.asarray(probs), dtype=torch.float64).contiguous()
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:
+        raise PyrovaeError(f"probs: expected an (N, K) array of class probabilities, N >= 1, "
+                           f"K >= 2, got shape {tuple(p.shape)}")
+    if torch.isnan(p).any() or (p < 0).any() or (p.sum(1) - 1).abs().max() > 1e-5:
+        raise PyrovaeError("probs: expected rows of probabilities that sum to 1")
+    return p
+
+
+def _ece(p: torch.Tensor, y: torch.Tensor, num_bins: int, kind: str) -> torch.Tensor:
+    """ECE for each row of labels ``y`` (R, N) against ``p`` (N, K): (R,)."""
+    n, k = p.shape
+    edges = torch.linspace(0, 1, num_bins + 1, dtype=torch.float64)
+    if kind == "top":
+        conf, pred = p.max(-1)  # (N,)
+        hit = (y == pred).double()  # (R, N)
+        cell = torch.clamp(torch.bucketize(conf, edges) - 1, 0, num_bins - 1)
+        gap = (hit - conf) @ torch.nn.functional.one_hot(cell, num_bins).double()
+    else:  # classwise: bins per class, averaged over the classes
+        which = torch.clamp(torch.bucketize(p, edges) - 1, 0, num_bins - 1)  # (N, K)
+        cell = (which + num_bins * torch.arange(k)).reshape(-1)  # (N·K,)
+        hit = torch.nn.functional.one_hot(y, k).double().reshape(y.shape[0], n * k)
+        onehot = torch.nn.functional.one_hot(cell, num_bins * k).double()
+        gap = (hit - p.reshape(-1)) @ onehot / k
+    return gap.abs().sum(-1) / n
+
+
+def expected_calibration_error(probs: Any, labels: Any, *, num_bins: int = 10,
+                               kind: str = "top") -> float:
+    """The expected calibration error of predicted class probabilities ``probs`` (N, K)
+    for ``labels`` (N,).
+
+    ``kind="top"`` (Guo et al. 2017): bin the confidences c_i = max_y p_i(y) into
+    ``num_bins`` equal-width bins, ECE = Σ_b (n_b / N) |acc_b − conf_b|.
+    ``kind="classwise"``: the same over all N·K pairs (p_i(y), 1{y_i = y}), which sees
+    miscalibration in the classes that are not predicted.
+
+    References:
+        Guo, Pleiss, Sun & Weinberger (2017), *On Calibration of Modern Neural Networks*;
+        Kull et al. (2019), *Beyond temperature scaling* (classwise ECE).
+    """
+    p = _as_probs(probs)
+    y = _labels(labels, p.shape)
+    _check_bins(num_bins, kind)
+    return float(_ece(p, y.unsqueeze(0), num_bins, kind)[0])
+
+
+def _labels(labels: Any, shape: tuple[int, int]) -> torch.Tensor:
+    y = torch.as_tensor(np.asarray(labels))
+    if y.shape != (shape[0],) or y.dtype.is_floating_point or (y < 0).any() or (
+            y >= shape[1]).any():
+        raise PyrovaeError(f"labels: expected {shape[0]} integer class labels in "
+                           f"0..{shape[1] - 1}")
+    return y.long()
+
+
+def _check_bins(num_bins: int, kind: str) -> None:
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        raise PyrovaeError(f"num_bins: expected a positive integer, got {num_bins!r}")
+    if kind not in ("top", "classwise"):
+        raise PyrovaeError(f"calibration kind: expected 'top' or 'classwise', got {kind!r}")
+
+
+@dataclass
+class CalibrationResult:
+    """Calibration of q(y | x) on labelled points: ECE against its null distribution."""
+
+    ece: float
+    threshold: float  #: the (1 − α) quantile of the ECE of a calibrated q, same probs
+    p_value: float  #: fraction of the null ECEs at least as large as the observed one
+    alpha: float
+    num_bins: int
+    kind: str
+    num_points: int
+    accuracy: float
+    reliability: list[dict] = field(default_factory=list)  #: per bin: count, confidence, accuracy
+
+    @property
+    def passed(self) -> bool:
+        """True when the ECE is at most the threshold (no evidence of miscalibration at α)."""
+        return self.ece <= self.threshold
+
+    def as_dict(self) -> dict:
+        """A JSON-able summary."""
+        return {"ece": self.ece, "threshold": self.threshold, "p_value": self.p_value,
+                "alpha": self.alpha, "passed": self.passed, "num_bins": self.num_bins,
+                "kind": self.kind, "num_points": self.num_points, "accuracy": self.accuracy,
+                "reliability": self.reliability,
+                "threshold_note": "the (1 - alpha) quantile of the ECE when the labels are "
+                                  "redrawn from the predicted probabilities (consistency "
+                                  "resampling): a calibrated q(y|x) exceeds it with "
+                                  "probability alpha"}
+
+
+def class_calibration(
+    probs: Any, labels: Any, *, num_bins: int = 10, kind: str = "top", alpha: float = 0.01,
+    num_resamples: int = 1000, seed: int = 0,
+) -> CalibrationResult:
+    """Is q(y | x) calibrated on points with known labels (simulated from the model, or
+    held out)?  The ECE (:func:`expected_calibration_error`) and a pass/fail against a
+    stated threshold: the (1 − ``alpha``) quantile of the ECE a *calibrated* predictor
+    with the same probabilities would show, by consistency resampling (labels redrawn
+    ỹ_i ~ Categorical(p_i), ``num_resamples`` times).  ECE is biased upwards at finite N;
+    the resampled null carries the same bias, so the test holds its level at any N.
+
+    Args:
+        probs: q(y | x) per point, (N, K) (classification layout: point first).
+        labels: the true classes (N,).
+        num_bins: equal-width confidence bins.
+        kind: ``"top"`` (confidence of the predicted class) or ``"classwise"``.
+        alpha: the test's level.
+
+    Returns:
+        :class:`CalibrationResult` (``passed``, ``ece``, ``threshold``, ``p_value``,
+        the reliability table).
+
+    References:
+        Guo et al. (2017), *On Calibration of Modern Neural Networks*; Bröcker & Smith
+        (2007), *Increasing the reliability of reliability diagrams*.
+    """
+    p = _as_probs(probs)
+    y = _labels(labels, p.shape)
+    _check_bins(num_bins, kind)
+    if not 0 < alpha < 1:
+        raise PyrovaeError(f"calibration alpha: expected a number in (0, 1), got {alpha}")
+    if num_resamples < 10:
+        raise PyrovaeError(f"calibration num_resamples: expected >= 10, got {num_resamples}")
+    ece = float(_ece(p, y.unsqueeze(0), num_bins, kind)[0])
+    with seeded(seed):
+        fake = torch.multinomial(p, num_resamples, replacement=True).T  # (R, N)
+    null = _ece(p, fake, num_bins, kind)
+    threshold = float(torch.quantile(null, 1 - alpha))
+    p_value = float((null >= ece - 1e-12).double().mean())
+    conf, pred = p.max(-1)
+    table = []
+    edges = torch.linspace(0, 1, num_bins + 1, dtype=torch.float64)
+    which = torch.clamp(torch.bucketize(conf, edges) - 1, 0, num_bins - 1)
+    hit = (pred == y).double()
+    for b in range(num_bins):
+        m = which == b
+        c = int(m.sum())
+        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": c,
+                      "confidence": float(conf[m].mean()) if c else None,
+                      "accuracy": float(hit[m].mean()) if c else None})
+    return CalibrationResult(ece, threshold, p_value, alpha, num_bins, kind, p.shape[0],
+                             float(hit.mean()), table)
+
+
+# ------------------------------------------------------------------ SBC
+@dataclass
+class EnumeratedSBCResult:
+    """SBC of a guide q(y | x) q(z | x, y): calibration for y, ranks for z."""
+
+    calibration: CalibrationResult
+    ranks: SBCResult
+
+    @property
+    def passed(self) -> bool:
+        """Both the discrete site (calibration) and the continuous one (ranks) pass."""
+        return self.calibration.passed and self.ranks.passed
+
+    def as_dict(self) -> dict:
+        """A JSON-able summary of both parts."""
+        return {"passed": self.passed, "calibration": self.calibration.as_dict(),
+                "ranks": self.ranks.as_dict()}
+
+
+def enumerated_sbc(
+    simulate: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    log_qy: Callable[[torch.Tensor], torch.Tensor],
+    class_targets: ClassTargets,
+    *, num_classes: int, num_sims: int = 500, num_draws: int = 99, alpha: float = 0.05,
+    calibration_alpha: float = 0.01, num_bins: int = 10, kind: str = "top", seed: int = 0,
+) -> EnumeratedSBCResult:
+    """Simulation-based calibration of a guide q(y | x) q(z | x, y).
+
+    (ỹ, z̃, x̃) ~ p (``simulate(n)`` returns labels (n,), z (n, d) and x (n, ...)); the
+    discrete site: :func:`class_calibration` of q(y | x̃) (``log_qy(x)`` returns (K, N),
+    class first) against ỹ; the continuous site: the rank of z̃ among ``num_draws``
+    draws of q(z | x̃, ỹ) (the class-ỹ target's guide), uniform when q(z | x, y) is the
+    exact p(z | x, y), tested by :func:`pyrovae.posterior.sbc.rank_test` at family-wise
+    level ``alpha``.
+
+    Returns:
+        :class:`EnumeratedSBCResult`; ``passed`` when both parts pass.
+
+    References:
+        Talts et al. (2018), *Validating Bayesian inference algorithms with
+        simulation-based calibration*; Guo et al. (2017); Bröcker & Smith (2007).
+    """
+    if num_sims < 10 or num_draws < 1:
+        raise PyrovaeError(f"enumerated sbc: need num_sims >= 10 and num_draws >= 1, got "
+                           f"{num_sims}, {num_draws}")
+    with seeded(seed), torch.no_grad():
+        y, z, x = simulate(num_sims)
+        y = torch.as_tensor(y).long()
+        if y.shape != (num_sims,) or (y < 0).any() or (y >= num_classes).any():
+            raise PyrovaeError(f"simulate: expected {num_sims} labels in 0..{num_classes - 1}")
+        lq = torch.as_tensor(log_qy(x), dtype=torch.float64)
+        _log_q(lq, num_classes, num_sims)
+        ranks = torch.zeros(z.shape, dtype=torch.long)
+        labels = None
+        for c in range(num_classes):
+            m = y == c
+            if not bool(m.any()):
+                continue
+            t = _class_target(class_targets, c)
+            zq, _ = t.sample_guide(x[m], num_draws)
+            ranks[m] = (zq < z[m]).sum(0).cpu()
+            labels = labels or t.dimension_labels()
+    cal = class_calibration(lq.exp().T, y, num_bins=num_bins, kind=kind,
+                            alpha=calibration_alpha, seed=seed)
+    return EnumeratedSBCResult(cal, rank_test(ranks.numpy(), num_draws, alpha=alpha, seed=seed,
+                                              labels=labels))
