@@ -196,7 +196,8 @@ class SemiSupervisedVAE(VAE):
     # --------------------------------------------------------- distributions
     def label_prior(self) -> dist.Categorical:
         """p(y): uniform over the classes."""
-        return dist.Categorical(logits=torch.zeros(self.classes, device=self.param_device()))
+        p = next(self.parameters())
+        return dist.Categorical(logits=torch.zeros(self.classes, device=p.device, dtype=p.dtype))
 
     def label_posterior(self, x: torch.Tensor) -> dist.Categorical:
         """q_φ(y | x), batch shape ``(len(x),)``."""

@@ -169,6 +169,9 @@ class VAETarget(_DistGuideMixin, Target):
 
     def simulate(self, num_data):
         z = self.vae.prior_dist().sample((num_data,))
+        y = None if self.y is None else torch.as_tensor(self.y)
+        if y is not None and (y.ndim == 0 or len(y) == num_data):  # one context, or one per row
+            return z, self.vae.decode(z, y=y).sample()
         return z, self.vae.decode(z).sample()
 
     def grid_box(self):

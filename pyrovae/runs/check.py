@@ -134,6 +134,11 @@ def check_vae(
     from pyrovae.posterior.ais import ais
     from pyrovae.posterior.exact import Estimate
 
+    if getattr(vae, "label_latent", False):
+        return check_label_vae(vae, x, num_samples=num_samples, seed=seed,
+                               ais_steps=ais_steps, ais_chains=ais_chains,
+                               bdmc_points=bdmc_points, sbc_sims=sbc_sims,
+                               progress=progress), None
     stage = Stages(progress)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -219,6 +224,93 @@ def check_vae(
     return out, grids
 
 
+def check_label_vae(
+    vae,
+    x: torch.Tensor,
+    *,
+    num_samples: int = 2000,
+    seed: int = 0,
+    ais_steps: int = 200,
+    ais_chains: int = 32,
+    bdmc_points: int = 16,
+    sbc_sims: int = 200,
+    progress: bool = False,
+) -> dict:
+    """Every check of a model whose class label is a latent (M2), the label summed out
+    exactly (:mod:`pyrovae.posterior.labels`), for each row of ``x``:
+
+    * log p(x) = log Σ_y p(y) p(x|y) by AIS over z per class (``ais_steps`` ×
+      ``ais_chains`` per class), with the label posterior p̂(y|x) it implies;
+    * the unlabelled bound U(x) (``elbo``), IWAE with K = ``num_samples`` draws per
+      class, Pareto k̂ and ESS of those stratified weights;
+    * gap = log p(x) − U(x), split exactly into ``gap_label`` = KL(q(y|x) ‖ p̂(y|x)) and
+      ``gap_code`` (the continuous code's part), and the total variation between
+      q(y|x) and p̂(y|x);
+    * BDMC on ``bdmc_points`` points simulated from p(z) p(x|y,z), point i from class
+      i mod K, certifying the per-class AIS;
+    * SBC: of the label (randomised PIT of simulated labels under q(y|x), and its
+      calibration) on ``sbc_sims`` simulations, and of q(z|x,y) per class
+      (``sbc_sims // classes`` simulations each, at least 10).
+
+    References:
+        Kingma et al. (2014), *Semi-supervised learning with deep generative models*;
+        Neal (2001), *Annealed importance sampling*; Grosse et al. (2015), *Sandwiching
+        the marginal likelihood using bidirectional Monte Carlo*; Talts et al. (2018),
+        *Validating Bayesian inference algorithms with simulation-based calibration*.
+    """
+    from pyrovae.estimators.evaluate import evaluate
+    from pyrovae.posterior.bdmc import bdmc
+    from pyrovae.posterior.labels import label_ais, label_calibration, label_gap_split
+    from pyrovae.posterior.sbc import sbc
+    from pyrovae.posterior.target import VAETarget
+
+    stage = Stages(progress)
+    t0 = time.perf_counter()
+    vae.eval()
+    C = vae.classes
+    n = int(x.shape[0])
+    out: dict[str, Any] = {"num_points": n, "latent_dim": vae.latent_dim, "classes": C,
+                           "guide": vae.spec["guide"], "model": vae.spec["model"]}
+    with stage(f"AIS per class ({C} classes)"):
+        a = label_ais(vae, x, num_steps=ais_steps, num_chains=ais_chains, seed=seed)
+    with stage("ELBO, IWAE, k-hat"):
+        g = label_gap_split(vae, x, a, num_samples=num_samples, seed=seed)
+        ev = evaluate(vae, x, num_samples=num_samples, seed=seed)["per_example"]
+    out["ais"] = a.as_dict()
+    out.update({
+        "log_px": a.log_px, "log_px_error": a.stderr,
+        "log_px_method": f"ais per class, label summed out [T={ais_steps},C={ais_chains}]",
+        "label_posterior": a.label_posterior, "q_label": vae.label_posterior(x).probs,
+        "elbo": g["elbo"], "gap": g["gap"], "gap_label": g["gap_label"],
+        "gap_code": g["gap_code"], "label_tv": g["label_tv"],
+        "iwae": ev["log_likelihood"], "iwae_k": num_samples, "khat": ev["khat"],
+        "ess": ev["ess"], "ess_fraction": [e / (num_samples * C) for e in ev["ess"]],
+        "khat_note": KHAT_NOTE,
+        "note": "log p(x) = log sum_y p(y) p(x|y), AIS over z for each class; gap = AIS - "
+                "U(x) = KL(q(y|x) || p(y|x)) (gap_label) + sum_y q(y|x) [log p(x|y) - "
+                "ELBO_z(x, y)] (gap_code)",
+    })
+    if bdmc_points:
+        with stage("BDMC, classes in turn"):
+            yy = torch.arange(bdmc_points) % C  # point i simulated from class i mod C
+            out["bdmc"] = bdmc(VAETarget(vae, yy), bdmc_points, num_steps=ais_steps,
+                               num_chains=ais_chains, seed=seed,
+                               chunk_size=bdmc_points).as_dict()
+            out["bdmc"]["classes"] = yy
+    if sbc_sims:
+        with stage("SBC of the label and of z per class"):
+            out["sbc_label"] = label_calibration(vae, num_sims=max(20, sbc_sims), seed=seed)
+            per = max(10, sbc_sims // C)
+            out["sbc_z_by_class"] = [
+                {k2: v for k2, v in sbc(VAETarget(vae, torch.tensor(k)), num_sims=per,
+                                        seed=seed + k).as_dict().items()
+                 if k2 in ("failed", "p_value", "passed", "num_sims")}
+                for k in range(C)]
+    out["summary"] = _summary(out)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
 def diagnostic_figures(report: dict, folder: Path | None, prefix: str = "") -> dict:
     """The sandwich, SBC and collapse figures of a :func:`check_vae` report."""
     from pyrovae.plots import diagnostics as D
@@ -263,6 +355,16 @@ def _summary(out: dict) -> dict:
         s["bdmc_mean_width"] = out["bdmc"]["mean_width"]
     if out.get("sbc"):
         s["sbc_failed_dims"] = int(sum(out["sbc"]["failed"]))
+    if "gap_label" in out:  # a label summed out: the gap's two parts and its SBC
+        s["mean_gap_label"] = mean("gap_label")
+        s["mean_gap_code"] = mean("gap_code")
+        s["mean_label_tv"] = mean("label_tv")
+    if out.get("sbc_label"):
+        s["sbc_label_failed"] = out["sbc_label"]["failed"]
+        s["sbc_label_ece"] = out["sbc_label"]["ece"]
+    if out.get("sbc_z_by_class"):
+        s["sbc_z_failed_classes"] = [k for k, r in enumerate(out["sbc_z_by_class"])
+                                     if not r["passed"]]
     if out.get("collapse"):
         s["active_units"] = out["collapse"]["active_units"]
         s["mutual_information"] = out["collapse"]["mutual_information"]

@@ -70,3 +70,20 @@ def test_posterior_checks_table_matches_json(data: dict) -> None:
         assert _close(mean_k, s["mean_khat"]) and _close(max_k, s["max_khat"])
         assert _close(cells[7], statistics.mean(a["approximation_gap_exact"]))
         assert _close(cells[8], statistics.mean(a["amortization_gap_exact"]))
+
+
+def test_readme_m2_table_matches_its_json() -> None:
+    """README's semi-supervised table quotes docs/figures/semi_supervised_digits.json,
+    written by `python examples/semi_supervised_digits.py`."""
+    data = json.loads((ROOT / "docs" / "figures" / "semi_supervised_digits.json").read_text())
+    rows = _rows((ROOT / "README.md").read_text(), "| model | test accuracy | ECE")
+    assert set(rows) == set(data["rows"])
+    for name, cells in rows.items():
+        v = data["rows"][name]
+        for cell, key in zip(cells[:2], ("accuracy", "ece"), strict=True):
+            assert (cell == "–") == (v[key] is None) and (v[key] is None or _close(cell, v[key]))
+        if v["log_px"] is None:
+            assert cells[2] == "–"
+        else:
+            mean, se = cells[2].split(" ± ")
+            assert _close(mean, v["log_px"]) and _close(se, v["log_px_se"])

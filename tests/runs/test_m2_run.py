@@ -77,3 +77,24 @@ def test_cli_refuses_bad_label_input_in_one_line(labelled_file, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and re.search(match, err[0]), err
     assert not (tmp_path / "run").exists()
+
+
+def test_check_of_an_m2_run_sums_the_label_out(labelled_file, tmp_path):
+    from pyrovae.runs.check import check_vae
+
+    spec = _spec(str(labelled_file / "lab.npz"), labelled_fraction=0.5)
+    pipeline.train_run(spec, tmp_path / "run", progress=False)
+    vae, saved, _ = load_run(tmp_path / "run")
+    _, train, _ = pipeline.load_data(saved)
+    x = train.x[:3]
+    report, grids = check_vae(vae, x, num_samples=50, ais_steps=10, ais_chains=4,
+                              bdmc_points=3, sbc_sims=30)
+    assert grids is None and report["classes"] == 3
+    gap = np.asarray(report["gap"])
+    assert np.allclose(gap, np.asarray(report["gap_label"]) + np.asarray(report["gap_code"]))
+    post = np.asarray(report["label_posterior"])
+    assert post.shape == (3, 3) and np.allclose(post.sum(-1), 1.0)
+    assert len(report["bdmc"]["width"]) == 3 and report["bdmc"]["classes"].tolist() == [0, 1, 2]
+    assert len(report["sbc_z_by_class"]) == 3 and "failed" in report["sbc_label"]
+    s = report["summary"]
+    assert {"mean_gap_label", "mean_gap_code", "sbc_label_failed"} <= set(s)
