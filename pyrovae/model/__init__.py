@@ -4,4 +4,4 @@ model/guide.  Importing a family module registers its families."""
 
 # The model kinds register themselves (registry MODELS: "vae", "m2") when their modules
 # are imported; importing them here makes every kind known wherever a spec is read.
-from pyrovae.model import m2 as _m2  # noqa: E402,F401
+from pyrovae.model import m2 as _m2  # noqa: F401

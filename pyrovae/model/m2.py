@@ -48,7 +48,6 @@ from torch import nn
 
 from pyrovae.data.labels import UNLABELLED, check_class_labels
 from pyrovae.errors import PyrovaeError
-from pyrovae.model.context import LabelContext
 from pyrovae.model.nets import ACTIVATIONS
 from pyrovae.model.vae import VAE, _kl_scale
 from pyrovae.registry import MODELS, NETWORKS, Param

@@ -54,10 +54,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from pyrovae.errors import PyrovaeError
+from pyrovae.estimators.classification import (
+    as_probs,
+    calibration_errors,
+    check_bins,
+    class_labels,
+    expected_calibration_error,
+    reliability_table,
+)
 from pyrovae.posterior.exact import Estimate, elbo, iwae, kl_to_posterior, log_marginal
 from pyrovae.posterior.sbc import SBCResult, rank_test
 from pyrovae.posterior.target import Target, as_target
@@ -419,70 +426,6 @@ def check_enumerated_identity(
 
 
 # ------------------------------------------------------------------ calibration
-def _as_probs(probs: Any) -> torch.Tensor:
-    p = torch.as_tensor(np.asarray(probs), dtype=torch.float64).contiguous()
-    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:
-        raise PyrovaeError(f"probs: expected an (N, K) array of class probabilities, N >= 1, "
-                           f"K >= 2, got shape {tuple(p.shape)}")
-    if torch.isnan(p).any() or (p < 0).any() or (p.sum(1) - 1).abs().max() > 1e-5:
-        raise PyrovaeError("probs: expected rows of probabilities that sum to 1")
-    return p
-
-
-def _ece(p: torch.Tensor, y: torch.Tensor, num_bins: int, kind: str) -> torch.Tensor:
-    """ECE for each row of labels ``y`` (R, N) against ``p`` (N, K): (R,)."""
-    n, k = p.shape
-    edges = torch.linspace(0, 1, num_bins + 1, dtype=torch.float64)
-    if kind == "top":
-        conf, pred = p.max(-1)  # (N,)
-        hit = (y == pred).double()  # (R, N)
-        cell = torch.clamp(torch.bucketize(conf, edges) - 1, 0, num_bins - 1)
-        gap = (hit - conf) @ torch.nn.functional.one_hot(cell, num_bins).double()
-    else:  # classwise: bins per class, averaged over the classes
-        which = torch.clamp(torch.bucketize(p, edges) - 1, 0, num_bins - 1)  # (N, K)
-        cell = (which + num_bins * torch.arange(k)).reshape(-1)  # (N·K,)
-        hit = torch.nn.functional.one_hot(y, k).double().reshape(y.shape[0], n * k)
-        onehot = torch.nn.functional.one_hot(cell, num_bins * k).double()
-        gap = (hit - p.reshape(-1)) @ onehot / k
-    return gap.abs().sum(-1) / n
-
-
-def expected_calibration_error(probs: Any, labels: Any, *, num_bins: int = 10,
-                               kind: str = "top") -> float:
-    """The expected calibration error of predicted class probabilities ``probs`` (N, K)
-    for ``labels`` (N,).
-
-    ``kind="top"`` (Guo et al. 2017): bin the confidences c_i = max_y p_i(y) into
-    ``num_bins`` equal-width bins, ECE = Σ_b (n_b / N) |acc_b − conf_b|.
-    ``kind="classwise"``: the same over all N·K pairs (p_i(y), 1{y_i = y}), which sees
-    miscalibration in the classes that are not predicted.
-
-    References:
-        Guo, Pleiss, Sun & Weinberger (2017), *On Calibration of Modern Neural Networks*;
-        Kull et al. (2019), *Beyond temperature scaling* (classwise ECE).
-    """
-    p = _as_probs(probs)
-    y = _labels(labels, p.shape)
-    _check_bins(num_bins, kind)
-    return float(_ece(p, y.unsqueeze(0), num_bins, kind)[0])
-
-
-def _labels(labels: Any, shape: tuple[int, int]) -> torch.Tensor:
-    y = torch.as_tensor(np.asarray(labels))
-    if y.shape != (shape[0],) or y.dtype.is_floating_point or (y < 0).any() or (
-            y >= shape[1]).any():
-        raise PyrovaeError(f"labels: expected {shape[0]} integer class labels in "
-                           f"0..{shape[1] - 1}")
-    return y.long()
-
-
-def _check_bins(num_bins: int, kind: str) -> None:
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-        raise PyrovaeError(f"num_bins: expected a positive integer, got {num_bins!r}")
-    if kind not in ("top", "classwise"):
-        raise PyrovaeError(f"calibration kind: expected 'top' or 'classwise', got {kind!r}")
-
-
 @dataclass
 class CalibrationResult:
     """Calibration of q(y | x) on labelled points: ECE against its null distribution."""
@@ -540,32 +483,22 @@ def class_calibration(
         Guo et al. (2017), *On Calibration of Modern Neural Networks*; Bröcker & Smith
         (2007), *Increasing the reliability of reliability diagrams*.
     """
-    p = _as_probs(probs)
-    y = _labels(labels, p.shape)
-    _check_bins(num_bins, kind)
+    p = as_probs(probs)
+    y = class_labels(labels, p.shape)
+    check_bins(num_bins, kind)
     if not 0 < alpha < 1:
         raise PyrovaeError(f"calibration alpha: expected a number in (0, 1), got {alpha}")
     if num_resamples < 10:
         raise PyrovaeError(f"calibration num_resamples: expected >= 10, got {num_resamples}")
-    ece = float(_ece(p, y.unsqueeze(0), num_bins, kind)[0])
+    ece = float(calibration_errors(p, y.unsqueeze(0), num_bins, kind)[0])
     with seeded(seed):
         fake = torch.multinomial(p, num_resamples, replacement=True).T  # (R, N)
-    null = _ece(p, fake, num_bins, kind)
+    null = calibration_errors(p, fake, num_bins, kind)
     threshold = float(torch.quantile(null, 1 - alpha))
     p_value = float((null >= ece - 1e-12).double().mean())
-    conf, pred = p.max(-1)
-    table = []
-    edges = torch.linspace(0, 1, num_bins + 1, dtype=torch.float64)
-    which = torch.clamp(torch.bucketize(conf, edges) - 1, 0, num_bins - 1)
-    hit = (pred == y).double()
-    for b in range(num_bins):
-        m = which == b
-        c = int(m.sum())
-        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": c,
-                      "confidence": float(conf[m].mean()) if c else None,
-                      "accuracy": float(hit[m].mean()) if c else None})
+    accuracy, table = reliability_table(p, y, num_bins)
     return CalibrationResult(ece, threshold, p_value, alpha, num_bins, kind, p.shape[0],
-                             float(hit.mean()), table)
+                             accuracy, table)
 
 
 # ------------------------------------------------------------------ SBC

@@ -12,12 +12,15 @@ The gap of the unlabelled bound U(x) splits exactly in two::
     log p(x) − U(x) = KL(q(y|x) ‖ p(y|x)) + Σ_y q(y|x) [log p(x|y) − ELBO_z(x, y)]
                       (the label's part)      (the continuous code's part)
 
-SBC for the discrete site (the calibration of q(y | x)): simulate (y, z, x) from the
-model; if q(y | x) were the exact posterior, the randomised probability integral transform
-u = F(y − 1) + V·q(y | x), V ~ U(0, 1), F the CDF of q(· | x) over the ordered classes,
-is uniform on (0, 1) (a Kolmogorov–Smirnov test at level α); the expected calibration
-error of q(y | x) on the simulations is reported beside it.  SBC of q(z | x, y) runs per
-class on data simulated from that class (:func:`pyrovae.posterior.sbc.sbc`).
+SBC for the discrete site: simulate (y, z, x) from the model; if q(y | x) were the exact
+posterior, the randomised probability integral transform u = F(y − 1) + V·q(y | x),
+V ~ U(0, 1), F the CDF of q(· | x) over the ordered classes, is uniform on (0, 1) (a
+Kolmogorov–Smirnov test at level α, :func:`label_pit`).  :func:`label_sbc` runs the
+generic checks of :mod:`pyrovae.posterior.enumerate` on the model's own simulations: the
+top-label calibration of q(y | x) against its resampled null, and the ranks of z under
+q(z | x, y) for the simulated class.  The per-class estimates are combined by
+:func:`~pyrovae.posterior.enumerate.combine_classes` and the label's part of the gap is
+:func:`~pyrovae.posterior.enumerate.enumerated_kl` with the code's part set aside.
 
 References:
     Kingma, Rezende, Mohamed & Welling (2014), *Semi-Supervised Learning with Deep
@@ -32,19 +35,23 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.estimators.classification import classification_metrics
 from pyrovae.posterior.ais import ais
-from pyrovae.posterior.enumerate import class_calibration
+from pyrovae.posterior.enumerate import (
+    EnumeratedEstimate,
+    EnumeratedSBCResult,
+    combine_classes,
+    enumerated_kl,
+    enumerated_sbc,
+)
 from pyrovae.posterior.target import VAETarget
 from pyrovae.randomness import seeded
 
-__all__ = ["LabelAIS", "label_ais", "label_calibration", "label_gap_split"]
+__all__ = ["label_ais", "label_gap_split", "label_pit", "label_sbc", "simulate_labelled"]
 
 #: (data point, class) pairs annealed together by :func:`label_ais`.
 _CHUNK = 640
@@ -55,26 +62,8 @@ def _require_label_model(vae: Any) -> None:
         raise PyrovaeError(f"{type(vae).__name__} has no discrete label latent (model: m2 has)")
 
 
-@dataclass(frozen=True)
-class LabelAIS:
-    """log p(x) with the label summed out, per point, from AIS per class."""
-
-    log_px: torch.Tensor  #: (N,) log Σ_y p(y) p̂(x|y)
-    stderr: torch.Tensor  #: (N,) delta-method standard error
-    log_px_given_y: torch.Tensor  #: (C, N) AIS log p̂(x | y)
-    stderr_given_y: torch.Tensor  #: (C, N)
-    label_posterior: torch.Tensor  #: (N, C) p̂(y | x) ∝ p(y) p̂(x | y)
-    settings: dict
-
-    def as_dict(self) -> dict:
-        """The per-point results as a dict (for reports)."""
-        return {"log_px": self.log_px, "stderr": self.stderr,
-                "log_px_given_y": self.log_px_given_y.T, "label_posterior":
-                self.label_posterior, "settings": self.settings}
-
-
 def label_ais(vae: Any, x: torch.Tensor, *, num_steps: int = 200, num_chains: int = 32,
-              seed: int = 0) -> LabelAIS:
+              seed: int = 0) -> EnumeratedEstimate:
     """log p(x) = log Σ_y p(y) p(x|y) per row of ``x``, AIS over z for each class.
 
     Args:
@@ -84,7 +73,9 @@ def label_ais(vae: Any, x: torch.Tensor, *, num_steps: int = 200, num_chains: in
             annealed in the same batch (up to 640 (point, class) pairs at a time).
 
     Returns:
-        :class:`LabelAIS`.
+        :class:`~pyrovae.posterior.enumerate.EnumeratedEstimate` (``value`` log p(x),
+        ``per_class`` log p̂(x | y), ``log_class_posterior`` log p̂(y | x)), combined by
+        :func:`~pyrovae.posterior.enumerate.combine_classes`.
     """
     _require_label_model(vae)
     x = vae.as_event(x)
@@ -104,18 +95,13 @@ def label_ais(vae: Any, x: torch.Tensor, *, num_steps: int = 200, num_chains: in
         lp_parts.append(a.log_px.double().reshape(C, m))
         se_parts.append(a.stderr.double().reshape(C, m))
         seconds += a.seconds
-    lp = torch.cat(lp_parts, 1)  # (C, N)
-    se = torch.cat(se_parts, 1)
-    joint = log_py.unsqueeze(-1) + lp
-    log_px = torch.logsumexp(joint, 0)
-    post = torch.softmax(joint, 0)
-    stderr = ((post * se) ** 2).sum(0).sqrt()
-    return LabelAIS(log_px, stderr, lp, se, post.T,
-                    {"num_steps": num_steps, "num_chains": num_chains, "classes": C,
-                     "seconds": seconds})
+    return combine_classes(log_py, torch.cat(lp_parts, 1), torch.cat(se_parts, 1),
+                           method=f"ais per class [T={num_steps},C={num_chains}], "
+                                  f"label summed out ({seconds:.1f} s)")
 
 
-def label_gap_split(vae: Any, x: torch.Tensor, a: LabelAIS, *, num_samples: int = 1000,
+def label_gap_split(vae: Any, x: torch.Tensor, a: EnumeratedEstimate, *,
+                    num_samples: int = 1000,
                     seed: int = 0) -> dict[str, torch.Tensor]:
     """The unlabelled bound's gap split into the label's and the code's parts.
 
@@ -130,40 +116,33 @@ def label_gap_split(vae: Any, x: torch.Tensor, a: LabelAIS, *, num_samples: int 
     x = vae.as_event(x)
     with torch.no_grad(), seeded(seed, vae):
         t = label_terms(vae, x, None, num_particles=num_samples, kl="auto")
-        q = vae.label_posterior(x).probs.double()
+        log_q = vae.label_posterior(x).logits.double().log_softmax(-1).T  # (C, N)
     elbo = t.elbo().double()
-    p = a.label_posterior.clamp_min(1e-300)
-    gap_label = (q * (q.clamp_min(1e-300).log() - p.log())).sum(-1)
-    gap = a.log_px - elbo
+    log_post = a.log_class_posterior  # (C, N)
+    gap_label = enumerated_kl(log_q, log_post, torch.zeros_like(log_q))
+    gap = a.value - elbo
     return {"elbo": elbo, "gap": gap, "gap_label": gap_label, "gap_code": gap - gap_label,
-            "label_tv": 0.5 * (q - a.label_posterior).abs().sum(-1)}
+            "label_tv": 0.5 * (log_q.exp() - log_post.exp()).abs().sum(0)}
 
 
 @torch.no_grad()
-def label_calibration(vae: Any, *, num_sims: int = 1000, alpha: float = 0.01,
-                      seed: int = 0) -> dict[str, Any]:
-    """SBC of the discrete site: the randomised PIT of the simulated label under q(y|x)
-    (Kolmogorov–Smirnov against U(0, 1)) and the calibration of q(y|x) on the
-    simulations (accuracy, ECE, reliability), each tested at level ``alpha``/2.
-
-    The PIT over arbitrarily ordered classes sees a confidently wrong q(y|x) but not a
-    tempered one (q ∝ p(y|x)^(1/T): marginally over x its PIT stays near uniform; on the
-    exact mixture-of-pPCAs toy, T = 3 and T = 1/3 pass the KS test), so ``failed`` is
-    also set when the ECE exceeds the threshold a calibrated q would exceed with
-    probability α/2 (:func:`pyrovae.posterior.enumerate.class_calibration`, consistency
-    resampling).  ``pit_failed`` and ``ece_failed`` say which."""
+def label_pit(vae: Any, *, num_sims: int = 1000, alpha: float = 0.01,
+              seed: int = 0) -> dict[str, Any]:
+    """SBC of the discrete site by the randomised PIT: simulate (y, z, x) from the model;
+    u = F(y − 1) + V·q(y | x) is uniform on (0, 1) when q(y | x) is the exact posterior
+    (Kolmogorov–Smirnov test at level ``alpha``).  Unlike the top-label calibration of
+    :func:`~pyrovae.posterior.enumerate.class_calibration`, it sees the whole
+    distribution q(· | x), in the classes' order."""
     _require_label_model(vae)
     if isinstance(num_sims, bool) or not isinstance(num_sims, int) or num_sims < 20:
         raise PyrovaeError(f"num_sims: expected an integer >= 20, got {num_sims!r}")
     if not 0 < alpha < 1:
         raise PyrovaeError(f"alpha: expected a level in (0, 1), got {alpha!r}")
+    y, _, x = simulate_labelled(vae, num_sims, seed=seed)
     was = vae.training
     vae.eval()
     try:
-        with seeded(seed, vae):
-            y = vae.label_prior().sample((num_sims,))
-            z = vae.prior_dist().sample((num_sims,))
-            x = vae.decode(z, y=y).sample()
+        with seeded(seed + 1, vae):
             q = vae.label_posterior(x).probs.double()
             v = torch.rand(num_sims, dtype=torch.float64)
     finally:
@@ -174,15 +153,40 @@ def label_calibration(vae: Any, *, num_sims: int = 1000, alpha: float = 0.01,
     u = (below + v * q.gather(-1, y.unsqueeze(-1)).squeeze(-1)).clamp(0, 1)
     ks = _ks_uniform(u)
     p_value = _ks_p_value(ks, num_sims)
-    metrics = classification_metrics(q, y)
-    cal = class_calibration(q, y, num_bins=15, alpha=alpha / 2, seed=seed)
-    pit_failed = bool(p_value < alpha / 2)
     return {"pit": u, "ks": ks, "p_value": p_value, "alpha": alpha,
-            "failed": pit_failed or not cal.passed, "pit_failed": pit_failed,
-            "ece_failed": not cal.passed, "ece_threshold": cal.threshold,
-            "ece_p_value": cal.p_value, "num_sims": num_sims,
-            "accuracy": metrics["accuracy"], "ece": metrics["ece"],
-            "reliability": metrics["reliability"]}
+            "failed": bool(p_value < alpha), "num_sims": num_sims,
+            "accuracy": float((q.argmax(-1) == y).double().mean())}
+
+
+@torch.no_grad()
+def simulate_labelled(vae: Any, num: int, *, seed: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y, z, x)``: ``num`` draws y ~ p(y), z ~ p(z), x ~ p(x | y, z) (seeded; the
+    global random state is left as it was)."""
+    was = vae.training
+    vae.eval()
+    try:
+        with seeded(seed, vae):
+            y = vae.label_prior().sample((num,))
+            z = vae.prior_dist().sample((num,))
+            x = vae.decode(z, y=y).sample()
+    finally:
+        vae.train(was)
+    return y, z, x
+
+
+def label_sbc(vae: Any, *, num_sims: int = 200, num_draws: int = 99, alpha: float = 0.05,
+              seed: int = 0) -> EnumeratedSBCResult:
+    """SBC of both sites of the guide (:func:`~pyrovae.posterior.enumerate.enumerated_sbc`
+    on the model's own simulations): calibration of q(y | x) and ranks of z under
+    q(z | x, y)."""
+    _require_label_model(vae)
+    return enumerated_sbc(
+        lambda n: simulate_labelled(vae, n, seed=seed),
+        lambda x: vae.label_posterior(x).logits.log_softmax(-1).T,
+        lambda k: VAETarget(vae, torch.tensor(k)),
+        num_classes=vae.classes, num_sims=num_sims, num_draws=num_draws, alpha=alpha,
+        seed=seed)
 
 
 def _ks_uniform(u: torch.Tensor) -> float:

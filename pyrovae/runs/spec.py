@@ -202,9 +202,12 @@ def check_bounds(spec: Mapping[str, Any]) -> None:
 
 def check_combinations(spec: Mapping[str, Any]) -> None:
     """Cross-section checks of a normalized spec (each error names the key path)."""
-    from pyrovae.training.objectives import FREE_BITS_GUIDES, FREE_BITS_NEEDS, FREE_BITS_PRIORS
-
-    from pyrovae.training.objectives import _ELBOObjective
+    from pyrovae.training.objectives import (
+        FREE_BITS_GUIDES,
+        FREE_BITS_NEEDS,
+        FREE_BITS_PRIORS,
+        _ELBOObjective,
+    )
 
     free_bits = spec["objective"].get("free_bits") or 0.0
     if getattr(model_class(spec), "label_latent", False):

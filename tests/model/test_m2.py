@@ -41,7 +41,7 @@ def test_fast_loss_equals_trace_enum_elbo_on_the_same_draws(y):
     assert torch.allclose(fast, stock, rtol=1e-5)
     for a, b in zip(g_fast, g_stock, strict=True):
         if a is None or b is None:
-            assert a is None and b is None or float((a if a is not None else b).abs().sum()) == 0
+            assert (a is None and b is None) or float((a if a is not None else b).abs().sum()) == 0
         else:
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 

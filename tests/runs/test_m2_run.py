@@ -44,7 +44,7 @@ def test_m2_run_trains_evaluates_and_reports_classification(labelled_file, tmp_p
     assert {"train_kl/z", "train_kl/y", "train_classify"} <= set(rec)
     for name in ("reliability.png", "confusion.png"):
         assert (tmp_path / "run" / "figures" / name).is_file()
-    vae, saved, _ = load_run(tmp_path / "run")
+    vae, _, _ = load_run(tmp_path / "run")
     assert type(vae).__name__ == "SemiSupervisedVAE"
     again = pipeline.evaluate_run(tmp_path / "run", num_samples=3)
     assert again["classification"]["num_examples"] == 15
@@ -95,6 +95,8 @@ def test_check_of_an_m2_run_sums_the_label_out(labelled_file, tmp_path):
     post = np.asarray(report["label_posterior"])
     assert post.shape == (3, 3) and np.allclose(post.sum(-1), 1.0)
     assert len(report["bdmc"]["width"]) == 3 and report["bdmc"]["classes"].tolist() == [0, 1, 2]
-    assert len(report["sbc_z_by_class"]) == 3 and "failed" in report["sbc_label"]
+    assert "failed" in report["sbc_label"] and "passed" in report["calibration"]
+    assert len(report["sbc"]["failed"]) == vae.latent_dim
     s = report["summary"]
-    assert {"mean_gap_label", "mean_gap_code", "sbc_label_failed"} <= set(s)
+    assert {"mean_gap_label", "mean_gap_code", "sbc_label_pit_failed", "label_ece",
+            "sbc_failed_dims"} <= set(s)

@@ -10,7 +10,7 @@ import torch
 from pyrovae.errors import PyrovaeError
 from pyrovae.model.m2 import SemiSupervisedVAE
 from pyrovae.model.vae import VAE
-from pyrovae.posterior.labels import label_ais, label_calibration, label_gap_split
+from pyrovae.posterior.labels import label_ais, label_gap_split, label_pit, label_sbc
 from pyrovae.training.trainer import fit
 
 D, L, C, SIGMA = 5, 2, 3, 0.5
@@ -58,8 +58,8 @@ def test_label_ais_matches_the_closed_form():
     x = m.sample(6, mean=False)
     want, post = exact(m, x)
     a = label_ais(m, x, num_steps=150, num_chains=32, seed=1)
-    assert (a.log_px - want).abs().max() < 0.05
-    assert (a.label_posterior - post).abs().max() < 0.02
+    assert (a.value - want).abs().max() < 0.05
+    assert (a.log_class_posterior.exp().T - post).abs().max() < 0.02
 
 
 def test_gap_split_adds_up_and_the_label_part_is_the_kl_to_the_posterior():
@@ -75,26 +75,27 @@ def test_gap_split_adds_up_and_the_label_part_is_the_kl_to_the_posterior():
     assert (g["gap"] > -0.05).all()  # U(x) is a lower bound
 
 
-def test_calibration_passes_for_the_exact_posterior_and_fails_for_a_wrong_one(monkeypatch):
+def test_label_sbc_passes_the_exact_posterior_and_fails_a_wrong_one(monkeypatch):
     m = linear_m2(train_guide=False)
 
     def exact_posterior(x):
         return torch.distributions.Categorical(probs=exact(m, m.as_event(x))[1])
 
     monkeypatch.setattr(m, "label_posterior", exact_posterior)
-    good = label_calibration(m, num_sims=2000, seed=0)
-    assert not good["failed"] and good["ece"] < 0.05
+    good = label_pit(m, num_sims=2000, seed=0)
+    assert not good["failed"]
+    assert label_sbc(m, num_sims=1000, seed=0).calibration.passed
 
     def rotated(x):  # the posterior of the next class: confidently wrong
         return torch.distributions.Categorical(probs=exact(m, m.as_event(x))[1].roll(1, -1))
 
     monkeypatch.setattr(m, "label_posterior", rotated)
-    bad = label_calibration(m, num_sims=2000, seed=0)
-    assert bad["failed"] and bad["ece"] > 0.3
+    assert label_pit(m, num_sims=2000, seed=0)["failed"]
+    assert not label_sbc(m, num_sims=1000, seed=0).calibration.passed
 
 
 def test_refuses_a_model_without_a_label_latent():
     with pytest.raises(PyrovaeError, match="no discrete label latent"):
         label_ais(VAE(4, 2), torch.zeros(2, 4))
     with pytest.raises(PyrovaeError, match="num_sims"):
-        label_calibration(linear_m2(train_guide=False), num_sims=5)
+        label_pit(linear_m2(train_guide=False), num_sims=5)
