@@ -86,15 +86,24 @@ class MixturePPCA(ToyProblem):
 
     @classmethod
     def example(cls, num_classes: int = 3, data_dim: int = 4, latent_dim: int = 2, *,
-                sigma: float = 0.5, separation: float = 1.5, seed: int = 0,
+                sigma: float = 0.5, separation: float = 1.5, shared_loadings: bool = False,
+                uniform: bool = False, seed: int = 0,
                 dtype: torch.dtype = torch.float64) -> MixturePPCA:
         """A random mixture whose classes overlap (``separation`` scales the spread of the
-        means μ_y against the unit-scale loadings), so p(y | x) is not one-hot."""
+        means μ_y against the unit-scale loadings), so p(y | x) is not one-hot.
+
+        ``shared_loadings=True`` (one W for every class) and ``uniform=True`` (π uniform)
+        give the mixture an M2 model with affine networks expresses exactly
+        (:meth:`to_m2`)."""
         g = torch.Generator().manual_seed(seed)
         W = torch.randn(num_classes, data_dim, latent_dim, generator=g, dtype=dtype)
         W = W / math.sqrt(latent_dim)
+        if shared_loadings:
+            W = W[:1].expand_as(W).clone()
         mu = separation * torch.randn(num_classes, data_dim, generator=g, dtype=dtype)
         pi = torch.softmax(0.5 * torch.randn(num_classes, generator=g, dtype=dtype), 0)
+        if uniform:
+            pi = torch.full_like(pi, 1.0 / num_classes)
         return cls(pi, W, mu, sigma, dtype)
 
     # ---------------------------------------------------------- the model
@@ -208,6 +217,63 @@ class MixturePPCA(ToyProblem):
                                f"{variant!r}")
         temperature, scale = GUIDE_VARIANTS[variant]
         return MixtureGuide(self, temperature=temperature, z_scale=scale, name=variant)
+
+    def to_m2(self, *, temperature: float = 1.0):
+        """An M2 model (:class:`pyrovae.model.m2.SemiSupervisedVAE`, affine networks, a
+        Gaussian likelihood with σ fixed, a full-covariance guide) whose generative model
+        is this mixture and whose guide is exact: q(y | x) = p(y | x) (with
+        ``temperature`` T ≠ 1: q(y | x) ∝ p(y | x)^(1/T), the ``flat_class`` /
+        ``sharp_class`` guides) and q(z | x, y) = p(z | x, y).
+
+        M2's p(x | y, z) is one decoder on (z, one-hot y), so the mixture must share its
+        loadings W across classes, and M2's p(y) is uniform; then the decoder is
+        ``[W, (μ_y)_y]``, the encoder ``[A, −A (μ_y)_y]`` with A = Λ⁻¹ Wᵀ / σ² plus the
+        constant Cholesky factor of σ² M⁻¹, and the classifier's logits
+        μ_yᵀ C⁻¹ x − ½ μ_yᵀ C⁻¹ μ_y (C = W Wᵀ + σ² I; the quadratic term is common to the
+        classes and cancels).
+
+        Raises:
+            PyrovaeError: for class-specific loadings or a non-uniform π.
+        """
+        from pyrovae.model.guides import MIN_SCALE
+        from pyrovae.model.m2 import SemiSupervisedVAE
+
+        if not torch.allclose(self.W, self.W[:1].expand_as(self.W)):
+            raise PyrovaeError("mixture.to_m2: M2 shares its decoder across classes; build "
+                               "the mixture with shared loadings (example(shared_loadings="
+                               "True))")
+        if not torch.allclose(self.pi, torch.full_like(self.pi, 1 / self.num_classes)):
+            raise PyrovaeError("mixture.to_m2: M2's p(y) is uniform; build the mixture with "
+                               "uniform=True")
+        if not temperature > 0:
+            raise PyrovaeError(f"mixture.to_m2: temperature must be positive, got {temperature}")
+        K, D, d = self.num_classes, self.data_dim, self.latent_dim
+        m2 = SemiSupervisedVAE(
+            D, d, classes=K, classify_weight=0.0, encoder=[], decoder=[],
+            classifier_hidden=[], likelihood={"family": "gaussian", "sigma": "fixed",
+                                              "sigma_init": float(self.sigma)},
+            guide="full_covariance").to(self.dtype)
+        W, M = self.W[0], self.mu.T  # (D, d), (D, K)
+        eye = torch.eye(d, dtype=self.dtype)
+        prec = W.T @ W / self.sigma**2 + eye
+        A = torch.linalg.solve(prec, W.T) / self.sigma**2  # (d, D)
+        tril = self._post_tril[0]
+        rows, cols = torch.tril_indices(d, d, offset=-1)
+        diag = tril.diagonal() - MIN_SCALE
+        C = W @ W.T + self.sigma**2 * torch.eye(D, dtype=self.dtype)
+        Cinv_mu = torch.linalg.solve(C, M)  # (D, K)
+        with torch.no_grad():
+            dec, enc, cls_ = m2.decoder[0], m2.encoder[0], m2.classifier[0]
+            dec.weight.copy_(torch.cat([W, M], 1))
+            dec.bias.zero_()
+            enc.weight.zero_()
+            enc.bias.zero_()
+            enc.weight[:d] = torch.cat([A, -A @ M], 1)
+            enc.bias[d:2 * d] = diag + torch.log(-torch.expm1(-diag))  # softplus⁻¹
+            enc.bias[2 * d:] = tril[rows, cols]
+            cls_.weight.copy_(Cinv_mu.T / temperature)
+            cls_.bias.copy_(-0.5 * (M * Cinv_mu).sum(0) / temperature)
+        return m2
 
     def describe(self) -> dict:
         return {**super().describe(), "num_classes": self.num_classes, "pi": self.pi.tolist(),
