@@ -43,12 +43,15 @@ class KindEstimator:
         draws_per_sample: how many weights one of ``num_samples`` gives per example
             (the classes of a summed-out label; 1 otherwise), for ``evaluate``'s chunks.
         what: the kind's structure in a few words (error messages).
+        closed_form_kl: whether ``objective.kl: analytic`` applies (False where every
+            KL term is conditional on other sites' draws: Monte Carlo only).
     """
 
     loss: Callable[..., Any]
     log_weights: Callable[..., Any]
     draws_per_sample: Callable[[Any], int]
     what: str
+    closed_form_kl: bool = True
 
 
 #: ``VAE.own_loss`` key -> its estimator.
@@ -56,7 +59,8 @@ KIND_ESTIMATORS: dict[str, KindEstimator] = {
     "enumerated": KindEstimator(label_minibatch_loss, enumerated_log_weights,
                                 lambda vae: int(vae.classes), "a model whose label is a latent"),
     "hierarchical": KindEstimator(layer_minibatch_loss, layer_log_weights, lambda vae: 1,
-                                  "a model with several stochastic layers"),
+                                  "a model with several stochastic layers",
+                                  closed_form_kl=False),
 }
 
 
