@@ -24,9 +24,9 @@ p(z_l | z_{l+1}) are conditional: no closed form applies).  The fast engine comp
 the same estimator from the same draws (:mod:`pyrovae.estimators.hierarchical`, equal
 to ``Trace_ELBO`` in value and gradients, ``tests/model/test_hierarchical.py``).
 
-The spec: ``model: {family: hierarchical, latent_dims: [z1, z2, ...], hidden: [...],
-activation: ...}``; ``encoder`` and ``decoder`` are the networks of q(z_1 | x) and
-p(x | z_1), ``hidden`` those between stochastic layers (Burda et al.: two tanh layers
+The spec: ``model: {family: hierarchical, latent_dims: [z1, z2, ...], layer_hidden: [...],
+layer_activation: ...}``; ``encoder`` and ``decoder`` are the networks of q(z_1 | x) and
+p(x | z_1), ``layer_hidden`` those between stochastic layers (Burda et al.: two tanh layers
 of 100 units for 784-100-50).  ``latent_dim`` is derived: the **sum** of
 ``latent_dims``, the length of the flat latent vector the checks see
 (:mod:`pyrovae.posterior.sites`: the sites z1, z2, … raveled in trace order of the model,
@@ -84,9 +84,10 @@ class HierarchicalVAE(VAE):
     Args:
         data_dim: as for :class:`~pyrovae.model.vae.VAE`.
         latent_dims: the sizes [d_1, …, d_L] of the layers, bottom (next to x) first.
-        hidden, activation: the MLPs between stochastic layers (p(z_l | z_{l+1}) and
-            q(z_{l+1} | z_l), each ``d_in → hidden → 2·d_out``).
-        encoder, decoder: the networks of q(z_1 | x) and p(x | z_1) (as for the VAE).
+        layer_hidden, layer_activation: the MLPs between stochastic layers
+            (p(z_l | z_{l+1}) and q(z_{l+1} | z_l), each ``d_in → layer_hidden → 2·d_out``).
+        encoder, decoder, activation: the networks of q(z_1 | x) and p(x | z_1) (as for
+            the VAE).
         prior: the family of the top prior p(z_L) (not ``vamp``).
         likelihood: p(x | z_1).
         guide: the family of q(z_1 | x) (the upper layers are diagonal Gaussians).
@@ -94,7 +95,7 @@ class HierarchicalVAE(VAE):
     ``latent_dim`` is the sum of ``latent_dims`` (the flat vector of every site).
 
     Example:
-        >>> h = HierarchicalVAE(784, [100, 50], encoder=[200, 200], hidden=[100, 100])
+        >>> h = HierarchicalVAE(784, [100, 50], encoder=[200, 200], layer_hidden=[100, 100])
         >>> fit(h, x, epochs=10)      # the fast engine: Trace_ELBO's estimator, per-site KL
         >>> pyrovae.posterior.ais(h, x_test)
 
@@ -106,11 +107,11 @@ class HierarchicalVAE(VAE):
         "latent_dims": Param("int_list", [32, 16],
                              doc="sizes of the stochastic layers z1 (next to x), z2, ... "
                                  "(at least 2); latent_dim becomes their sum", size="widths"),
-        "hidden": Param("int_list", [64], doc="hidden sizes of the MLPs between stochastic "
-                                              "layers (p(z_l|z_l+1) and q(z_l+1|z_l))",
-                        size="widths"),
-        "activation": Param("choice", "tanh", choices=tuple(sorted(ACTIVATIONS)),
-                            doc="activation of those MLPs (Burda et al.: tanh)"),
+        "layer_hidden": Param("int_list", [64], doc="hidden sizes of the MLPs between "
+                              "stochastic layers (p(z_l|z_l+1) and q(z_l+1|z_l))",
+                              size="widths"),
+        "layer_activation": Param("choice", "tanh", choices=tuple(sorted(ACTIVATIONS)),
+                                  doc="activation of those MLPs (Burda et al.: tanh)"),
     }
     #: The kind's own direct estimator (:mod:`pyrovae.estimators.kinds`): read by the
     #: objectives, engines and ``evaluate``, never the class name.
@@ -123,16 +124,18 @@ class HierarchicalVAE(VAE):
         data_dim: int | Sequence[int],
         latent_dims: Sequence[int] = (32, 16),
         *,
-        hidden: Sequence[int] = (64,),
-        activation: str = "tanh",
+        layer_hidden: Sequence[int] = (64,),
+        layer_activation: str = "tanh",
         encoder: Sequence[int] | Mapping[str, Any] | nn.Module = (128, 64),
         decoder: Sequence[int] | Mapping[str, Any] | nn.Module | None = None,
+        activation: str = "relu",
         prior: Any = "normal",
         likelihood: Any = "bernoulli",
         guide: Any = "diagonal_normal",
     ) -> None:
         entry = MODELS.normalize({"family": "hierarchical", "latent_dims": list(latent_dims),
-                                  "hidden": list(hidden), "activation": activation}, "model")
+                                  "layer_hidden": list(layer_hidden),
+                                  "layer_activation": layer_activation}, "model")
         dims = entry["latent_dims"]
         if not isinstance(prior, nn.Module):
             top = PRIORS.normalize(prior, "prior")
@@ -142,12 +145,13 @@ class HierarchicalVAE(VAE):
                                    "is on the top layer)")
             prior = PRIORS.build(top, "prior", latent_dim=dims[-1])
         super().__init__(data_dim, dims[0], encoder=encoder, decoder=decoder,
-                         prior=prior, likelihood=likelihood, guide=guide)
+                         activation=activation, prior=prior, likelihood=likelihood,
+                         guide=guide)
         self.latent_dims: tuple[int, ...] = tuple(dims)
         self.latent_dim = sum(dims)
         self._spec["model"] = entry
         self._spec["latent_dim"] = self.latent_dim
-        act, h = entry["activation"], entry["hidden"]
+        act, h = entry["layer_activation"], entry["layer_hidden"]
         #: q(z_{l+1} | z_l), l = 1 … L−1
         self.up = nn.ModuleList(_GaussianLayer(a, h, b, act)
                                 for a, b in itertools.pairwise(dims))

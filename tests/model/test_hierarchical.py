@@ -22,7 +22,7 @@ from pyrovae.training.trainer import fit
 
 def make(dims=(3, 2), seed: int = 0, **kw) -> HierarchicalVAE:
     torch.manual_seed(seed)
-    return HierarchicalVAE(10, list(dims), encoder=[12], hidden=[8], **kw)
+    return HierarchicalVAE(10, list(dims), encoder=[12], layer_hidden=[8], **kw)
 
 
 def data(n: int = 7, seed: int = 5) -> torch.Tensor:

@@ -110,7 +110,7 @@ def _make_consistent(raw: dict) -> None:
             raw["prior"] = "normal"  # vamp encodes to z1, the prior is on the top layer
         raw.pop("objective", None)  # only ELBO objectives, Monte Carlo KL
         if isinstance(raw["model"], dict) and "latent_dims" in raw["model"]:
-            dims = list(raw["model"]["latent_dims"]) + [2, 2]
+            dims = [*raw["model"]["latent_dims"], 2, 2]
             raw["model"]["latent_dims"] = dims[:max(2, len(raw["model"]["latent_dims"]))]
         if isinstance(prior, dict) and prior.get("flow") == "affine_coupling":
             entry = raw["model"] if isinstance(raw["model"], dict) else {"family": "hierarchical"}
