@@ -33,6 +33,11 @@ data points (``log p(y)`` may be ``(K,)``).
   p(z | x̃, ỹ), so its ranks among L draws of q(z | x̃, ỹ) are uniform when the guide is
   exact (Talts et al. 2018), tested with :func:`pyrovae.posterior.sbc.rank_test`.
 
+Any Pyro pair with one discrete site is split into these pieces by :func:`split_pair`
+(the site fixed to each value and hidden from the trace: one
+:class:`~pyrovae.posterior.target.PyroTarget` per value, log p(y) and log q(y | x) read
+from the site's distributions).
+
 The checks that need one real vector per point (:mod:`pyrovae.posterior.ais`,
 :mod:`~pyrovae.posterior.sbc`, the grid) refuse a discrete site and point here.
 
@@ -50,7 +55,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,13 +72,14 @@ from pyrovae.estimators.classification import (
 )
 from pyrovae.posterior.exact import Estimate, elbo, iwae, kl_to_posterior, log_marginal
 from pyrovae.posterior.sbc import SBCResult, rank_test
-from pyrovae.posterior.target import Target, as_target
+from pyrovae.posterior.target import PyroTarget, Target, as_target
 from pyrovae.randomness import seeded
 
 __all__ = [
     "CalibrationResult",
     "EnumeratedEstimate",
     "EnumeratedSBCResult",
+    "PairSplit",
     "check_enumerated_identity",
     "class_calibration",
     "combine_classes",
@@ -84,6 +90,7 @@ __all__ = [
     "enumerated_log_marginal",
     "enumerated_sbc",
     "expected_calibration_error",
+    "split_pair",
 ]
 
 #: One target per class: a sequence, or a callable ``y -> target`` (``y`` in 0..K−1).
@@ -567,3 +574,131 @@ def enumerated_sbc(
                             alpha=calibration_alpha, seed=seed)
     return EnumeratedSBCResult(cal, rank_test(ranks.numpy(), num_draws, alpha=alpha, seed=seed,
                                               labels=labels))
+
+
+# ------------------------------------------------------------------ any Pyro pair
+@dataclass
+class PairSplit:
+    """A Pyro model/guide pair with one discrete latent site, split into one target per
+    value of the site (:func:`split_pair`); ``targets[k]``, ``log_prior`` and
+    ``log_guide`` plug into every function of this module."""
+
+    site: str
+    values: torch.Tensor  #: (K,) the site's values, in the order of the classes
+    targets: list[PyroTarget]  #: p(x, z | y = values[k]) with guide q(z | x, y = values[k])
+    log_prior: torch.Tensor  #: (K, N) log p(y = values[k]) per point
+    log_guide: torch.Tensor | None  #: (K, N) log q(y = values[k] | x), or None (no guide)
+    model: Callable | None = field(repr=False, default=None)
+    guide: Callable | None = field(repr=False, default=None)
+    kwargs: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of values of the discrete site."""
+        return int(self.values.shape[0])
+
+    def simulate(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` joint draws from the model (``poutine.uncondition``): the class index
+        (n,), the continuous sites raveled (n, d) and x, shaped like the ``x`` the pair
+        was split on (what :func:`enumerated_sbc` takes as ``simulate``)."""
+        from pyro import poutine
+
+        t0 = self.targets[0]
+        x0 = t0._example
+        template = x0[:1].expand(n, *x0.shape[1:]).clone()
+        tr = poutine.trace(poutine.uncondition(self.model)).get_trace(template, **self.kwargs)
+        v = tr.nodes[self.site]["value"].reshape(n)
+        y = (v.unsqueeze(-1) == self.values.to(v)).double().argmax(-1)
+        obs = t0._observed
+        if len(obs) != 1:
+            raise PyrovaeError(f"simulating needs exactly one observed site, the model has "
+                               f"{obs}")
+        x = tr.nodes[obs[0]]["value"].reshape(n, *x0.shape[1:]).to(x0.dtype)
+        return y, t0._ravel_trace(tr, 1, n)[0], x
+
+    def log_guide_fn(self, x: torch.Tensor) -> torch.Tensor:
+        """log q(y | x) for new data ``x``, (K, N) (what :func:`enumerated_sbc` takes as
+        ``log_qy``)."""
+        if self.guide is None:
+            raise PyrovaeError("this pair has no guide: q(y|x) is unknown")
+        return _site_log_probs(self.guide, x, self.site, self.values, self.kwargs)
+
+
+def _site_log_probs(fn: Callable, x: torch.Tensor, site: str, values: torch.Tensor,
+                    kwargs: Mapping[str, Any]) -> torch.Tensor:
+    """log fn's site ``site`` at every value, (K, N), from one trace of ``fn(x)``."""
+    from pyro import poutine
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        tr = poutine.trace(fn).get_trace(x, **kwargs)
+    if site not in tr.nodes:
+        raise PyrovaeError(f"the guide has no site {site!r} (q(y|x) is needed)")
+    d = tr.nodes[site]["fn"]
+    n = x.shape[0]
+    v = values.reshape(-1, *([1] * len(d.batch_shape))).to(
+        tr.nodes[site]["value"].dtype)
+    lp = d.log_prob(v)
+    return lp.reshape(len(values), -1, n).sum(1).double()
+
+
+def split_pair(model: Callable, guide: Callable | None, x: torch.Tensor, *,
+               site: str | None = None,
+               model_kwargs: Mapping[str, Any] | None = None) -> PairSplit:
+    """Split any Pyro ``model(x)`` / ``guide(x)`` pair with one discrete latent site into
+    one :class:`~pyrovae.posterior.target.PyroTarget` per value of the site.
+
+    For each value v of y the model and the guide are run with y = v fixed and hidden from
+    the trace (``poutine.condition`` inside ``poutine.block``), so the target scores
+    p(x, z | y = v) = p(z | y) p(x | y, z) and its guide q(z | x, y = v); log p(y) and
+    log q(y | x) are read from one trace of each.  The discrete site is found from a trace
+    of the model (:attr:`~pyrovae.posterior.target.PyroTarget.sites`) unless ``site``
+    names it; its values come from the distribution's ``enumerate_support``.
+
+    Args:
+        model, guide: the Pyro pair, called ``model(x, **model_kwargs)``.
+        x: the data the pair is split on (the log-probabilities are per row of it).
+        site: the discrete site's name (default: the model's only discrete site).
+
+    Returns:
+        :class:`PairSplit`.
+
+    Raises:
+        PyrovaeError: no discrete site, several, or one without a finite support.
+
+    References:
+        Obermeyer et al. (2019), *Tensor Variable Elimination for Plated Factor Graphs*
+        (what ``TraceEnum_ELBO`` sums; this split sums the same terms one class at a time).
+    """
+    from pyro import poutine
+
+    kwargs = dict(model_kwargs or {})
+    whole = PyroTarget(model, guide, example=x, model_kwargs=kwargs)
+    discrete = [s for s in whole.sites.values() if s.discrete]
+    if site is None:
+        if len(discrete) != 1:
+            raise PyrovaeError(f"split_pair: expected exactly one discrete latent site, the "
+                               f"model has {[s.name for s in discrete]}; name it with site=")
+        site = discrete[0].name
+    elif site not in whole.sites or not whole.sites[site].discrete:
+        raise PyrovaeError(f"split_pair: {site!r} is not a discrete latent site of the model "
+                           f"(its latent sites: {list(whole.sites)})")
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        tr = poutine.trace(model).get_trace(x, **kwargs)
+    fn = tr.nodes[site]["fn"]
+    try:
+        values = fn.enumerate_support(expand=False).reshape(-1)
+    except (NotImplementedError, RuntimeError):
+        raise PyrovaeError(f"split_pair: site {site!r} has no enumerable support") from None
+
+    def fixed(fn: Callable, v: torch.Tensor) -> Callable:
+        def run(xx, *args, **kw):  # the value repeated for every row of the data given
+            m = xx.shape[0] if xx is not None else int(kw.get("batch_size", 1))
+            data = {site: v.expand(m)}
+            return poutine.block(poutine.condition(fn, data=data), hide=[site])(xx, *args, **kw)
+        return run
+
+    targets = [PyroTarget(fixed(model, v), None if guide is None else fixed(guide, v),
+                          example=x, model_kwargs=kwargs) for v in values]
+    log_prior = _site_log_probs(model, x, site, values, kwargs)
+    log_guide = None if guide is None else _site_log_probs(guide, x, site, values, kwargs)
+    return PairSplit(site, values, targets, log_prior, log_guide, model, guide, kwargs)

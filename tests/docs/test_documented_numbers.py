@@ -87,3 +87,25 @@ def test_readme_m2_table_matches_its_json() -> None:
         else:
             mean, se = cells[2].split(" ± ")
             assert _close(mean, v["log_px"]) and _close(se, v["log_px_se"])
+
+
+def test_posterior_checks_mixture_table_matches_its_json() -> None:
+    """docs/posterior-checks.md's discrete-latent table quotes docs/figures/check_mixture.json,
+    the report of `pyrovae check mixture`."""
+    data = json.loads((ROOT / "docs" / "figures" / "check_mixture.json").read_text())
+    text = (ROOT / "docs" / "posterior-checks.md").read_text().replace("\\|", "/")
+    rows = _rows(text, "| guide | q(y/x) | q(z/x, y) | mean gap")
+    assert set(rows) == {f"`{v}`" for v in data["guides"]}
+    for name, cells in rows.items():
+        g = data["guides"][name.strip("`")]
+        ident, cal = g["identity"], g["sbc"]["calibration"]
+        assert _close(cells[2], statistics.mean(ident["gap"]))
+        assert _close(cells[3], statistics.mean(ident["kl_y"]))
+        ece, rest = cells[4].split(" (")
+        threshold, verdict = rest.split(") ")
+        assert _close(ece, cal["ece"]) and _close(threshold, cal["threshold"])
+        assert verdict == ("pass" if cal["passed"] else "fail")
+        assert cells[5] == ("pass" if g["sbc"]["ranks"]["passed"] else "fail")
+    s = data["summary"]
+    assert s["ais_max_abs_error"] < 0.016 and s["iwae_max_abs_error"] < 0.020
+    assert s["identity_ok"] and s["traceenum_agrees"] and s["sbc_passed"] == "exact"
