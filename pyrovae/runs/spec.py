@@ -218,7 +218,7 @@ def check_combinations(spec: Mapping[str, Any]) -> None:
                           _ELBOObjective):
             raise PyrovaeError(f"objective: {spec['objective']['family']!r} cannot train "
                                f"{est.what} (model: {kind}); use trace_elbo or trace_elbo_mc")
-        if free_bits > 0:
+        if free_bits > 0 and not est.free_bits:
             raise PyrovaeError(f"objective.free_bits: not available for {est.what} "
                                f"(model: {kind})")
         if spec["objective"].get("kl") == "analytic" and not est.closed_form_kl:
