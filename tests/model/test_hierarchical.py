@@ -200,6 +200,6 @@ def test_free_bits_floor_every_dimension_of_every_site():
     h = fit(m, data(24), epochs=2, batch_size=8, objective=TraceELBOObjective(free_bits=0.5),
             progress=False)
     assert fn is not None and {"train_kl/z1", "train_kl/z2"} <= set(h)
-    with pytest.raises(PyrovaeError, match="free_bits: needs train.engine: fast"):
+    with pytest.raises(PyrovaeError, match=r"free_bits: needs train\.engine: fast"):
         fit(m, data(24), epochs=1, batch_size=8, engine="pyro",
             objective=TraceELBOObjective(free_bits=0.5), progress=False)
