@@ -103,6 +103,8 @@ class SemiSupervisedVAE(VAE):
     #: Whether the label is a discrete latent site summed out by enumeration (read by the
     #: estimators and engines, never the class name).
     label_latent: ClassVar[bool] = True
+    #: Its own direct estimator: the label enumerated (:mod:`pyrovae.estimators.enumerated`).
+    own_loss: ClassVar[str | None] = "enumerated"
 
     def __init__(
         self,
@@ -162,8 +164,12 @@ class SemiSupervisedVAE(VAE):
         ``{family: label, classes: K}`` (another context is refused)."""
         m, ctx = spec["model"], spec.get("context") or {"family": "none"}
         want = {"family": "label", "classes": m["classes"]}
-        if ctx.get("family") not in ("none", "label") or (
-                ctx.get("family") == "label" and ctx.get("classes") != m["classes"]):
+        if ctx.get("family") not in ("none", "label"):
+            raise PyrovaeError(
+                f"context: model m2 sums its label out by enumeration, which needs a discrete "
+                f"site with {m['classes']} classes; context {ctx.get('family')!r} is not one "
+                f"(leave context out, or give {{family: label, classes: {m['classes']}}})")
+        if ctx.get("family") == "label" and ctx.get("classes") != m["classes"]:
             raise PyrovaeError(
                 f"context: an m2 model conditions its networks on its own label "
                 f"({m['classes']} classes); leave context out or give "

@@ -63,6 +63,8 @@ def test_training_labels_keep_the_spec_fraction(labelled_file):
     ("lab.npz", ["model.labelled_fraction=0"], r"labelled_fraction: expected a fraction"),
     ("lab.npz", ["model.labelled_fraction=1.5"], "labelled_fraction"),
     ("lab.npz", ["model.labelled_count=1000"], "labelled_count: expected an integer in"),
+    ("lab.npz", ["context.family=vector", "context.dim=2"],
+     "enumeration, which needs a discrete site"),
 ])
 def test_cli_refuses_bad_label_input_in_one_line(labelled_file, tmp_path, capsys, data, sets,
                                                  match):
