@@ -43,6 +43,7 @@ from pyrovae.estimators.importance import (
 )
 from pyrovae.estimators.kinds import kind_estimator
 from pyrovae.estimators.kl import closed_form_kl_or_none, mc_kl
+from pyrovae.progress import Progress, expect
 from pyrovae.randomness import seeded
 
 #: Fewest draws for which evaluate fits a Pareto tail (k̂); fewer: k̂ is not reported.
@@ -81,6 +82,7 @@ def evaluate(
     num_samples: int = 1000,
     max_elements: int = 2**24,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained VAE on ``data`` (array, tensor, :class:`~pyrovae.data.Dataset`
     or any :class:`~pyrovae.data.DataSource`; ``y`` the context, if any).
@@ -98,6 +100,8 @@ def evaluate(
     whole result is plain Python (``json.dumps`` works; ``np.asarray`` gives arrays).
 
     Random draws use their own seeded stream; the global RNG is left untouched.
+    ``progress`` (a :class:`~pyrovae.progress.Progress`; ``None``: silent) is advanced
+    by the examples of each chunk, its total the number of examples.
     """
     K = _check_int("num_samples", num_samples, 1)
     max_elements = _check_int("max_elements", max_elements, 1)
@@ -118,6 +122,7 @@ def evaluate(
     data_chunk = max(1, min(source.num_data, per_draw // C, max(1, max_elements // (K * C))))
     sample_chunk = max(1, min(K, per_draw // (data_chunk * C)))
     want_khat = K >= KHAT_MIN_SAMPLES
+    expect(progress, source.num_data)
 
     cols: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("elbo", "reconstruction", "kl", "log_likelihood",
@@ -142,6 +147,8 @@ def evaluate(
                     kl = sum(p[2] * c for p, c in zip(parts, counts, strict=True)) / K
                     used_closed_form = False
                     _collect(cols, torch.cat([p[0] for p in parts], 0), recon, kl, want_khat)
+                    if progress is not None:
+                        progress(x.shape[0])
                     continue
                 q = vae.encode(x) if yb is None else vae.encode(x, y=yb)
                 prior = vae.prior_dist()
@@ -161,6 +168,8 @@ def evaluate(
                 recon = sum_recon / K
                 kl = kl_cf if kl_cf is not None else sum_kl / K
                 _collect(cols, lw, recon, kl, want_khat)
+                if progress is not None:
+                    progress(x.shape[0])
     finally:
         vae.train(was_training)
 
