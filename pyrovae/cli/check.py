@@ -53,6 +53,10 @@ def register(sub: Any) -> argparse.ArgumentParser:
                    help="simulations for SBC of the guide, 0 to skip (default 200)")
     p.add_argument("--collapse-points", type=int, default=500, metavar="N",
                    help="held-out points for the collapse diagnostics (default 500)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the progress of long steps on stderr: a live line on a "
+                   "terminal; --progress also off one (a line at most every 10 s); "
+                   "--no-progress: none (default: on a terminal only)")
     p.set_defaults(func=run)
     return p
 
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             raise PyrovaeError("--out: expected a folder name, got an empty string")
         out = Path(args.out) if args.out is not None else Path("checks") / target
         report = check_toy_into(target, out, overwrite=args.overwrite, num_points=args.points,
-                                seed=args.seed, quick=args.quick)
+                                seed=args.seed, quick=args.quick, progress=args.progress)
     elif Path(target).is_dir():
         if args.out is not None and not args.out.strip():
             raise PyrovaeError("--out: expected a folder name, got an empty string")
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             target, args.out, overwrite=args.overwrite, points=args.points,
             samples=args.samples, seed=args.seed, quick=args.quick, ais_steps=args.ais_steps,
             ais_chains=args.ais_chains, bdmc_points=args.bdmc_points, sbc_sims=args.sbc_sims,
-            collapse_points=args.collapse_points)
+            collapse_points=args.collapse_points, progress=args.progress)
     else:
         import difflib
 

@@ -23,6 +23,10 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--which", choices=("last", "best"), default="last",
                    help="the final weights (last, default) or the best held-out epoch's (best)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the progress of long steps on stderr: a live line on a "
+                   "terminal; --progress also off one (a line at most every 10 s); "
+                   "--no-progress: none (default: on a terminal only)")
     p.set_defaults(func=run)
     return p
 
@@ -31,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples is not None:
         check_num_samples(args.num_samples, "--num-samples")
     m = evaluate_run(args.run_dir, num_samples=args.num_samples, split=args.split,
-                     which=args.which)
+                     which=args.which, progress=args.progress)
     if args.json:
         print(json.dumps(m, indent=2))
     else:

@@ -34,7 +34,11 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN",
                    help="continue RUN from its last checkpoint (same spec and data; "
                    "--epochs N may raise the number of epochs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress (as --no-progress)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress on stderr (default on): a bar on a terminal, else a line "
+                   "per epoch and within epochs and the final evaluation a line at most "
+                   "every 10 s; --no-progress: none")
     p.add_argument("--size-limit", type=float, default=1.0, metavar="X",
                    help="multiply the size budget (50M parameters, 4 GiB of activations per "
                         "step, 256 hidden layers, estimated from the spec) by X (default 1)")
@@ -53,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise PyrovaeError("--out: expected a folder name, got an empty string")
     if args.resume is not None and not args.resume.strip():
         raise PyrovaeError("--resume: expected a run folder, got an empty string")
+    show = not args.quiet and args.progress is not False
     if args.resume:
         if args.out or args.overwrite:
             raise PyrovaeError("--resume continues RUN in place; it takes no --out or --overwrite")
@@ -65,14 +70,14 @@ def run(args: argparse.Namespace) -> int:
             raw = None
         out = args.resume
         try:
-            metrics = resume_run(out, raw, progress=not args.quiet, size_limit=args.size_limit)
+            metrics = resume_run(out, raw, progress=show, size_limit=args.size_limit)
         except RunComplete as done:
             print(done)
             return 0
     else:
         raw = apply_overrides(load_spec(args.config) if args.config else {}, sets)
         out = args.out or default_out(raw)
-        metrics = train_run(raw, out, overwrite=args.overwrite, progress=not args.quiet,
+        metrics = train_run(raw, out, overwrite=args.overwrite, progress=show,
                             size_limit=args.size_limit)
     print(f"run folder: {out}")
     print(f"epochs: {metrics['epochs']}, training time: {metrics['seconds']:.1f} s")

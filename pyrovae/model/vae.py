@@ -78,6 +78,13 @@ class VAE(nn.Module):
     params: ClassVar[dict[str, Any]] = {}
     #: Whether a discrete label site is summed out by enumeration (a capability; the M2 kind).
     label_latent: ClassVar[bool] = False
+    #: The kind's own direct estimator, a key of ``pyrovae.estimators.kinds.KIND_ESTIMATORS``
+    #: (``None``: the VAE's, :mod:`pyrovae.estimators.elbo`); read by the objectives,
+    #: the engines and ``evaluate``, never the class name.
+    own_loss: ClassVar[str | None] = None
+    #: Whether the checks see this kind through its Pyro pair (``PyroTarget``: latent
+    #: sites found from a trace) rather than the single-``"z"`` fast path.
+    pyro_target: ClassVar[bool] = False
 
     def __init__(
         self,

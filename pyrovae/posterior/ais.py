@@ -61,6 +61,7 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.posterior.exact import Estimate, as_mvn, iwae_from_log_weights
 from pyrovae.posterior.psis import ess
 from pyrovae.posterior.target import Target, as_target
+from pyrovae.progress import expect
 from pyrovae.randomness import seeded
 
 
@@ -302,7 +303,8 @@ def ais(
             posterior draws (Grosse et al. 2015).
         step_sizes: (T + 1, N) fixed HMC step size per β (no adaptation).
         keep_z: also return the final states (C, N, d).
-        progress: called with 1 after each intermediate distribution of each chunk.
+        progress: called with 1 after each intermediate distribution of each chunk
+            (a :class:`~pyrovae.progress.Progress` is told its total, T · chunks).
 
     Returns:
         :class:`AISResult`.
@@ -323,6 +325,7 @@ def ais(
             raise PyrovaeError("ais reverse=True needs init_z (exact posterior draws)")
     t0 = time.perf_counter()
     n_all = x.shape[0]
+    expect(progress, num_steps * -(-n_all // chunk_size))
     outs = []
     with seeded(seed, x, target):
         for lo in range(0, n_all, chunk_size):

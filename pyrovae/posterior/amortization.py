@@ -223,7 +223,7 @@ def gap_split(
     """
     from pyrovae.model.vae import VAE
 
-    if isinstance(model, VAE):
+    if isinstance(model, VAE) and not getattr(model, "pyro_target", False):
         return amortization_gap(model, x, steps=steps, num_samples=num_samples, log_px=log_px)
     target = as_target(model, guide)
     q_star = fit_local_guide(target, x, steps=steps, lr=lr, num_particles=num_particles)

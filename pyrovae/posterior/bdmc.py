@@ -29,6 +29,7 @@ import torch
 
 from pyrovae.posterior.ais import AISResult, ais
 from pyrovae.posterior.target import as_target
+from pyrovae.progress import expect
 from pyrovae.randomness import seeded
 
 
@@ -86,13 +87,15 @@ def bdmc(
 
     The AIS settings are those of :func:`pyrovae.posterior.ais.ais`.  Returns a
     :class:`BDMCResult`; ``width`` is per point and should be read beside the
-    bounds' standard errors.
+    bounds' standard errors.  ``progress`` is called with 1 after each intermediate
+    distribution of each chunk, forward then reverse.
 
     References:
         Grosse, Ghahramani & Adams (2015), *Sandwiching the marginal likelihood
         using bidirectional Monte Carlo*.
     """
     target = as_target(model, guide)
+    expect(progress, 2 * num_steps * -(-num_data // chunk_size))  # forward and reverse
     with seeded(seed, target), torch.no_grad():
         z, x = target.simulate(num_data)
     common = {"num_steps": num_steps, "num_chains": num_chains, "start": start,

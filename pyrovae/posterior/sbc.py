@@ -36,6 +36,7 @@ from scipy import stats
 
 from pyrovae.errors import PyrovaeError
 from pyrovae.posterior.target import as_target
+from pyrovae.progress import Progress, expect
 from pyrovae.randomness import seeded
 
 
@@ -130,6 +131,7 @@ def sbc(
     alpha: float = 0.05,
     seed: int = 0,
     chunk_size: int = 256,
+    progress: Progress | None = None,
 ) -> SBCResult:
     """Simulation-based calibration of the guide of ``model`` (see the module text).
 
@@ -139,6 +141,9 @@ def sbc(
         num_draws: L guide draws per simulated x̃ (ranks in {0..L}).
         alpha: family-wise level over the latent dimensions.
         seed: the random seed (the global stream is restored afterwards).
+        chunk_size: simulations drawn together.
+        progress: advanced by the replications of each chunk (total ``num_sims``);
+            ``None``: silent.
 
     Returns:
         :class:`SBCResult`; ``failed[d]`` says whether dimension d is miscalibrated.
@@ -155,11 +160,14 @@ def sbc(
         raise PyrovaeError(f"sbc alpha: expected a number in (0, 1), got {alpha}")
     target = as_target(model, guide)
     ranks = []
+    expect(progress, num_sims)
     with seeded(seed, target), torch.no_grad():
         for lo in range(0, num_sims, chunk_size):
             z, x = target.simulate(min(chunk_size, num_sims - lo))
             zq, _ = target.sample_guide(x, num_draws)
             ranks.append((zq < z).sum(0))
+            if progress is not None:
+                progress(z.shape[0])
     r = torch.cat(ranks).cpu().numpy().astype(int)
     return rank_test(r, num_draws, alpha=alpha, seed=seed, labels=target.dimension_labels())
 

@@ -12,7 +12,9 @@ A :class:`Target` answers, per data point, the questions the checks ask:
 
 :func:`as_target` builds one from
 
-* a :class:`pyrovae.VAE` (fast path: its prior, decoder and encoder directly);
+* a :class:`pyrovae.VAE` (fast path: its prior, decoder and encoder directly; a model
+  kind with several latent sites, ``pyro_target`` such as the hierarchical VAE, through
+  its Pyro pair as below);
 * a toy problem (:mod:`pyrovae.toy`) and a guide (any Pyro guide callable, or an
   object with ``dist(x)`` such as :class:`~pyrovae.posterior.local.LocalGuide`);
 * any Pyro ``model(x)`` / ``guide(x)`` pair, with any number of latent sites of any
@@ -551,6 +553,12 @@ def as_target(
     if isinstance(model, VAE):
         if guide is not None:
             raise PyrovaeError("a VAE carries its own guide; do not pass another")
+        if getattr(model, "pyro_target", False):  # several latent sites: its Pyro pair
+            if y is not None:
+                raise PyrovaeError(f"y: {type(model).__name__} is unconditional; pass no y")
+            target = PyroTarget(model.model, model.guide)
+            _ = target.latent_dim  # traces model(None, batch_size=1): the sites and x's shape
+            return target
         return VAETarget(model, y)
     site = getattr(model, "discrete_site", None)
     if isinstance(model, ExactProblem) and site:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrovae.posterior.amortization import amortization_gap
+from pyrovae.posterior.amortization import amortization_gap, gap_split
 from pyrovae.posterior.exact import check_identity, elbo, grid_posteriors, iwae
 from pyrovae.posterior.psis import psis_per_point
 from pyrovae.posterior.target import as_target
@@ -53,27 +53,32 @@ def _save(fig, folder: Path | None, name: str) -> str | None:
 
 
 class Stages:
-    """Progress per stage of a check on stderr: a tqdm bar when stderr is a terminal,
-    else one plain line when a stage starts and one when it ends (with seconds)."""
+    """Progress per stage of a check on stderr: one plain line when a stage starts
+    (off a terminal) and one when it ends (with seconds); inside a stage a
+    :class:`~pyrovae.progress.Progress` (done/total, time left) that the stage's loop
+    advances, shown on a terminal, and off one only with ``force`` (``--progress``)."""
 
-    def __init__(self, enabled: bool = True, stream=None) -> None:
-        self.enabled = enabled
+    def __init__(self, enabled: bool = True, stream=None, force: bool = False) -> None:
+        self.enabled, self.force = enabled, force
         self.stream = stream if stream is not None else sys.stderr
 
     @contextlib.contextmanager
     def __call__(self, name: str, total: int | None = None):
-        if not self.enabled:
-            yield lambda k=1: None
-            return
-        t0 = time.perf_counter()
-        if total and getattr(self.stream, "isatty", lambda: False)():
-            from tqdm.auto import tqdm
+        from pyrovae.progress import Progress
 
-            with tqdm(total=total, desc=f"check: {name}", file=self.stream, leave=False) as bar:
-                yield bar.update
-        else:
+        if not self.enabled:
+            yield Progress(total, name, enabled=False)  # counts, shows nothing
+            return
+
+        t0 = time.perf_counter()
+        bar = Progress(total, f"check: {name}", sink=self.stream, force=self.force,
+                       final=False)
+        if not getattr(self.stream, "isatty", lambda: False)():
             print(f"check: {name} ...", file=self.stream, flush=True)
-            yield lambda k=1: None
+        try:
+            yield bar
+        finally:
+            bar.close()
         print(f"check: {name} done ({time.perf_counter() - t0:.1f} s)", file=self.stream,
               flush=True)
 
@@ -103,10 +108,11 @@ def check_vae(
     sbc_sims: int = 200,
     collapse_x: torch.Tensor | None = None,
     progress: bool = False,
+    force_progress: bool = False,
 ) -> tuple[dict, list | None]:
     """Every check on a trained VAE, for each row of ``x``, at any latent dimension.
 
-    * log p(x): grid quadrature when latent_dim ≤ 2 (there KL(q ‖ p(z|x)) and
+    * log p(x): grid quadrature when latent_dim ≤ 2 and one site "z" (there KL(q ‖ p(z|x)) and
       log p(x) come from the same quadrature of log p(x, z), so the identity closes
       by construction), cross-checked by AIS, the independent route; otherwise AIS
       (``ais_steps`` intermediate distributions × ``ais_chains`` chains, started at
@@ -120,6 +126,9 @@ def check_vae(
     * SBC of the guide on ``sbc_sims`` simulations (0 skips);
     * collapse diagnostics on ``collapse_x`` (default ``x``);
     * ``nuts_points > 0``: a NUTS reference for the first rows (latent_dim ≤ 4).
+
+    ``progress``: a line per stage on stderr, and the progress of each stage's loop
+    on a terminal (off one too with ``force_progress``).
 
     Returns ``(report, grids)``; grids only when latent_dim ≤ 2.
 
@@ -138,8 +147,8 @@ def check_vae(
         return check_label_vae(vae, x, num_samples=num_samples, seed=seed,
                                ais_steps=ais_steps, ais_chains=ais_chains,
                                bdmc_points=bdmc_points, sbc_sims=sbc_sims,
-                               progress=progress), None
-    stage = Stages(progress)
+                               progress=progress, force_progress=force_progress), None
+    stage = Stages(progress, force=force_progress)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     target = as_target(vae)
@@ -149,7 +158,10 @@ def check_vae(
                            "guide": vae.spec["guide"]}
     grids = None
     ais_kw = {"num_steps": ais_steps, "num_chains": ais_chains, "seed": seed}
-    if vae.latent_dim <= 2:
+    traced = getattr(vae, "pyro_target", False)  # several latent sites (hierarchical)
+    if traced:
+        out["model"] = vae.spec["model"]
+    if vae.latent_dim <= 2 and not traced:
         with stage("grid"):
             grids = grid_posteriors(target, x, with_guide=True)
             ident = check_identity(target, x, num_samples=num_samples, grids=grids)
@@ -193,15 +205,20 @@ def check_vae(
     if amortization_steps:
         lp_est = Estimate(torch.as_tensor(out["log_px"]).double(),
                           torch.as_tensor(out["log_px_error"]).double(), out["log_px_method"])
-        with stage("local guides (L-BFGS)"):
-            am = amortization_gap(vae, x, steps=amortization_steps, num_samples=num_samples,
-                                  log_px=lp_est)
+        if traced:  # q* the best diagonal Gaussian per point over all sites (Adam)
+            with stage("local guides (Adam)"):
+                am = gap_split(vae, x, steps=amortization_steps, num_samples=num_samples,
+                               log_px=lp_est)
+        else:
+            with stage("local guides (L-BFGS)"):
+                am = amortization_gap(vae, x, steps=amortization_steps,
+                                      num_samples=num_samples, log_px=lp_est)
         out["amortization"] = {k: v for k, v in am.items() if k != "trace"}
     if sbc_sims:
         from pyrovae.posterior.sbc import sbc
 
-        with stage("SBC"):
-            out["sbc"] = sbc(vae, num_sims=sbc_sims, seed=seed).as_dict()
+        with stage("SBC") as tick:
+            out["sbc"] = sbc(vae, num_sims=sbc_sims, seed=seed, progress=tick).as_dict()
     from pyrovae.posterior.collapse import collapse_diagnostics
 
     with stage("collapse"):
@@ -210,9 +227,10 @@ def check_vae(
     if nuts_points and vae.latent_dim <= 4:
         from pyrovae.posterior.reference import reference_check
 
-        with stage("NUTS"):
+        with stage("NUTS") as tick:
             _, moments = reference_check(target, x, num_samples=400, warmup=300,
-                                         num_chains=2, seed=seed, points=nuts_points)
+                                         num_chains=2, seed=seed, points=nuts_points,
+                                         progress=tick)
         out["nuts"] = moments
         if grids is not None:
             out["nuts"]["grid_mean"] = np.stack([g.mean().numpy() for g in grids[:nuts_points]])
@@ -235,6 +253,7 @@ def check_label_vae(
     bdmc_points: int = 16,
     sbc_sims: int = 200,
     progress: bool = False,
+    force_progress: bool = False,
 ) -> dict:
     """Every check of a model whose class label is a latent (M2), the label summed out
     exactly (:mod:`pyrovae.posterior.labels`), for each row of ``x``:
@@ -263,7 +282,7 @@ def check_label_vae(
     from pyrovae.posterior.labels import label_ais, label_gap_split, label_pit, label_sbc
     from pyrovae.posterior.target import VAETarget
 
-    stage = Stages(progress)
+    stage = Stages(progress, force=force_progress)
     t0 = time.perf_counter()
     vae.eval()
     C = vae.classes
@@ -272,9 +291,10 @@ def check_label_vae(
                            "guide": vae.spec["guide"], "model": vae.spec["model"]}
     with stage(f"AIS per class ({C} classes)"):
         a = label_ais(vae, x, num_steps=ais_steps, num_chains=ais_chains, seed=seed)
-    with stage("ELBO, IWAE, k-hat"):
+    with stage("ELBO, IWAE, k-hat") as tick:
         g = label_gap_split(vae, x, a, num_samples=num_samples, seed=seed)
-        ev = evaluate(vae, x, num_samples=num_samples, seed=seed)["per_example"]
+        ev = evaluate(vae, x, num_samples=num_samples, seed=seed,
+                      progress=tick)["per_example"]
     out["ais"] = {"log_px": a.value, "stderr": a.stderr, "log_px_given_y": a.per_class.T,
                   "stderr_given_y": a.per_class_stderr.T, "method": a.method}
     with torch.no_grad():
@@ -292,11 +312,11 @@ def check_label_vae(
                 "ELBO_z(x, y)] (gap_code)",
     })
     if bdmc_points:
-        with stage("BDMC, classes in turn"):
+        with stage("BDMC, classes in turn") as tick:
             yy = torch.arange(bdmc_points) % C  # point i simulated from class i mod C
             out["bdmc"] = bdmc(VAETarget(vae, yy), bdmc_points, num_steps=ais_steps,
                                num_chains=ais_chains, seed=seed,
-                               chunk_size=bdmc_points).as_dict()
+                               chunk_size=bdmc_points, progress=tick).as_dict()
             out["bdmc"]["classes"] = yy
     if sbc_sims:
         with stage("SBC of the label and of z"):
@@ -370,10 +390,11 @@ def _summary(out: dict) -> dict:
 
 def check_toy(
     name: str, *, num_points: int = 6, seed: int = 0, folder: Path | None = None,
-    quick: bool = False,
+    quick: bool = False, progress: bool = False, force_progress: bool = False,
 ) -> dict:
     """The checks for one toy problem (:data:`pyrovae.toy.TOYS` or ``gaussian_mle``),
-    with figures written to ``folder``."""
+    with figures written to ``folder``; ``progress``/``force_progress`` as in
+    :func:`check_vae` (the AIS and NUTS stages)."""
     from pyrovae.plots import posterior as P
 
     torch.manual_seed(seed)
@@ -439,8 +460,10 @@ def check_toy(
 
     # from the prior: a per-point guide that is narrower than a curved posterior makes a
     # guide start heavy-tailed (on banana, T = 200 from the guide is 0.1–0.3 nats low)
-    a = ais(target, x, start="prior", precondition=False, num_steps=100 if quick else 1000,
-            seed=seed)
+    stage = Stages(progress, force=force_progress)
+    with stage("AIS") as tick:
+        a = ais(target, x, start="prior", precondition=False,
+                num_steps=100 if quick else 1000, seed=seed, progress=tick)
     report["ais"] = a.as_dict() | {
         "minus_identity_log_px": a.log_px - ident["log_px"],
         "note": f"AIS from the prior is the route to log p(x) independent of the "
@@ -452,8 +475,9 @@ def check_toy(
     if not quick:
         from pyrovae.posterior.reference import reference_check
 
-        _, moments = reference_check(target, x, num_samples=400, warmup=300, num_chains=2,
-                                     seed=seed, points=3)
+        with stage("NUTS") as tick:
+            _, moments = reference_check(target, x, num_samples=400, warmup=300,
+                                         num_chains=2, seed=seed, points=3, progress=tick)
         report["nuts"] = moments
     if grids is None and toy.latent_dim <= 2:
         grids = grid_posteriors(target, x)

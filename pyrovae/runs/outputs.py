@@ -93,22 +93,28 @@ def write_report(report: dict[str, Any], stage: Path, out: Path) -> dict[str, An
 
 
 def check_toy_into(name: str, out: str | Path, *, overwrite: bool, num_points: int, seed: int,
-                   quick: bool) -> dict[str, Any]:
-    """``pyrovae check TOY --out DIR``: the toy's checks, written to ``out``."""
+                   quick: bool, progress: bool | None = False) -> dict[str, Any]:
+    """``pyrovae check TOY --out DIR``: the toy's checks, written to ``out``;
+    ``progress``: ``False`` silent, ``None`` a line per long stage (its progress on a
+    terminal), ``True`` its progress off a terminal too."""
     from pyrovae.runs.check import check_toy
 
     with output_folder(out, overwrite=overwrite, command="pyrovae check") as stage:
-        report = check_toy(name, num_points=num_points, seed=seed, folder=stage, quick=quick)
+        report = check_toy(name, num_points=num_points, seed=seed, folder=stage, quick=quick,
+                           progress=progress is not False, force_progress=bool(progress))
         return write_report(report, stage, Path(out))
 
 
 def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bool,
                    points: int, samples: int, seed: int, quick: bool, ais_steps: int,
                    ais_chains: int, bdmc_points: int, sbc_sims: int,
-                   collapse_points: int) -> tuple[dict[str, Any], Path]:
+                   collapse_points: int, progress: bool | None = None,
+                   ) -> tuple[dict[str, Any], Path]:
     """``pyrovae check RUN [--out DIR]``: the checks of a trained run on held-out points
     of its data (verified against the run's fingerprint), written to ``out``
-    (default ``RUN/check``, under the run's own lock).  Returns ``(report, out)``."""
+    (default ``RUN/check``, under the run's own lock).  Returns ``(report, out)``.
+    ``progress``: ``None`` a line per stage on stderr (each stage's progress on a
+    terminal), ``True`` the stages' progress off a terminal too, ``False`` silent."""
     import torch
 
     from pyrovae.plots import posterior as P
@@ -135,7 +141,8 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
             ais_steps=min(ais_steps, 50) if quick else ais_steps, ais_chains=ais_chains,
             bdmc_points=bdmc_points,
             sbc_sims=min(sbc_sims, 50) if quick and sbc_sims else sbc_sims,
-            collapse_x=data.x[:collapse_points].to(dtype), progress=True,
+            collapse_x=data.x[:collapse_points].to(dtype), progress=progress is not False,
+            force_progress=bool(progress),
         )
         report = {"run": str(run_dir), "data": spec["data"],
                   "split": "test" if test else "train", **report}

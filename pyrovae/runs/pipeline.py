@@ -33,6 +33,7 @@ from pyrovae.estimators.evaluate import evaluate, summary
 from pyrovae.model.vae import VAE
 from pyrovae.plots import latent, save_figure
 from pyrovae.plots import training as tplots
+from pyrovae.progress import Progress, from_flag
 from pyrovae.runs import folder as runs
 from pyrovae.runs.budget import check_size
 from pyrovae.runs.spec import (
@@ -498,7 +499,7 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
             detail=exc.detail,
         ) from None
     metrics = finish_run(out, spec, vae, history, train, test, stopped=trainer.stopped,
-                         best=best_rule)
+                         best=best_rule, progress=trainer.progress)
     runs.write_manifest(out, "finished", data)
     return metrics
 
@@ -527,19 +528,26 @@ def _is_periodic(name: str) -> bool:
 
 def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
                train: Dataset, test: Dataset | None, *, stopped: Any = None,
-               best: EarlyStopping | None = None) -> dict[str, Any]:
+               best: EarlyStopping | None = None, progress: bool = False) -> dict[str, Any]:
     """Evaluate on train and test with the spec's K, write metrics and figures.
     ``stopped``: the early-stopping decision that ended training (if any); ``best``:
-    the rule that picked ``best.pt`` (its epoch and value are recorded)."""
+    the rule that picked ``best.pt`` (its epoch and value are recorded); ``progress``:
+    each evaluation's progress on stderr (a line at most every 10 s off a terminal)."""
     vae.cpu()
     k = spec["eval"]["num_samples"]
+
+    def shown(split: str) -> Progress | None:
+        return Progress(label=f"evaluate {split} (K={k})", force=True) if progress else None
+
     metrics: dict[str, Any] = {
         "epochs": history.last.get("epoch"),
         "seconds": history.last.get("seconds"),
-        "train": summary(evaluate(vae, train.x, y=_context(vae, train), num_samples=k)),
+        "train": summary(evaluate(vae, train.x, y=_context(vae, train), num_samples=k,
+                                  progress=shown("train"))),
     }
     if test is not None:
-        metrics["test"] = summary(evaluate(vae, test.x, y=_context(vae, test), num_samples=k))
+        metrics["test"] = summary(evaluate(vae, test.x, y=_context(vae, test), num_samples=k,
+                                           progress=shown("test")))
     if getattr(vae, "label_latent", False):  # q(y|x) as a classifier, on every label
         metrics["train"]["classification"] = _classification(vae, train)
         if test is not None:
@@ -640,12 +648,15 @@ def _latent_means(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> t
 
 
 def evaluate_run(path: str | Path, *, num_samples: int | None = None,
-                 split: str = "test", which: str = "last") -> dict[str, Any]:
+                 split: str = "test", which: str = "last",
+                 progress: bool | None = False) -> dict[str, Any]:
     """Re-evaluate a run folder on its own data split (rebuilt from the spec, the
     data found by its absolute path and checked against the saved fingerprint);
     ``which="best"``: the weights of the best held-out epoch (``best.pt``).  The result
     says how many epochs were trained (``epochs_done`` of ``epochs``) and whether the
-    run is ``finished`` (an interrupted run can be evaluated, but is marked so)."""
+    run is ``finished`` (an interrupted run can be evaluated, but is marked so).
+    ``progress``: ``False`` silent, ``None`` the evaluation's progress on a terminal
+    only, ``True`` on any stderr (:func:`pyrovae.progress.from_flag`)."""
     if num_samples is not None:
         check_num_samples(num_samples, "--num-samples")
     vae, spec, _ = runs.load_run(path, history=False, which=which)
@@ -659,7 +670,8 @@ def evaluate_run(path: str | Path, *, num_samples: int | None = None,
     finished = (Path(path) / runs.METRICS_FILE).is_file() and (done >= planned or stopped_early)
     result = {"split": "train" if data is train else "test", "which": which,
               "epochs_done": done, "epochs": planned, "finished": finished,
-              **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k))}
+              **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k,
+                                 progress=from_flag(progress, f"evaluate (K={k})")))}
     if getattr(vae, "label_latent", False):
         result["classification"] = _classification(vae, data)
     require_finite(result, f"evaluating {path}")

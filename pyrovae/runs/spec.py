@@ -199,6 +199,7 @@ def check_bounds(spec: Mapping[str, Any]) -> None:
 
 def check_combinations(spec: Mapping[str, Any]) -> None:
     """Cross-section checks of a normalized spec (each error names the key path)."""
+    from pyrovae.estimators.kinds import KIND_ESTIMATORS
     from pyrovae.training.objectives import (
         FREE_BITS_GUIDES,
         FREE_BITS_NEEDS,
@@ -207,15 +208,20 @@ def check_combinations(spec: Mapping[str, Any]) -> None:
     )
 
     free_bits = spec["objective"].get("free_bits") or 0.0
-    if getattr(model_class(spec), "label_latent", False):
+    own = getattr(model_class(spec), "own_loss", None)
+    if own is not None:  # a kind with its own estimator (estimators/kinds.py): an ELBO
+        est, kind = KIND_ESTIMATORS[own], spec["model"]["family"]
         if not issubclass(REGISTRIES["objective"].get(spec["objective"]["family"]),
                           _ELBOObjective):
-            raise PyrovaeError(f"objective: {spec['objective']['family']!r} cannot train a "
-                               f"model whose label is a latent (model: "
-                               f"{spec['model']['family']}); use trace_elbo or trace_elbo_mc")
-        if free_bits > 0:
-            raise PyrovaeError("objective.free_bits: not available for a model whose label "
-                               f"is a latent (model: {spec['model']['family']})")
+            raise PyrovaeError(f"objective: {spec['objective']['family']!r} cannot train "
+                               f"{est.what} (model: {kind}); use trace_elbo or trace_elbo_mc")
+        if free_bits > 0 and not est.free_bits:
+            raise PyrovaeError(f"objective.free_bits: not available for {est.what} "
+                               f"(model: {kind})")
+        if spec["objective"].get("kl") == "analytic" and not est.closed_form_kl:
+            raise PyrovaeError(f"objective.kl: 'analytic' is not available for {est.what} "
+                               f"(model: {kind}: its KL terms are conditional, Monte Carlo); "
+                               "use auto or mc")
     if free_bits > 0:
         if spec["train"]["engine"] != "fast":
             raise PyrovaeError(

@@ -273,23 +273,29 @@ class PyroEngine:
         self.optim.set_state(state)
 
 
-def _label_engine(
+def _own_engine(
     name: str, vae: Any, objective: Objective, lr: float, clip_norm: float | None,
     sample: torch.Tensor | None, sample_y: torch.Tensor | None,
 ) -> FastEngine | PyroEngine:
-    """The engines of a model whose label is a latent: the fast engine's enumerated
-    estimator (:mod:`pyrovae.estimators.enumerated`), or stock SVI with the model's own
-    ``TraceEnum_ELBO``; only ELBO objectives apply.  With ``sample``, the fast estimator
-    is first compared with ``TraceEnum_ELBO`` on the same draw (Monte Carlo KL), as
-    :func:`check_standard_pair` does for the VAE."""
+    """The engines of a model kind with its own estimator (``own_loss``,
+    :mod:`pyrovae.estimators.kinds`: M2's label summed out, a hierarchical VAE's layers):
+    the fast engine runs that estimator, the pyro engine stock SVI with the kind's own
+    ``stock_elbo()`` (``TraceEnum_ELBO``, ``Trace_ELBO``); only ELBO objectives apply.
+    With ``sample``, the fast estimator is first compared with ``stock_elbo()`` on the
+    same draw (Monte Carlo KL), as :func:`check_standard_pair` does for the VAE."""
     from pyrovae.errors import PyrovaeError
+    from pyrovae.estimators.kinds import kind_estimator
     from pyrovae.training.objectives import TraceELBOObjective, _ELBOObjective
 
+    own = kind_estimator(vae)
+    family = vae.spec["model"]["family"]
     if not isinstance(objective, _ELBOObjective):
-        raise PyrovaeError(f"objective: {objective.family!r} cannot train a model whose label "
-                           "is a latent (model: m2); use trace_elbo or trace_elbo_mc")
+        raise PyrovaeError(f"objective: {objective.family!r} cannot train {own.what} "
+                           f"(model: {family}); use trace_elbo or trace_elbo_mc")
     fn = objective.loss_fn(vae)
-    if name == "pyro":  # the record of terms as TraceEnum_ELBO computes them (Monte Carlo KL)
+    if name == "pyro" and objective.free_bits > 0:
+        objective.elbo()  # raises: the pyro engine cannot express free bits
+    if name == "pyro":  # the record of terms as the stock ELBO computes them (Monte Carlo KL)
         terms_fn = TraceELBOObjective(num_particles=objective.num_particles,
                                       kl="mc").loss_fn(vae)
         return PyroEngine(vae, objective, lr, clip_norm,
@@ -300,8 +306,9 @@ def _label_engine(
             vae, sample, check_fn, y=sample_y, kl="mc", stock=vae.stock_elbo(1))
     reason = _PAIR_CHECKS[vae].get("mc") if sample is not None else None
     if reason is not None:
-        raise PyrovaeError(f"engine 'fast': the enumerated estimator disagrees with Pyro's "
-                           f"TraceEnum_ELBO ({reason}); train with train.engine: pyro")
+        stock = type(vae.stock_elbo(1)).__name__
+        raise PyrovaeError(f"engine 'fast': the estimator of model: {family} disagrees with "
+                           f"Pyro's {stock} ({reason}); train with train.engine: pyro")
     return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn)
 
 
@@ -322,8 +329,8 @@ def make_engine(
     pair its estimator assumes; if not (e.g. a subclass adds sites) it warns and
     returns the pyro engine.
     """
-    if getattr(vae, "label_latent", False):  # a label summed out exactly (M2)
-        return _label_engine(name, vae, objective, lr, clip_norm, sample, sample_y)
+    if getattr(vae, "own_loss", None) is not None:  # the kind's own estimator (M2, layers)
+        return _own_engine(name, vae, objective, lr, clip_norm, sample, sample_y)
     if sample is not None:
         objective.check(vae, sample, sample_y)
     fn = objective.loss_fn(vae) if name == "fast" else None

@@ -45,6 +45,7 @@ from pyrovae.data import as_source
 from pyrovae.data.source import DataSource, TensorSource
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate
+from pyrovae.progress import Progress
 from pyrovae.registry import OBJECTIVES, SCHEDULES
 from pyrovae.training import state as _state
 from pyrovae.training.config import TrainConfig, parse_device
@@ -128,7 +129,8 @@ def _as_event(vae: Any, x: torch.Tensor, what: str) -> torch.Tensor:
 
 
 class _Progress:
-    """A tqdm bar on a terminal; plain per-epoch lines on stderr otherwise; or nothing."""
+    """A tqdm bar on a terminal; plain per-epoch lines on stderr otherwise (and a
+    within-epoch line at most every 10 s); or nothing."""
 
     def __init__(self, enabled: bool, total: int, initial: int) -> None:
         self.enabled, self.total, self.bar = enabled, total, None
@@ -137,6 +139,19 @@ class _Progress:
 
             self.bar = tqdm(total=total, initial=initial, desc="fit", unit="epoch",
                             dynamic_ncols=True)
+
+    def steps(self, epoch: int, total: int) -> Progress | None:
+        """The within-epoch progress of ``epoch`` (``total`` steps): on a terminal in
+        the bar's postfix (every 0.5 s); off one a line at most every 10 s (a short
+        epoch shows none; its epoch line follows); ``None`` when disabled."""
+        if not self.enabled:
+            return None
+        if self.bar is not None:
+            bar = self.bar
+            return Progress(total, "step", sink=lambda line: bar.set_postfix_str(line),
+                            final=False)
+        return Progress(total, f"fit: epoch {epoch}/{self.total}, step", force=True,
+                        final=False)
 
     def update(self, record: Mapping[str, Any]) -> None:
         shown = {short: f"{record[k]:.2f}" for k, short in _SHOWN if k in record}
@@ -239,6 +254,8 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.history = History()
+        #: the within-epoch progress of the epoch running (None: silent)
+        self._tick: Progress | None = None
         #: (step, optimiser state) of the last load: until the next step, the state to save
         #: (Pyro's per-parameter optimisers only take a loaded state at their first step).
         self._loaded_optimizer: tuple[int, Any] | None = None
@@ -281,6 +298,8 @@ class Trainer:
             xb = self.vae.likelihood.prepare_batch(_as_event(self.vae, batch.x, "data"))
             beta = self.schedule.weight(self.step, self.steps_per_epoch)
             loss = engine.step(xb, self.num_data, beta, y=batch.y)
+            if self._tick is not None:
+                self._tick(1)
             terms = engine.last_terms
             if names is None:
                 names = list(terms)
@@ -369,7 +388,13 @@ class Trainer:
                     epoch_start = time.perf_counter()
                     good = self.state_dict()  # on-device copies; no host sync
                     self.vae.train()
-                    values, beta = self._train_epoch()
+                    self._tick = progress.steps(self.epoch + 1, self.steps_per_epoch)
+                    try:
+                        values, beta = self._train_epoch()
+                    finally:
+                        if self._tick is not None:
+                            self._tick.close()
+                        self._tick = None
                     self.epoch += 1
                     bad = nonfinite(values.values(), self.vae, self.engine)
                     if bad is not None:
@@ -465,7 +490,9 @@ def fit(
         kl_weight: a schedule entry or a number β.
         engine: ``"fast"`` (the direct estimator) or ``"pyro"`` (stock ``SVI``).
         clip_norm: gradient-norm clipping (``None``: off).
-        progress: a bar on a terminal, plain per-epoch lines on stderr otherwise.
+        progress: a bar on a terminal (the steps of the epoch running in its postfix),
+            plain per-epoch lines on stderr otherwise, with a line within an epoch at
+            most every 10 s (done/total steps and the time left).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``None`` (the model's).
         callbacks: called as ``cb(trainer, record)`` after each checked epoch, with the
             epoch's record (every history term, ``kl_weight`` β, ``lr`` in force,

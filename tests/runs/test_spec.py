@@ -104,6 +104,19 @@ def _make_consistent(raw: dict) -> None:
         if _family(raw, "prior") == "vamp":
             raw["prior"] = "normal"
         raw.pop("objective", None)  # only ELBO objectives sum a label out (own tests)
+    if _family(raw, "model") == "hierarchical":  # its own tests: tests/model/test_hierarchical.py
+        raw.pop("context", None)  # unconditional
+        if _family(raw, "prior") == "vamp":
+            raw["prior"] = "normal"  # vamp encodes to z1, the prior is on the top layer
+        raw.pop("objective", None)  # only ELBO objectives, Monte Carlo KL
+        if isinstance(raw["model"], dict) and "latent_dims" in raw["model"]:
+            dims = [*raw["model"]["latent_dims"], 2, 2]
+            raw["model"]["latent_dims"] = dims[:max(2, len(raw["model"]["latent_dims"]))]
+        if isinstance(prior, dict) and prior.get("flow") == "affine_coupling":
+            entry = raw["model"] if isinstance(raw["model"], dict) else {"family": "hierarchical"}
+            dims = entry.get("latent_dims", [32, 16])
+            entry["latent_dims"] = [*dims[:-1], max(dims[-1], 2)]  # the top layer's prior
+            raw["model"] = entry
     if _family(raw, "prior") == "vamp":
         raw.pop("context", None)  # vamp has no context (its own test)
     objective = raw.get("objective")
