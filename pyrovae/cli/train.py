@@ -29,6 +29,8 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, metavar="N", help="number of epochs")
     p.add_argument("--seed", type=int, metavar="S", help="random seed")
     p.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads while training (train.threads; default: torch's)")
     p.add_argument("--out", metavar="RUN", help="run folder (default: runs/DATA-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--resume", metavar="RUN",
@@ -49,7 +51,8 @@ def register(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     sets = list(args.overrides)
     for flag, key in (("data", "data.name"), ("epochs", "train.epochs"),
-                      ("seed", "train.seed"), ("device", "train.device")):
+                      ("seed", "train.seed"), ("device", "train.device"),
+                      ("threads", "train.threads")):
         value = getattr(args, flag)
         if value is not None:
             sets.append(f"{key}={value}")

@@ -111,6 +111,8 @@ TRACK_DEFAULT = ["csv"]
 #: Sections added after run folders were first written: left out of the spec hash
 #: when they hold their defaults, so the checkpoints of older runs still verify.
 _LATER_DEFAULTS = ("early_stopping", "checkpoint", "track", "model")
+#: Options of the ``train`` section added later: left out of the hash at their defaults.
+_LATER_TRAIN = ("optimizer", "weight_decay", "lr_schedule", "lr_gamma", "lr_step", "threads")
 
 #: Every plain section of a spec, model and run, as ``section -> {key: Param}``.
 SECTIONS: dict[str, dict[str, Param]] = {**MODEL_SECTIONS, **RUN_SECTIONS}
@@ -301,6 +303,9 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
     spec = {k: v for k, v in spec.items()
             if not (k in _LATER_DEFAULTS and v == _later_default(k))}
+    if isinstance(spec.get("train"), Mapping):  # train options added later, at their defaults
+        spec["train"] = {k: v for k, v in spec["train"].items()
+                         if not (k in _LATER_TRAIN and v == TRAIN_PARAMS[k].default)}
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

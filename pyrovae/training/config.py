@@ -14,6 +14,7 @@ import torch
 
 from pyrovae.errors import PyrovaeError
 from pyrovae.registry import Param
+from pyrovae.training.optim import LR_SCHEDULES, OPTIMIZERS
 
 #: One seed range everywhere (torch, NumPy and the shuffle generator accept it).
 SEED_MAX = 2**32 - 1
@@ -94,6 +95,19 @@ class TrainConfig:
     device: str | torch.device | None = _option(Param(
         "str", None, nullable=True,
         doc="torch device, e.g. cpu or cuda; null: where the model's parameters are"))
+    optimizer: str = _option(Param("choice", "adam", choices=tuple(OPTIMIZERS),
+                                   doc="the optimiser (training.optim.OPTIMIZERS)"))
+    weight_decay: float = _option(Param("nonneg_float", 0.0,
+                                        doc="weight decay (AdamW: decoupled)"))
+    lr_schedule: str = _option(Param(
+        "choice", "constant", choices=tuple(LR_SCHEDULES),
+        doc="learning rate per epoch (training.optim.LR_SCHEDULES)"))
+    lr_gamma: float = _option(Param("positive_float", 0.1,
+                                    doc="factor of the step and exponential schedules"))
+    lr_step: int = _option(Param("positive_int", 10, doc="epochs per step of 'step'"))
+    threads: int | None = _option(Param(
+        "positive_int", None, nullable=True,
+        doc="torch threads while training (torch.set_num_threads); null: torch's default"))
 
     def __post_init__(self) -> None:
         for f in fields(self):

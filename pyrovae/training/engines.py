@@ -50,6 +50,7 @@ from pyro.infer import SVI
 
 from pyrovae.estimators.elbo import elbo_terms
 from pyrovae.estimators.standard import standard_families, standard_loss
+from pyrovae.training.optim import OptimChoice, make_optimizer, pyro_optimizer, set_lr
 
 if TYPE_CHECKING:
     from pyrovae.model.vae import VAE
@@ -193,6 +194,8 @@ class FastEngine:
         lr: float,
         clip_norm: float | None = None,
         loss_fn: LossFn | None = None,
+        *,
+        optim: OptimChoice | None = None,
     ):
         self.vae, self.objective, self.clip_norm = vae, objective, clip_norm
         fn = loss_fn or objective.loss_fn(vae)
@@ -200,9 +203,15 @@ class FastEngine:
             raise ValueError(f"objective {objective.family!r} has no direct estimator")
         self.loss_fn: LossFn = fn
         self.params = [p for p in vae.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=lr)
+        o = optim or OptimChoice()
+        self.optimizer = make_optimizer(self.params, name=o.name, lr=lr,
+                                        weight_decay=o.weight_decay)
         self.last_terms: dict[str, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate from now on (the schedule's value for an epoch)."""
+        set_lr([self.optimizer], lr)
 
     def step(self, x: torch.Tensor, num_data: int, kl_weight: float,
              y: torch.Tensor | None = None) -> torch.Tensor:
@@ -235,12 +244,13 @@ class PyroEngine:
     name = "pyro"
 
     def __init__(self, vae: VAE, objective: Objective, lr: float, clip_norm: float | None = None,
-                 elbo: pyro.infer.ELBO | None = None, terms_fn: LossFn | None = None):
+                 elbo: pyro.infer.ELBO | None = None, terms_fn: LossFn | None = None, *,
+                 optim: OptimChoice | None = None):
         pyro.clear_param_store()
-        if clip_norm is None:
-            self.optim = pyro.optim.Adam({"lr": lr})
-        else:  # per-parameter clipping, Pyro's own
-            self.optim = pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm})
+        o = optim or OptimChoice()
+        # per-parameter optimisers, Pyro's own (ClippedAdam when clipping)
+        self.optim = pyro_optimizer(name=o.name, lr=lr, weight_decay=o.weight_decay,
+                                    clip_norm=clip_norm)
         elbo = objective.elbo() if elbo is None else elbo
         self.svi = SVI(vae.model, vae.guide, self.optim, loss=elbo)
         self.vae = vae
@@ -266,6 +276,13 @@ class PyroEngine:
         self.kl_closed_form = terms.kl_closed_form
         return loss
 
+    def set_lr(self, lr: float) -> None:
+        """The learning rate from now on: every per-parameter optimiser Pyro made, and
+        the one it makes for a parameter seen later."""
+        if isinstance(self.optim.pt_optim_args, dict):
+            self.optim.pt_optim_args = {**self.optim.pt_optim_args, "lr": lr}
+        set_lr(self.optim.optim_objs.values(), lr)
+
     def state_dict(self) -> dict[str, Any]:
         return self.optim.get_state()
 
@@ -275,7 +292,7 @@ class PyroEngine:
 
 def _own_engine(
     name: str, vae: Any, objective: Objective, lr: float, clip_norm: float | None,
-    sample: torch.Tensor | None, sample_y: torch.Tensor | None,
+    sample: torch.Tensor | None, sample_y: torch.Tensor | None, optim: OptimChoice | None,
 ) -> FastEngine | PyroEngine:
     """The engines of a model kind with its own estimator (``own_loss``,
     :mod:`pyrovae.estimators.kinds`: M2's label summed out, a hierarchical VAE's layers):
@@ -299,7 +316,8 @@ def _own_engine(
         terms_fn = TraceELBOObjective(num_particles=objective.num_particles,
                                       kl="mc").loss_fn(vae)
         return PyroEngine(vae, objective, lr, clip_norm,
-                          elbo=vae.stock_elbo(objective.num_particles), terms_fn=terms_fn)
+                          elbo=vae.stock_elbo(objective.num_particles), terms_fn=terms_fn,
+                          optim=optim)
     if sample is not None and "mc" not in _PAIR_CHECKS.setdefault(vae, {}):
         check_fn = TraceELBOObjective(num_particles=1, kl="mc").loss_fn(vae)
         _PAIR_CHECKS[vae]["mc"] = check_standard_pair(
@@ -309,7 +327,7 @@ def _own_engine(
         stock = type(vae.stock_elbo(1)).__name__
         raise PyrovaeError(f"engine 'fast': the estimator of model: {family} disagrees with "
                            f"Pyro's {stock} ({reason}); train with train.engine: pyro")
-    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn)
+    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn, optim=optim)
 
 
 def make_engine(
@@ -320,8 +338,11 @@ def make_engine(
     clip_norm: float | None = None,
     sample: torch.Tensor | None = None,
     sample_y: torch.Tensor | None = None,
+    *,
+    optim: OptimChoice | None = None,
 ) -> FastEngine | PyroEngine:
-    """``"fast"`` unless the objective has no direct form, then ``"pyro"``.
+    """``"fast"`` unless the objective has no direct form, then ``"pyro"``; ``optim``:
+    the optimiser both build (:mod:`pyrovae.training.optim`; default Adam).
 
     With ``sample`` (a few data rows) the objective first checks it can train this
     VAE (:meth:`~pyrovae.training.objectives.Objective.check`) and the fast engine
@@ -330,12 +351,12 @@ def make_engine(
     returns the pyro engine.
     """
     if getattr(vae, "own_loss", None) is not None:  # the kind's own estimator (M2, layers)
-        return _own_engine(name, vae, objective, lr, clip_norm, sample, sample_y)
+        return _own_engine(name, vae, objective, lr, clip_norm, sample, sample_y, optim)
     if sample is not None:
         objective.check(vae, sample, sample_y)
     fn = objective.loss_fn(vae) if name == "fast" else None
     if fn is None:
-        return PyroEngine(vae, objective, lr, clip_norm)
+        return PyroEngine(vae, objective, lr, clip_norm, optim=optim)
     if sample is not None:
         kl = getattr(objective, "kl", "mc")
         verdicts = _PAIR_CHECKS.setdefault(vae, {})
@@ -354,5 +375,5 @@ def make_engine(
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return PyroEngine(vae, objective, lr, clip_norm, elbo=elbo)
-    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn)
+            return PyroEngine(vae, objective, lr, clip_norm, elbo=elbo, optim=optim)
+    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn, optim=optim)

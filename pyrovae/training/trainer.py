@@ -53,6 +53,7 @@ from pyrovae.training.engines import make_engine
 from pyrovae.training.guard import CheckedEngine, DivergenceError, Found, divergence, nonfinite
 from pyrovae.training.history import History
 from pyrovae.training.objectives import KLSchedule, Objective
+from pyrovae.training.optim import OptimChoice, lr_at
 from pyrovae.training.state import CHECKPOINT_FORMAT, STATE_KEYS
 from pyrovae.training.stopping import Decision, EarlyStopping, as_early_stopping
 
@@ -271,7 +272,8 @@ class Trainer:
         stock SVI)."""
         head = self.source.head(8).to(self.device)
         return make_engine(self.engine_name, self.vae, self.objective, self.lr, self.clip_norm,
-                           sample=_as_event(self.vae, head.x, "data"), sample_y=head.y)
+                           sample=_as_event(self.vae, head.x, "data"), sample_y=head.y,
+                           optim=OptimChoice(self.config.optimizer, self.config.weight_decay))
 
     # --------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
@@ -349,6 +351,15 @@ class Trainer:
         record["epoch_seconds"] = now - epoch_start
         return record
 
+    def _schedule_lr(self) -> None:
+        """Set the schedule's learning rate of the epoch about to run (a function of the
+        epoch alone, so a resumed run follows it exactly); nothing for ``constant``."""
+        c = self.config
+        if c.lr_schedule == "constant":
+            return
+        self.engine.set_lr(lr_at(self.epoch, lr=c.lr, schedule=c.lr_schedule,
+                                 epochs=c.epochs, gamma=c.lr_gamma, step=c.lr_step))
+
     def _lr_in_force(self) -> float:
         """The learning rate of the optimiser's (first) parameter group now: a schedule's
         current value, read from the optimiser itself."""
@@ -378,6 +389,9 @@ class Trainer:
         """
         start = time.perf_counter() - (self.history.last.get("seconds", 0.0) if self.history else 0)
         progress = _Progress(self.progress, self.epochs, self.epoch)
+        threads = torch.get_num_threads()
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
         try:
             with pyro.validation_enabled(False), warnings.catch_warnings():
                 # support is checked once, above; non-finite losses by the guard below
@@ -386,6 +400,7 @@ class Trainer:
                     if self._should_stop():
                         break
                     epoch_start = time.perf_counter()
+                    self._schedule_lr()
                     good = self.state_dict()  # on-device copies; no host sync
                     self.vae.train()
                     self._tick = progress.steps(self.epoch + 1, self.steps_per_epoch)
@@ -405,6 +420,7 @@ class Trainer:
                     for cb in self.callbacks:
                         cb(self, record)
         finally:
+            torch.set_num_threads(threads)
             progress.close()
             for cb in self.callbacks:  # loggers flush and close their files
                 close = getattr(cb, "close", None)
@@ -472,6 +488,12 @@ def fit(
     y: Any = None,
     test_y: Any = None,
     early_stopping: EarlyStopping | Mapping[str, Any] | None = None,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    lr_schedule: str = "constant",
+    lr_gamma: float = 0.1,
+    lr_step: int = 10,
+    threads: int | None = None,
 ) -> History:
     """Train ``vae`` on ``data`` by SVI; returns the :class:`History`.
 
@@ -503,6 +525,12 @@ def fit(
         early_stopping: an :class:`EarlyStopping` (or a mapping of its options): stop
             when the held-out ELBO (its ``monitor``) has not improved by more than
             ``min_delta`` for ``patience`` evaluations; ``None``: run all epochs.
+        optimizer, weight_decay: ``"adam"`` or ``"adamw"`` and its weight decay, in
+            every engine (:mod:`pyrovae.training.optim`).
+        lr_schedule, lr_gamma, lr_step: the learning rate per epoch: ``constant``,
+            ``step`` (×γ every ``lr_step`` epochs), ``exponential`` (×γ per epoch) or
+            ``cosine`` (to 0 at the last epoch).
+        threads: torch threads while training (restored after); ``None``: unchanged.
 
     Raises :class:`~pyrovae.errors.PyrovaeError` for bad arguments or data and
     :class:`DivergenceError` (a PyrovaeError) when training diverges; ``vae``
@@ -517,7 +545,10 @@ def fit(
         Hoffman, Blei, Wang & Paisley (2013), *Stochastic Variational Inference*.
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
-                         clip_norm=clip_norm, eval_every=eval_every, device=device)
+                         clip_norm=clip_norm, eval_every=eval_every, device=device,
+                         optimizer=optimizer, weight_decay=weight_decay,
+                         lr_schedule=lr_schedule, lr_gamma=lr_gamma, lr_step=lr_step,
+                         threads=threads)
     return Trainer(vae, data, config, objective=objective, kl_weight=kl_weight,
                    test_data=test_data, y=y, test_y=test_y, progress=progress,
                    callbacks=callbacks, early_stopping=early_stopping).run()

@@ -41,7 +41,7 @@ def test_cli_train_flags_leave_defaults_to_the_spec():
     parser = argparse.ArgumentParser()
     cli_train.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train"])
-    for flag in ("epochs", "seed", "device"):
+    for flag in ("epochs", "seed", "device", "threads"):
         assert getattr(args, flag) is None, flag
 
 
