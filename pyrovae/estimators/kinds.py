@@ -45,6 +45,7 @@ class KindEstimator:
         what: the kind's structure in a few words (error messages).
         closed_form_kl: whether ``objective.kl: analytic`` applies (False where every
             KL term is conditional on other sites' draws: Monte Carlo only).
+        free_bits: whether ``loss`` takes ``free_bits=λ`` (per dimension of every site).
     """
 
     loss: Callable[..., Any]
@@ -52,6 +53,7 @@ class KindEstimator:
     draws_per_sample: Callable[[Any], int]
     what: str
     closed_form_kl: bool = True
+    free_bits: bool = False
 
 
 #: ``VAE.own_loss`` key -> its estimator.
@@ -60,7 +62,7 @@ KIND_ESTIMATORS: dict[str, KindEstimator] = {
                                 lambda vae: int(vae.classes), "a model whose label is a latent"),
     "hierarchical": KindEstimator(layer_minibatch_loss, layer_log_weights, lambda vae: 1,
                                   "a model with several stochastic layers",
-                                  closed_form_kl=False),
+                                  closed_form_kl=False, free_bits=True),
 }
 
 

@@ -45,7 +45,7 @@ from pyrovae.runs.spec import (
 )
 from pyrovae.training.stopping import EarlyStopping
 from pyrovae.training.tracking import require_trackers, trackers_for
-from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
+from pyrovae.training.trainer import STATE_KEYS, DivergenceError, TrainConfig, Trainer
 
 
 def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
@@ -121,13 +121,11 @@ def _absolute_data_paths(spec: dict[str, Any]) -> None:
         d["path"] = os.path.abspath(d["path"])
 
 
-def check_train_section(spec: dict[str, Any]) -> None:
-    """Checks of ``train`` beyond the spec's types: the range of train.seed, the device exists."""
-    t = spec["train"]
-    if t["seed"] > 2**32 - 1:
-        raise PyrovaeError(f"train.seed: expected an integer in [0, 4294967295], got {t['seed']}")
+def check_train_section(spec: dict[str, Any]) -> TrainConfig:
+    """The spec's ``train`` section as a :class:`TrainConfig` (its checks beyond the
+    spec's types: the seed's range, the device exists), errors named ``train.KEY``."""
     try:
-        parse_device(t["device"])
+        return TrainConfig.from_section(spec["train"])
     except PyrovaeError as exc:
         raise PyrovaeError(f"train.{exc}") from None
 
@@ -155,16 +153,12 @@ def _labels_of(vae: VAE, data: Dataset) -> torch.Tensor:
 
 def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | None,
                 *, progress: bool = True, callbacks=()) -> Trainer:
-    t = spec["train"]
     return Trainer(
-        vae, train.x, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-        seed=t["seed"], test_data=None if test is None else test.x,
+        vae, train.x, check_train_section(spec), test_data=None if test is None else test.x,
         y=training_labels(spec, vae, train),
         test_y=None if test is None else _context(vae, test),
-        objective=spec["objective"], kl_weight=spec["kl_weight"], engine=t["engine"],
-        clip_norm=t["clip_norm"], eval_every=t["eval_every"], progress=progress,
-        device=t["device"], callbacks=callbacks,
-        early_stopping=early_stopping_for(spec, test),
+        objective=spec["objective"], kl_weight=spec["kl_weight"], progress=progress,
+        callbacks=callbacks, early_stopping=early_stopping_for(spec, test),
     )
 
 

@@ -293,6 +293,8 @@ def _own_engine(
         raise PyrovaeError(f"objective: {objective.family!r} cannot train {own.what} "
                            f"(model: {family}); use trace_elbo or trace_elbo_mc")
     fn = objective.loss_fn(vae)
+    if name == "pyro" and objective.free_bits > 0:
+        objective.elbo()  # raises: the pyro engine cannot express free bits
     if name == "pyro":  # the record of terms as the stock ELBO computes them (Monte Carlo KL)
         terms_fn = TraceELBOObjective(num_particles=objective.num_particles,
                                       kl="mc").loss_fn(vae)

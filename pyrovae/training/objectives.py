@@ -215,14 +215,15 @@ class _ELBOObjective(Objective):
         particles, kind = self.num_particles, self.kl
         own = kind_estimator(vae)
         if own is not None:  # the kind's own estimator (M2's label summed out, layers)
-            if self.free_bits > 0:
+            if self.free_bits > 0 and not own.free_bits:
                 raise PyrovaeError(f"objective.free_bits: not available for {own.what} "
                                    f"(model: {vae.spec['model']['family']})")
+            extra = {"free_bits": self.free_bits} if self.free_bits > 0 else {}
 
             def kind_loss(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
                           kl_weight: float) -> MinibatchLoss:
                 return own.loss(vae, x, y, num_data, kl_weight, num_particles=particles,
-                                kl=kind)
+                                kl=kind, **extra)
 
             return kind_loss
         if self.free_bits > 0:
