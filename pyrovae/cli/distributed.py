@@ -4,6 +4,7 @@ training of a spec over torchrun processes (see :mod:`pyrovae.training.distribut
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ from pyrovae.training.distributed import DistributedTrainer, init_process_group
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pyrovae.runs.pipeline import build
+    from pyrovae.runs.pipeline import build, check_train_section
     from pyrovae.runs.spec import apply_overrides, load_spec
 
     p = argparse.ArgumentParser(
@@ -47,11 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rank, world, device = init_process_group(args.device)
         spec, vae, train, test = build(raw)
         t = spec["train"]
+        config = dataclasses.replace(check_train_section(spec), device=device)
         trainer = DistributedTrainer(
-            vae, train.x, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-            seed=t["seed"], test_data=None if test is None else test.x,
-            objective=spec["objective"], kl_weight=spec["kl_weight"], clip_norm=t["clip_norm"],
-            eval_every=t["eval_every"], progress=not args.quiet and rank == 0, device=device,
+            vae, train.x, config=config, test_data=None if test is None else test.x,
+            objective=spec["objective"], kl_weight=spec["kl_weight"],
+            progress=not args.quiet and rank == 0,
         )
         history = trainer.run()
     except PyrovaeError as exc:

@@ -45,7 +45,7 @@ from pyrovae.runs.spec import (
 )
 from pyrovae.training.stopping import EarlyStopping
 from pyrovae.training.tracking import require_trackers, trackers_for
-from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
+from pyrovae.training.trainer import STATE_KEYS, DivergenceError, TrainConfig, Trainer
 
 
 def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
@@ -121,13 +121,11 @@ def _absolute_data_paths(spec: dict[str, Any]) -> None:
         d["path"] = os.path.abspath(d["path"])
 
 
-def check_train_section(spec: dict[str, Any]) -> None:
-    """Checks of ``train`` beyond the spec's types: the range of train.seed, the device exists."""
-    t = spec["train"]
-    if t["seed"] > 2**32 - 1:
-        raise PyrovaeError(f"train.seed: expected an integer in [0, 4294967295], got {t['seed']}")
+def check_train_section(spec: dict[str, Any]) -> TrainConfig:
+    """The spec's ``train`` section as a :class:`TrainConfig` (its checks beyond the
+    spec's types: the seed's range, the device exists), errors named ``train.KEY``."""
     try:
-        parse_device(t["device"])
+        return TrainConfig.from_section(spec["train"])
     except PyrovaeError as exc:
         raise PyrovaeError(f"train.{exc}") from None
 
@@ -155,16 +153,12 @@ def _labels_of(vae: VAE, data: Dataset) -> torch.Tensor:
 
 def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | None,
                 *, progress: bool = True, callbacks=()) -> Trainer:
-    t = spec["train"]
     return Trainer(
-        vae, train.x, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-        seed=t["seed"], test_data=None if test is None else test.x,
+        vae, train.x, check_train_section(spec), test_data=None if test is None else test.x,
         y=training_labels(spec, vae, train),
         test_y=None if test is None else _context(vae, test),
-        objective=spec["objective"], kl_weight=spec["kl_weight"], engine=t["engine"],
-        clip_norm=t["clip_norm"], eval_every=t["eval_every"], progress=progress,
-        device=t["device"], callbacks=callbacks,
-        early_stopping=early_stopping_for(spec, test),
+        objective=spec["objective"], kl_weight=spec["kl_weight"], progress=progress,
+        callbacks=callbacks, early_stopping=early_stopping_for(spec, test),
     )
 
 
@@ -612,10 +606,19 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
             tplots.reconstructions(x, recon, shown.image_shape),
             folder / "reconstructions.png",
         ))
-        drawn = vae.sample(100) if y is None else vae.sample(100, y=y[:100])
-        paths.append(save_figure(
-            tplots.samples(drawn, shown.image_shape), folder / "samples.png"
-        ))
+        if y is None:
+            fig = tplots.samples(vae.sample(100), shown.image_shape)
+        elif vae.context.family == "label":  # one row per class
+            classes = int(vae.context.classes)
+            rows = torch.arange(classes).repeat_interleave(-(-100 // classes))
+            fig = tplots.class_samples(vae.sample(len(rows), y=rows),
+                                       shown.image_shape, classes)
+        else:
+            rows = torch.as_tensor(y[:100]).reshape(len(y[:100]), -1)  # one vector per draw
+            fig = tplots.samples(vae.sample(len(rows), y=rows), shown.image_shape,
+                                 title="samples from p(x | y), E[x|z, y], z ~ p(z); y: the "
+                                 "contexts of the first held-out points")
+        paths.append(save_figure(fig, folder / "samples.png"))
     return paths
 
 
@@ -674,8 +677,10 @@ def evaluate_run(path: str | Path, *, num_samples: int | None = None,
     planned = int(spec["train"]["epochs"])
     stopped_early = bool((spec.get("early_stopping") or {}).get("enabled"))
     finished = (Path(path) / runs.METRICS_FILE).is_file() and (done >= planned or stopped_early)
+    conditional = bool(vae.context.dim) and not getattr(vae, "label_latent", False)
     result = {"split": "train" if data is train else "test", "which": which,
               "epochs_done": done, "epochs": planned, "finished": finished,
+              "context": vae.context.family if conditional else None,
               **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k,
                                  progress=from_flag(progress, f"evaluate (K={k})")))}
     if getattr(vae, "label_latent", False):

@@ -43,7 +43,7 @@ from pyrovae.registry import REGISTRIES, Param, validate_section
 
 # Importing the objectives module fills the objective and schedule registries.
 from pyrovae.training import objectives as _objectives  # noqa: F401
-from pyrovae.training.config import train_params
+from pyrovae.training.config import SEED_MAX, TRAIN_PARAMS
 from pyrovae.training.stopping import EARLY_STOPPING_PARAMS
 from pyrovae.training.tracking import TRACKERS
 
@@ -56,8 +56,9 @@ __all__ = ["MAX_NUM_SAMPLES", "MAX_SEED", "MODEL_KEYS", "SECTIONS", "apply_overr
 MAX_NUM_SAMPLES = 1_000_000
 #: The most Monte Carlo particles per training step (``objective.num_particles``).
 MAX_NUM_PARTICLES = 10_000
-#: Largest seed (``train.seed``, ``data.split_seed``): seeds are 32-bit.
-MAX_SEED = 2**32 - 1
+#: Largest seed (``train.seed``, ``data.split_seed``): seeds are 32-bit (the one constant,
+#: :data:`pyrovae.training.config.SEED_MAX`).
+MAX_SEED = SEED_MAX
 #: Largest value of any other integer in a spec (sizes, counts, epochs).
 MAX_COUNT = 2**31 - 1
 
@@ -75,11 +76,7 @@ RUN_SECTIONS: dict[str, dict[str, Param]] = {
     # the training options are declared once (training.config.TRAIN_PARAMS); the spec
     # keeps its own defaults for a few and adds checkpointing
     "train": {
-        **train_params(
-            epochs=Param("positive_int", 300, doc="passes over the training set"),
-            eval_every=Param("positive_int", 1, doc="epochs between held-out ELBO evaluations"),
-            device=Param("str", "cpu", doc="torch device, e.g. cpu or cuda"),
-        ),
+        **TRAIN_PARAMS,  # declared once, by the fields of training.config.TrainConfig
         "checkpoint_every": Param("positive_int", 10, doc="epochs between checkpoints"),
     },
     "data": {

@@ -1,12 +1,13 @@
-"""The training options, declared once: :class:`TrainConfig` (what :func:`fit` takes,
-validated once) and :data:`TRAIN_PARAMS` (the same options as spec parameters, from
-which the spec's ``train`` section is built)."""
+"""The training options, declared once: the fields of :class:`TrainConfig` (what
+:func:`fit` takes, validated once), whose metadata are their :class:`Param`
+declarations; :data:`TRAIN_PARAMS` reads them off, and the spec's ``train`` section,
+the docs' spec reference and ``pyrovae families`` are built from it."""
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -17,22 +18,10 @@ from pyrovae.registry import Param
 #: One seed range everywhere (torch, NumPy and the shuffle generator accept it).
 SEED_MAX = 2**32 - 1
 
-#: The training options as parameters: ``name -> Param`` (kind, default, doc).
-TRAIN_PARAMS: dict[str, Param] = {
-    "epochs": Param("positive_int", 100, doc="passes over the training set"),
-    "batch_size": Param("positive_int", 128, doc="minibatch size"),
-    "lr": Param("positive_float", 1e-3, doc="Adam learning rate"),
-    "seed": Param("nonneg_int", 0, doc=f"random seed in [0, {SEED_MAX}] "
-                                       "(init, minibatches, samples)"),
-    "engine": Param(
-        "choice", "fast", choices=("fast", "pyro"),
-        doc="fast: the ELBO estimator computed directly; pyro: stock SVI",
-    ),
-    "clip_norm": Param("positive_float", None, nullable=True, doc="gradient-norm clip"),
-    "eval_every": Param("nonneg_int", 1, nullable=True,
-                        doc="epochs between held-out ELBO evaluations (0 or null: never)"),
-    "device": Param("str", None, nullable=True, doc="torch device, e.g. cpu or cuda"),
-}
+def _option(param: Param) -> Any:
+    """A :class:`TrainConfig` field declared by its :class:`~pyrovae.registry.Param`: the
+    field's default is the Param's, and the Param (kind, default, doc) is its metadata."""
+    return field(default=param.default, metadata={"param": param})
 
 
 def check_seed(value: Any, path: str = "seed") -> int:
@@ -83,17 +72,28 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The scalar options of :func:`~pyrovae.training.trainer.fit`, validated on creation
-    (PyrovaeError naming the option); see :data:`TRAIN_PARAMS` for their meaning."""
+    """The training options, each declared once, here: a field's metadata is its
+    :class:`~pyrovae.registry.Param` (kind, default, doc), from which :data:`TRAIN_PARAMS`,
+    the spec's ``train`` section, ``pyrovae families``/the docs' spec reference and
+    :func:`~pyrovae.training.trainer.fit`'s defaults all come (a test keeps them equal).
+    Validated on creation (a PyrovaeError names the option)."""
 
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    engine: str = "fast"
-    clip_norm: float | None = None
-    eval_every: int | None = 1
-    device: str | torch.device | None = None
+    epochs: int = _option(Param("positive_int", 300, doc="passes over the training set"))
+    batch_size: int = _option(Param("positive_int", 128, doc="minibatch size"))
+    lr: float = _option(Param("positive_float", 1e-3, doc="Adam learning rate"))
+    seed: int = _option(Param("nonneg_int", 0, doc=f"random seed in [0, {SEED_MAX}] "
+                                                   "(init, minibatches, samples)"))
+    engine: str = _option(Param(
+        "choice", "fast", choices=("fast", "pyro"),
+        doc="fast: the ELBO estimator computed directly; pyro: stock SVI"))
+    clip_norm: float | None = _option(Param("positive_float", None, nullable=True,
+                                            doc="gradient-norm clip"))
+    eval_every: int | None = _option(Param(
+        "nonneg_int", 1, nullable=True,
+        doc="epochs between held-out ELBO evaluations (0 or null: never)"))
+    device: str | torch.device | None = _option(Param(
+        "str", None, nullable=True,
+        doc="torch device, e.g. cpu or cuda; null: where the model's parameters are"))
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -103,7 +103,7 @@ class TrainConfig:
             if f.name == "seed":
                 value = check_seed(value)
             else:
-                value = TRAIN_PARAMS[f.name].validate(value, f.name)
+                value = f.metadata["param"].validate(value, f.name)
             object.__setattr__(self, f.name, value)
         parse_device(self.device)
 
@@ -117,10 +117,10 @@ class TrainConfig:
         """From a spec's ``train`` section (keys other than the options are ignored)."""
         return cls(**{f.name: section[f.name] for f in fields(cls) if f.name in section})
 
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of :func:`~pyrovae.training.trainer.fit`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-def train_params(**overrides: Param) -> dict[str, Param]:
-    """:data:`TRAIN_PARAMS` with some parameters replaced (the spec's own defaults)."""
-    unknown = set(overrides) - set(TRAIN_PARAMS)
-    if unknown:
-        raise ValueError(f"unknown train parameters {sorted(unknown)}")
-    return {**TRAIN_PARAMS, **overrides}
+
+#: The training options as parameters, ``name -> Param``, read off :class:`TrainConfig`.
+TRAIN_PARAMS: dict[str, Param] = {f.name: f.metadata["param"] for f in fields(TrainConfig)}

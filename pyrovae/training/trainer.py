@@ -456,7 +456,7 @@ def fit(
     vae: Any,
     data: Any,
     *,
-    epochs: int = 100,
+    epochs: int = 300,
     batch_size: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
@@ -480,7 +480,8 @@ def fit(
         data: training data: tensor, array, :class:`~pyrovae.data.Dataset`,
             or any :class:`~pyrovae.data.DataSource` (streamed sources included).
         epochs, batch_size, lr, seed: passes, minibatch size, Adam learning rate,
-            random seed in [0, 2**32 − 1] (see :class:`TrainConfig`).
+            random seed in [0, 2**32 − 1]; every default is :class:`TrainConfig`'s (the
+            one declaration of the training options, shared with the spec and the CLI).
         test_data: held-out data; its ELBO is evaluated every ``eval_every`` epochs
             (and after the last); ``0``/``None``: never.
         objective: an objective entry (default ``"trace_elbo"``: the ELBO with the

@@ -223,7 +223,8 @@ def invalid_raw_spec(draw) -> tuple[dict, str]:
         raw[key] = draw(st.sampled_from([5, 1.5, ["normal"], True, None]))
         if raw[key] is None:
             raw[key] = {"components": 3}  # a mapping without 'family'
-            return raw, f"{key}.family"
+            # a network mapping without 'family' is an MLP (the old form): its key is named
+            return raw, f"{key}.components" if key in ("encoder", "decoder") else f"{key}.family"
         return raw, key
     if kind == "family_name":
         raw[key] = {"family": draw(st.one_of(
