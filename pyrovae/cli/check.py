@@ -133,8 +133,8 @@ def _print_summary(report: dict, out: Path) -> None:
     print(f"pyrovae check: wrote {Path(out) / REPORT}")
     context = report.get("context")
     if isinstance(context, dict):  # a conditional run: every log p(x) is given y
-        print(f"  quantity: {context['quantity']} (context {context['chosen']}); each "
-              "log_px below is given y")
+        print(f"  quantity: {context['quantity']}, y {context['chosen']}; each log_px "
+              "below is given y")
     for k, v in s.items():
         if v is not None:
             print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")

@@ -216,7 +216,7 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
             named = describe_context(vae, context)
             report["context"] = {
                 "family": vae.context.family, "y": context.reshape(-1).tolist(),
-                "chosen": "--y" if y is not None else "the first held-out point's "
+                "chosen": "from --y" if y is not None else "of the first held-out point "
                           "(pass --y to choose)",
                 "quantity": f"log p(x | {named})",
             }

@@ -548,6 +548,8 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     if test is not None:
         metrics["test"] = summary(evaluate(vae, test.x, y=_context(vae, test), num_samples=k,
                                            progress=shown("test")))
+    if vae.context.dim and not getattr(vae, "label_latent", False):
+        metrics["context"] = vae.context.family  # each log p(x) is log p(x | y), y the label
     if getattr(vae, "label_latent", False):  # q(y|x) as a classifier, on every label
         metrics["train"]["classification"] = _classification(vae, train)
         if test is not None:

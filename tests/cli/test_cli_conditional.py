@@ -130,9 +130,24 @@ def test_check_y_checks_the_posterior_given_that_label(label_run, tmp_path, caps
     rep0 = json.loads((tmp_path / "c0" / "report.json").read_text())
     assert rep0["context"]["y"] == [int(test.y[0])] and "first held-out" in \
         rep0["context"]["chosen"]
+    assert "quantity: log p(x | y = 1), y from --y" in printed
 
 
 def test_evaluate_names_log_p_x_given_y(label_run, capsys):
     assert main(["evaluate", str(label_run), "-k", "3"]) == 0
     out = capsys.readouterr().out
     assert "log p(x | y) ≥" in out and "log p(x) ≥" not in out
+
+
+def test_train_names_log_p_x_given_y(label_run, tmp_path, capsys):
+    import yaml
+
+    spec = yaml.safe_load((label_run / "spec.yaml").read_text()) \
+        if (label_run / "spec.yaml").is_file() else None
+    assert spec is not None
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(spec))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "log p(x | y) ≥" in out and "log p(x) ≥" not in out
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["context"] == "label"
