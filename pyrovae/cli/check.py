@@ -53,6 +53,10 @@ def register(sub: Any) -> argparse.ArgumentParser:
                    help="simulations for SBC of the guide, 0 to skip (default 200)")
     p.add_argument("--collapse-points", type=int, default=500, metavar="N",
                    help="held-out points for the collapse diagnostics (default 500)")
+    p.add_argument("--y", metavar="Y",
+                   help="a conditional run's context to check: a class label (e.g. 3; the "
+                   "points checked are held-out points of that class) or a context vector "
+                   "(e.g. 0.5,1.2); default: the first held-out point's")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show the progress of long steps on stderr: a live line on a "
                    "terminal; --progress also off one (a line at most every 10 s); "
@@ -85,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     if target in TOYS or target == "gaussian_mle":
         if args.out is not None and not args.out.strip():
             raise PyrovaeError("--out: expected a folder name, got an empty string")
+        if args.y is not None:
+            raise PyrovaeError(f"--y: toy problem {target!r} is unconditional; drop --y")
         out = Path(args.out) if args.out is not None else Path("checks") / target
         report = check_toy_into(target, out, overwrite=args.overwrite, num_points=args.points,
                                 seed=args.seed, quick=args.quick, progress=args.progress)
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             target, args.out, overwrite=args.overwrite, points=args.points,
             samples=args.samples, seed=args.seed, quick=args.quick, ais_steps=args.ais_steps,
             ais_chains=args.ais_chains, bdmc_points=args.bdmc_points, sbc_sims=args.sbc_sims,
-            collapse_points=args.collapse_points, progress=args.progress)
+            collapse_points=args.collapse_points, progress=args.progress, y=args.y)
     else:
         import difflib
 
@@ -124,6 +130,10 @@ def _print_summary(report: dict, out: Path) -> None:
     if s is None:
         s = {k: v for k, v in report.items() if isinstance(v, (int, float))}
     print(f"pyrovae check: wrote {Path(out) / REPORT}")
+    context = report.get("context")
+    if isinstance(context, dict):  # a conditional run: every log p(x) is given y
+        print(f"  quantity: {context['quantity']}, y {context['chosen']}; each log_px "
+              "below is given y")
     for k, v in s.items():
         if v is not None:
             print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  reconstruction  {m['reconstruction']:10.3f}")
         print(f"  KL(q ‖ p)       {m['kl']:10.3f}"
               f"{' (closed form)' if m['kl_closed_form'] else ' (Monte Carlo)'}")
-        print(f"  log p(x) ≥      {m['log_likelihood']:10.3f} ± {m['log_likelihood_se']:.3f}"
-              " (IWAE)")
+        given = m.get("context") is not None  # a conditional run: log p(x | y), y its labels
+        name = "log p(x | y) ≥" if given else "log p(x) ≥    "
+        why = ", y: the label of each example" if given else ""
+        print(f"  {name}  {m['log_likelihood']:10.3f} ± {m['log_likelihood_se']:.3f} "
+              f"(IWAE{why})")
     return 0

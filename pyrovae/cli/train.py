@@ -110,11 +110,12 @@ def run(args: argparse.Namespace) -> int:
                             size_limit=args.size_limit)
     print(f"run folder: {out}")
     print(f"epochs: {metrics['epochs']}, training time: {metrics['seconds']:.1f} s")
+    quantity = "log p(x | y)" if metrics.get("context") else "log p(x)"
     for split in ("train", "test"):
         if split in metrics:
             m = metrics[split]
             print(
-                f"{split:>5}: ELBO {m['elbo']:.3f}  log p(x) ≥ {m['log_likelihood']:.3f} "
+                f"{split:>5}: ELBO {m['elbo']:.3f}  {quantity} ≥ {m['log_likelihood']:.3f} "
                 f"± {m['log_likelihood_se']:.3f} (IWAE, K={m['num_samples']})  "
                 f"KL {m['kl']:.3f}  nats/example"
             )

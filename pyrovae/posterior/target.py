@@ -152,7 +152,8 @@ class VAETarget(_DistGuideMixin, Target):
 
     ``y``: a conditional VAE's context, one row per row of the ``x`` checked (then
     p(x, z | y) and q(z | x, y); methods that score one row at a time need the
-    matching single row of ``y``).
+    matching single row of ``y``), or one row for every point (a single context,
+    also the one :meth:`simulate` draws from).
     """
 
     def __init__(self, vae, y=None) -> None:
@@ -172,7 +173,7 @@ class VAETarget(_DistGuideMixin, Target):
     def simulate(self, num_data):
         z = self.vae.prior_dist().sample((num_data,))
         y = None if self.y is None else torch.as_tensor(self.y)
-        if y is not None and (y.ndim == 0 or len(y) == num_data):  # one context, or one per row
+        if y is not None and (y.ndim == 0 or len(y) in (1, num_data)):  # one, or one per row
             return z, self.vae.decode(z, y=y).sample()
         return z, self.vae.decode(z).sample()
 

@@ -109,6 +109,7 @@ def check_vae(
     collapse_x: torch.Tensor | None = None,
     progress: bool = False,
     force_progress: bool = False,
+    y: torch.Tensor | None = None,
 ) -> tuple[dict, list | None]:
     """Every check on a trained VAE, for each row of ``x``, at any latent dimension.
 
@@ -129,6 +130,11 @@ def check_vae(
 
     ``progress``: a line per stage on stderr, and the progress of each stage's loop
     on a terminal (off one too with ``force_progress``).
+
+    ``y``: a conditional VAE's one context (one row: a label of shape (1,), a vector
+    of shape (1, dim)); every check is then of p(z | x, y) and log p(x | y), the
+    simulations of BDMC and SBC are drawn given y, and the amortization gap (whose
+    local optimisation has no context) is skipped.
 
     Returns ``(report, grids)``; grids only when latent_dim ≤ 2.
 
@@ -151,7 +157,10 @@ def check_vae(
     stage = Stages(progress, force=force_progress)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    target = as_target(vae)
+    target = as_target(vae, y=y)
+    model = vae if y is None else target  # what the checks that take a model are given
+    if y is not None:
+        amortization_steps = 0  # optimise_local has no context
     vae.eval()
     n = int(x.shape[0])
     out: dict[str, Any] = {"num_points": n, "latent_dim": vae.latent_dim,
@@ -171,7 +180,7 @@ def check_vae(
                        "quadrature, so the identity closes by construction; AIS "
                        "('ais') is the independent check of log p(x)")
     with stage("AIS", total=ais_steps * math.ceil(n / 128)) as tick:
-        a = ais(vae, x, progress=tick, **ais_kw)
+        a = ais(model, x, progress=tick, **ais_kw)
     out["ais"] = a.as_dict() | {"acceptance_per_step_mean": float(a.acceptance_per_step.mean())}
     if grids is not None:
         diff = a.log_px - out["log_px"]
@@ -196,7 +205,7 @@ def check_vae(
         from pyrovae.posterior.bdmc import bdmc
 
         with stage("BDMC", total=2 * ais_steps * math.ceil(bdmc_points / 128)) as tick:
-            b = bdmc(vae, bdmc_points, progress=tick, **ais_kw)
+            b = bdmc(model, bdmc_points, progress=tick, **ais_kw)
         out["bdmc"] = b.as_dict()
     with stage("PSIS"):
         ps = psis_per_point(target, x, num_samples=num_samples)
@@ -218,12 +227,12 @@ def check_vae(
         from pyrovae.posterior.sbc import sbc
 
         with stage("SBC") as tick:
-            out["sbc"] = sbc(vae, num_sims=sbc_sims, seed=seed, progress=tick).as_dict()
+            out["sbc"] = sbc(model, num_sims=sbc_sims, seed=seed, progress=tick).as_dict()
     from pyrovae.posterior.collapse import collapse_diagnostics
 
     with stage("collapse"):
         cx = x if collapse_x is None else collapse_x
-        out["collapse"] = collapse_diagnostics(vae, cx) if cx.shape[0] >= 2 else None
+        out["collapse"] = collapse_diagnostics(model, cx) if cx.shape[0] >= 2 else None
     if nuts_points and vae.latent_dim <= 4:
         from pyrovae.posterior.reference import reference_check
 

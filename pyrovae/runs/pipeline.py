@@ -559,6 +559,8 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     if test is not None:
         metrics["test"] = summary(evaluate(vae, test.x, y=_context(vae, test), num_samples=k,
                                            progress=shown("test")))
+    if vae.context.dim and not getattr(vae, "label_latent", False):
+        metrics["context"] = vae.context.family  # each log p(x) is log p(x | y), y the label
     if getattr(vae, "label_latent", False):  # q(y|x) as a classifier, on every label
         metrics["train"]["classification"] = _classification(vae, train)
         if test is not None:
@@ -617,10 +619,19 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
             tplots.reconstructions(x, recon, shown.image_shape),
             folder / "reconstructions.png",
         ))
-        drawn = vae.sample(100) if y is None else vae.sample(100, y=y[:100])
-        paths.append(save_figure(
-            tplots.samples(drawn, shown.image_shape), folder / "samples.png"
-        ))
+        if y is None:
+            fig = tplots.samples(vae.sample(100), shown.image_shape)
+        elif vae.context.family == "label":  # one row per class
+            classes = int(vae.context.classes)
+            rows = torch.arange(classes).repeat_interleave(-(-100 // classes))
+            fig = tplots.class_samples(vae.sample(len(rows), y=rows),
+                                       shown.image_shape, classes)
+        else:
+            rows = torch.as_tensor(y[:100]).reshape(len(y[:100]), -1)  # one vector per draw
+            fig = tplots.samples(vae.sample(len(rows), y=rows), shown.image_shape,
+                                 title="samples from p(x | y), E[x|z, y], z ~ p(z); y: the "
+                                 "contexts of the first held-out points")
+        paths.append(save_figure(fig, folder / "samples.png"))
     return paths
 
 
@@ -679,8 +690,10 @@ def evaluate_run(path: str | Path, *, num_samples: int | None = None,
     planned = int(spec["train"]["epochs"])
     stopped_early = bool((spec.get("early_stopping") or {}).get("enabled"))
     finished = (Path(path) / runs.METRICS_FILE).is_file() and (done >= planned or stopped_early)
+    conditional = bool(vae.context.dim) and not getattr(vae, "label_latent", False)
     result = {"split": "train" if data is train else "test", "which": which,
               "epochs_done": done, "epochs": planned, "finished": finished,
+              "context": vae.context.family if conditional else None,
               **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k,
                                  progress=from_flag(progress, f"evaluate (K={k})")))}
     if getattr(vae, "label_latent", False):

@@ -109,3 +109,25 @@ def test_posterior_checks_mixture_table_matches_its_json() -> None:
     s = data["summary"]
     assert s["ais_max_abs_error"] < 0.016 and s["iwae_max_abs_error"] < 0.020
     assert s["identity_ok"] and s["traceenum_agrees"] and s["sbc_passed"] == "exact"
+
+
+def test_readme_hierarchical_table_matches_its_json() -> None:
+    """README's two-layers-against-one table quotes docs/figures/hierarchical_vs_single.json,
+    written by `python examples/hierarchical_vs_single.py`."""
+    data = json.loads((ROOT / "docs" / "figures" / "hierarchical_vs_single.json").read_text())
+    rows = _rows((ROOT / "README.md").read_text(), "| model | parameters | held-out ELBO")
+    names = {"one layer (z: 48)": "one layer (z: 48)",
+             "two layers (z₁: 32, z₂: 16)": "two layers (z1: 32, z2: 16)"}
+    assert set(rows) == set(names)
+    for name, cells in rows.items():
+        v = data["models"][names[name]]
+        assert int(cells[0].replace(",", "")) == v["parameters"]
+        assert _close(cells[1], v["elbo"]) and _close(cells[2], v["iwae"])
+        ais, rest = cells[3].split(" ± ")
+        se, width = rest.split(" [")
+        assert _close(ais, v["ais"]) and _close(se, v["ais_stderr"])
+        assert _close(width.rstrip("]"), v["bdmc_width"])
+        units = dict(part.split(": ") for part in cells[4].split(", "))
+        sub = {"z": "z", "z₁": "z1", "z₂": "z2"}
+        assert {sub[k]: int(u.split("/")[0]) for k, u in units.items()} == v["active_units"]
+        assert {sub[k]: int(u.split("/")[1]) for k, u in units.items()} == v["sites"]

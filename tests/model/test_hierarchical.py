@@ -203,3 +203,42 @@ def test_free_bits_floor_every_dimension_of_every_site():
     with pytest.raises(PyrovaeError, match=r"free_bits: needs train\.engine: fast"):
         fit(m, data(24), epochs=1, batch_size=8, engine="pyro",
             objective=TraceELBOObjective(free_bits=0.5), progress=False)
+
+
+def test_activity_from_draws_is_not_inflated_by_monte_carlo_noise():
+    """A traced pair whose guide ignores x (every unit collapsed, Var_q = 1): with S = 16
+    draws the raw variance of the Monte Carlo means is ≈ 1/16 > the 0.01 threshold; the
+    corrected activity reads no active unit, and a guide whose mean moves with x keeps
+    its units active."""
+    import pyro.distributions as dist
+
+    from pyrovae.posterior.collapse import collapse_diagnostics
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("a", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("obs", dist.Normal(z.sum(-1, keepdim=True), 1.0).to_event(1), obs=x)
+
+    def collapsed(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("a", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+
+    def informed(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("a", dist.Normal(x.expand(-1, 2) / 2, 0.7).to_event(1))
+
+    x = torch.randn(400, 1, generator=torch.Generator().manual_seed(0)) * 1.5
+    torch.manual_seed(0)
+    c = collapse_diagnostics(as_target(model, collapsed, example=x), x, num_samples=16)
+    assert c["active_units"] == 0 and max(c["activity"]) < 0.01
+    torch.manual_seed(0)
+    c = collapse_diagnostics(as_target(model, informed, example=x), x, num_samples=16)
+    assert c["active_units"] == 2 and min(c["activity"]) > 0.3
+
+
+def test_distributed_training_refuses_a_kind_with_its_own_estimator():
+    from pyrovae.training.distributed import check_supported
+    from pyrovae.training.objectives import TraceELBOObjective
+
+    with pytest.raises(PyrovaeError, match="model: hierarchical trains with its own estimator"):
+        check_supported(make(), TraceELBOObjective(), data())
