@@ -171,7 +171,8 @@ def _collapse_from_draws(target, x, num_samples: int, threshold: float,
                          mi_points: int) -> dict[str, Any]:
     """The same diagnostics for any target (e.g. a user's Pyro pair with several latent
     sites), from guide draws and trace densities: activity from the Monte Carlo
-    posterior means (less their Monte Carlo variance, so it is unbiased), the rate by Monte Carlo, the KL split per latent site
+    posterior means (less their Monte Carlo variance, so it is unbiased), the rate by
+    Monte Carlo, the KL split per latent site
     (E_q[log q(site | …) − log p(site | parents)], which sums to the rate) and
     I_q(x; z) on at most 128 rows (its cost is quadratic in them)."""
     if not target.has_guide:

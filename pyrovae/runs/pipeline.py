@@ -45,6 +45,7 @@ from pyrovae.runs.spec import (
 )
 from pyrovae.training.stopping import EarlyStopping
 from pyrovae.training.tracking import require_trackers, trackers_for
+from pyrovae.training.config import num_threads
 from pyrovae.training.trainer import STATE_KEYS, DivergenceError, TrainConfig, Trainer
 
 
@@ -435,6 +436,16 @@ def _warn_thread_count(path: Path, state: dict[str, Any]) -> None:
 def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
                       train: Dataset, test: Dataset | None, *,
                       replacing: Path | None = None) -> dict[str, Any]:
+    """:func:`_train_and_finish_threads` with ``train.threads`` threads (training and the
+    final evaluation; torch's count restored afterwards)."""
+    with num_threads(spec["train"]["threads"]):
+        return _train_and_finish_threads(out, spec, vae, trainer, train, test,
+                                         replacing=replacing)
+
+
+def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
+                              train: Dataset, test: Dataset | None, *,
+                              replacing: Path | None = None) -> dict[str, Any]:
     """Train with history every epoch and checkpoints every ``checkpoint_every`` epochs
     and at the end (all atomic), the best held-out epoch's state in ``best.pt`` and
     periodic checkpoints in ``checkpoints/`` (the spec's ``checkpoint`` section), the

@@ -160,6 +160,10 @@ def check_supported(vae: Any, objective: Any, sample: torch.Tensor) -> None:
     if getattr(objective, "free_bits", 0.0) > 0:
         raise PyrovaeError("distributed: free bits needs the batch mean KL over all ranks; "
                            "not supported")
+    if getattr(vae, "own_loss", None) is not None:
+        raise PyrovaeError(f"distributed: model: {vae.spec['model']['family']} trains with its "
+                           "own estimator, which is not sharded; not supported (train it in "
+                           "one process)")
     if not isinstance(vae, VAE) or any(
         getattr(type(vae), m) is not getattr(VAE, m) for m in ("encode", "decode", "prior_dist")
     ):

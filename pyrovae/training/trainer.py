@@ -46,9 +46,9 @@ from pyrovae.data.source import DataSource, TensorSource
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate
 from pyrovae.progress import Progress
-from pyrovae.registry import OBJECTIVES, SCHEDULES
+from pyrovae.registry import OBJECTIVES, SCHEDULES, SEED_MAX
 from pyrovae.training import state as _state
-from pyrovae.training.config import TrainConfig, parse_device
+from pyrovae.training.config import TrainConfig, num_threads, parse_device
 from pyrovae.training.engines import make_engine
 from pyrovae.training.guard import CheckedEngine, DivergenceError, Found, divergence, nonfinite
 from pyrovae.training.history import History
@@ -317,7 +317,7 @@ class Trainer:
         return sums
 
     def _evaluate(self) -> float:
-        return evaluate(self.vae, self.test_source, num_samples=1, seed=self.seed + 1)["elbo"]
+        return evaluate(self.vae, self.test_source, num_samples=1, seed=(self.seed + 1) % (SEED_MAX + 1))["elbo"]
 
     def _record(self, values: dict[str, float], beta: float, start: float,
                 good: Mapping[str, Any], epoch_start: float) -> dict[str, Any]:
@@ -376,6 +376,10 @@ class Trainer:
         state, an epoch boundary) when a loss, gradient, parameter or the held-out
         evaluation turns non-finite.
         """
+        with num_threads(self.config.threads):
+            return self._run()
+
+    def _run(self) -> History:
         start = time.perf_counter() - (self.history.last.get("seconds", 0.0) if self.history else 0)
         progress = _Progress(self.progress, self.epochs, self.epoch)
         try:
@@ -468,6 +472,7 @@ def fit(
     eval_every: int | None = 1,
     progress: bool = True,
     device: str | torch.device | None = None,
+    threads: int | None = None,
     callbacks: Iterable[Callback] = (),
     y: Any = None,
     test_y: Any = None,
@@ -494,6 +499,8 @@ def fit(
             plain per-epoch lines on stderr otherwise, with a line within an epoch at
             most every 10 s (done/total steps and the time left).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``None`` (the model's).
+        threads: ``torch.set_num_threads(threads)`` while training, the previous count
+            restored afterwards (``None``: torch's setting as it is).
         callbacks: called as ``cb(trainer, record)`` after each checked epoch, with the
             epoch's record (every history term, ``kl_weight`` β, ``lr`` in force,
             ``grad_norm``, ``epoch_seconds``, ``seconds``); one with a ``close(trainer)``
@@ -517,7 +524,8 @@ def fit(
         Hoffman, Blei, Wang & Paisley (2013), *Stochastic Variational Inference*.
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
-                         clip_norm=clip_norm, eval_every=eval_every, device=device)
+                         clip_norm=clip_norm, eval_every=eval_every, device=device,
+                         threads=threads)
     return Trainer(vae, data, config, objective=objective, kl_weight=kl_weight,
                    test_data=test_data, y=y, test_y=test_y, progress=progress,
                    callbacks=callbacks, early_stopping=early_stopping).run()

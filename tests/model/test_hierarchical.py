@@ -234,3 +234,11 @@ def test_activity_from_draws_is_not_inflated_by_monte_carlo_noise():
     torch.manual_seed(0)
     c = collapse_diagnostics(as_target(model, informed, example=x), x, num_samples=16)
     assert c["active_units"] == 2 and min(c["activity"]) > 0.3
+
+
+def test_distributed_training_refuses_a_kind_with_its_own_estimator():
+    from pyrovae.training.distributed import check_supported
+    from pyrovae.training.objectives import TraceELBOObjective
+
+    with pytest.raises(PyrovaeError, match="model: hierarchical trains with its own estimator"):
+        check_supported(make(), TraceELBOObjective(), data())
