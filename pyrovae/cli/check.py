@@ -70,14 +70,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.points < 1:
         raise PyrovaeError(f"--points: expected a positive integer, got {args.points}")
-    from pyrovae.runs.spec import MAX_NUM_SAMPLES, MAX_SEED
+    from pyrovae.registry import check_seed
+    from pyrovae.runs.spec import MAX_NUM_SAMPLES
 
     if not 100 <= args.samples <= MAX_NUM_SAMPLES:  # the one samples bound (h12)
         raise PyrovaeError(f"--samples: expected an integer in [100, {MAX_NUM_SAMPLES}], "
                            f"got {args.samples if args.samples < 10**30 else 'a huge number'}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise PyrovaeError(f"--seed: expected an integer in [0, {MAX_SEED}], got "
-                           f"{args.seed if abs(args.seed) < 10**30 else 'a huge number'}")
+    check_seed(args.seed, "--seed")
     for flag, low in (("ais_steps", 1), ("ais_chains", 1), ("bdmc_points", 0), ("sbc_sims", 0),
                       ("collapse_points", 2)):
         v = getattr(args, flag, low)

@@ -12,6 +12,39 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.runs.folder import SPEC_FILE, read_spec
 from pyrovae.runs.pipeline import RunComplete, resume_run, train_run
 from pyrovae.runs.spec import apply_overrides, load_spec
+from pyrovae.training.config import TRAIN_PARAMS
+
+#: The training options with a flag of their own (``--epochs N`` is ``--set
+#: train.epochs=N``); type, help and default shown are read off their Param (TrainConfig).
+TRAIN_FLAGS: tuple[str, ...] = ("epochs", "seed", "device", "threads")
+
+_METAVARS = {"epochs": "N", "seed": "S", "device": "DEV", "threads": "N"}
+
+
+def add_train_flags(parser: argparse.ArgumentParser,
+                    names: tuple[str, ...] = TRAIN_FLAGS) -> None:
+    """One flag per training option in ``names``, declared by its
+    :class:`~pyrovae.registry.Param` in :data:`~pyrovae.training.config.TRAIN_PARAMS`:
+    the flag's type from the Param's kind, its help from the doc and default. The
+    parser's default is ``None`` (not given: the spec's value applies, whose default is
+    the same Param's); a given value is applied as ``--set train.NAME=VALUE``."""
+    for name in names:
+        p = TRAIN_PARAMS[name]
+        kind = (int if p.kind.endswith("int") or p.kind == "seed" else
+                float if p.kind.endswith("float") else str)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                            metavar=_METAVARS.get(name, name.upper()),
+                            help=f"{p.doc} (default: {_shown(p.default)}, or the spec's "
+                                 f"train.{name})")
+
+
+def train_sets(args: argparse.Namespace, names: tuple[str, ...] = TRAIN_FLAGS) -> list[str]:
+    """The given training flags as ``train.NAME=VALUE`` overrides (absent ones: none)."""
+    return [f"train.{n}={getattr(args, n)}" for n in names if getattr(args, n) is not None]
+
+
+def _shown(default: object) -> str:
+    return "null" if default is None else str(default)
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
@@ -26,11 +59,7 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a spec entry, e.g. --set prior.family=mixture (repeatable)")
     p.add_argument("--data", metavar="NAME", help="data set: digits, mnist5k, mnist, or a file")
-    p.add_argument("--epochs", type=int, metavar="N", help="number of epochs")
-    p.add_argument("--seed", type=int, metavar="S", help="random seed")
-    p.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="torch threads while training (train.threads; default: torch's)")
+    add_train_flags(p)
     p.add_argument("--out", metavar="RUN", help="run folder (default: runs/DATA-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--resume", metavar="RUN",
@@ -50,12 +79,9 @@ def register(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     sets = list(args.overrides)
-    for flag, key in (("data", "data.name"), ("epochs", "train.epochs"),
-                      ("seed", "train.seed"), ("device", "train.device"),
-                      ("threads", "train.threads")):
-        value = getattr(args, flag)
-        if value is not None:
-            sets.append(f"{key}={value}")
+    if args.data is not None:
+        sets.append(f"data.name={args.data}")
+    sets += train_sets(args)
     if args.out is not None and not args.out.strip():
         raise PyrovaeError("--out: expected a folder name, got an empty string")
     if args.resume is not None and not args.resume.strip():

@@ -45,6 +45,7 @@ from pyrovae.estimators.kinds import kind_estimator
 from pyrovae.estimators.kl import closed_form_kl_or_none, mc_kl
 from pyrovae.progress import Progress, expect
 from pyrovae.randomness import seeded
+from pyrovae.registry import check_seed
 
 #: Fewest draws for which evaluate fits a Pareto tail (k̂); fewer: k̂ is not reported.
 KHAT_MIN_SAMPLES = 50
@@ -105,9 +106,7 @@ def evaluate(
     """
     K = _check_int("num_samples", num_samples, 1)
     max_elements = _check_int("max_elements", max_elements, 1)
-    seed = _check_int("seed", seed, 0)
-    if seed > 2**63 - 1:
-        raise PyrovaeError(f"seed: expected an integer >= 0 (at most {2**63 - 1}), got {seed}")
+    seed = check_seed(seed, "seed")
     source = as_source(data, y, "data")
     p0 = _param(vae)
     device, dtype = p0.device, p0.dtype

@@ -49,6 +49,7 @@ from pyrovae.posterior.enumerate import (
     enumerated_sbc,
 )
 from pyrovae.posterior.target import VAETarget
+from pyrovae.progress import Progress, expect
 from pyrovae.randomness import seeded
 
 __all__ = ["label_ais", "label_gap_split", "label_pit", "label_sbc", "simulate_labelled"]
@@ -63,7 +64,7 @@ def _require_label_model(vae: Any) -> None:
 
 
 def label_ais(vae: Any, x: torch.Tensor, *, num_steps: int = 200, num_chains: int = 32,
-              seed: int = 0) -> EnumeratedEstimate:
+              seed: int = 0, progress: Progress | None = None) -> EnumeratedEstimate:
     """log p(x) = log Σ_y p(y) p(x|y) per row of ``x``, AIS over z for each class.
 
     Args:
@@ -71,6 +72,8 @@ def label_ais(vae: Any, x: torch.Tensor, *, num_steps: int = 200, num_chains: in
         x: the data rows.
         num_steps, num_chains, seed: the AIS budget per class; every class of a point is
             annealed in the same batch (up to 640 (point, class) pairs at a time).
+        progress: advanced after each intermediate distribution of each batch (total
+            ``num_steps`` × batches); ``None``: silent.
 
     Returns:
         :class:`~pyrovae.posterior.enumerate.EnumeratedEstimate` (``value`` log p(x),
@@ -84,6 +87,7 @@ def label_ais(vae: Any, x: torch.Tensor, *, num_steps: int = 200, num_chains: in
         log_py = vae.label_prior().logits.log_softmax(-1).double()
     n = x.shape[0]
     rows = max(1, _CHUNK // C)  # data points per AIS run: every class of each in one batch
+    expect(progress, num_steps * -(-n // rows))
     lp_parts, se_parts, seconds = [], [], 0.0
     for i, lo in enumerate(range(0, n, rows)):
         xb = x[lo:lo + rows]
@@ -91,7 +95,7 @@ def label_ais(vae: Any, x: torch.Tensor, *, num_steps: int = 200, num_chains: in
         xx = xb.repeat(C, *([1] * (xb.ndim - 1)))  # (C·m, ...): class-major
         yy = torch.arange(C, device=x.device).repeat_interleave(m)
         a = ais(VAETarget(vae, yy), xx, num_steps=num_steps, num_chains=num_chains,
-                seed=seed + i, chunk_size=C * m)
+                seed=seed + i, chunk_size=C * m, progress=progress)
         lp_parts.append(a.log_px.double().reshape(C, m))
         se_parts.append(a.stderr.double().reshape(C, m))
         seconds += a.seconds

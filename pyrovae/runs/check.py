@@ -219,9 +219,9 @@ def check_vae(
                 am = gap_split(vae, x, steps=amortization_steps, num_samples=num_samples,
                                log_px=lp_est)
         else:
-            with stage("local guides (L-BFGS)"):
+            with stage("local guides (L-BFGS)") as tick:
                 am = amortization_gap(vae, x, steps=amortization_steps,
-                                      num_samples=num_samples, log_px=lp_est)
+                                      num_samples=num_samples, log_px=lp_est, progress=tick)
         out["amortization"] = {k: v for k, v in am.items() if k != "trace"}
     if sbc_sims:
         from pyrovae.posterior.sbc import sbc
@@ -298,8 +298,9 @@ def check_label_vae(
     n = int(x.shape[0])
     out: dict[str, Any] = {"num_points": n, "latent_dim": vae.latent_dim, "classes": C,
                            "guide": vae.spec["guide"], "model": vae.spec["model"]}
-    with stage(f"AIS per class ({C} classes)"):
-        a = label_ais(vae, x, num_steps=ais_steps, num_chains=ais_chains, seed=seed)
+    with stage(f"AIS per class ({C} classes)") as tick:
+        a = label_ais(vae, x, num_steps=ais_steps, num_chains=ais_chains, seed=seed,
+                      progress=tick)
     with stage("ELBO, IWAE, k-hat") as tick:
         g = label_gap_split(vae, x, a, num_samples=num_samples, seed=seed)
         ev = evaluate(vae, x, num_samples=num_samples, seed=seed,

@@ -23,6 +23,7 @@ from typing import Any
 
 from pyrovae import io as pio
 from pyrovae.errors import PyrovaeError
+from pyrovae.registry import check_seed
 from pyrovae.runs import folder as runs
 
 REPORT = runs.REPORT_FILE
@@ -294,8 +295,7 @@ def sample_run(run_dir: str | Path, out: str | Path | None, *, num: int, draw: b
 
     if not 1 <= num <= MAX_SAMPLES:
         raise PyrovaeError(f"--num: expected an integer in [1, {MAX_SAMPLES}], got {num}")
-    if not 0 <= seed < 2**63:
-        raise PyrovaeError(f"--seed: expected a non-negative integer below 2**63, got {seed}")
+    check_seed(seed, "--seed")
     run_dir = runs.own_path(run_dir)
     default = out is None
     out = run_dir / "samples.png" if default else Path(os.path.abspath(out))

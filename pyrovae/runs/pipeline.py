@@ -43,6 +43,7 @@ from pyrovae.runs.spec import (
     normalize_spec,
     spec_diff,
 )
+from pyrovae.training.config import num_threads
 from pyrovae.training.stopping import EarlyStopping
 from pyrovae.training.tracking import require_trackers, trackers_for
 from pyrovae.training.trainer import STATE_KEYS, DivergenceError, TrainConfig, Trainer
@@ -435,6 +436,16 @@ def _warn_thread_count(path: Path, state: dict[str, Any]) -> None:
 def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
                       train: Dataset, test: Dataset | None, *,
                       replacing: Path | None = None) -> dict[str, Any]:
+    """:func:`_train_and_finish_threads` with ``train.threads`` threads (training and the
+    final evaluation; torch's count restored afterwards)."""
+    with num_threads(spec["train"]["threads"]):
+        return _train_and_finish_threads(out, spec, vae, trainer, train, test,
+                                         replacing=replacing)
+
+
+def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
+                              train: Dataset, test: Dataset | None, *,
+                              replacing: Path | None = None) -> dict[str, Any]:
     """Train with history every epoch and checkpoints every ``checkpoint_every`` epochs
     and at the end (all atomic), the best held-out epoch's state in ``best.pt`` and
     periodic checkpoints in ``checkpoints/`` (the spec's ``checkpoint`` section), the
@@ -593,13 +604,17 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
     y = _context(vae, shown)  # a conditional VAE's context
     with torch.no_grad():
         z_mean = _latent_means(vae, shown.x, y)
+    # several latent sites (hierarchical): the map is of z1's means (the encoder's), and
+    # the prior is on another layer: no prior components, no decoded manifold
+    traced = getattr(vae, "pyro_target", False)
     with torch.no_grad():
-        components = latent.prior_components(vae.prior_dist())
+        components = None if traced else latent.prior_components(vae.prior_dist())
     paths.append(save_figure(tplots.latent_map(z_mean, shown.y, components),
                              folder / "latent_map.png"))
     if getattr(vae, "label_latent", False):
         paths += _label_figures(folder, vae, shown)
-    if shown.image_shape is not None and vae.latent_dim == 2 and not vae.context.dim:
+    if shown.image_shape is not None and vae.latent_dim == 2 and not vae.context.dim \
+            and not traced:
         paths.append(save_figure(_manifold(vae, shown.image_shape), folder / "latent_manifold.png"))
     if shown.image_shape is not None:
         x = shown.x[:20]

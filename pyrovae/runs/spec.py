@@ -88,7 +88,7 @@ RUN_SECTIONS: dict[str, dict[str, Param]] = {
         ),
         "header": Param("bool", False, doc="a .csv file's first row holds column names"),
         "test_fraction": Param("unit_float", 0.2, doc="held-out fraction"),
-        "split_seed": Param("nonneg_int", 0, doc="seed of the train/test split"),
+        "split_seed": Param("seed", 0, doc="seed of the train/test split"),
     },
     "eval": {
         "num_samples": Param("positive_int", 1000, doc="K of the IWAE log-likelihood"),

@@ -5,32 +5,25 @@ the docs' spec reference and ``pyrovae families`` are built from it."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.registry import Param
+from pyrovae.registry import SEED_MAX, Param, check_seed
 from pyrovae.training.optim import LR_SCHEDULES, OPTIMIZERS
 
-#: One seed range everywhere (torch, NumPy and the shuffle generator accept it).
-SEED_MAX = 2**32 - 1
+__all__ = ["SEED_MAX", "TRAIN_PARAMS", "TrainConfig", "check_seed", "num_threads",
+           "parse_device"]
 
 def _option(param: Param) -> Any:
     """A :class:`TrainConfig` field declared by its :class:`~pyrovae.registry.Param`: the
     field's default is the Param's, and the Param (kind, default, doc) is its metadata."""
     return field(default=param.default, metadata={"param": param})
-
-
-def check_seed(value: Any, path: str = "seed") -> int:
-    """``value`` as a seed in [0, 2**32 − 1], else PyrovaeError naming ``path``."""
-    seed = TRAIN_PARAMS["seed"].validate(_plain(value), path)
-    if seed > SEED_MAX:
-        raise PyrovaeError(f"{path}: expected an integer in [0, {SEED_MAX}], got {seed}")
-    return seed
 
 
 def parse_device(device: Any) -> torch.device | None:
@@ -60,6 +53,25 @@ def parse_device(device: Any) -> torch.device | None:
     return dev
 
 
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)`` (the intra-op pool), the
+    previous count restored afterwards; ``None``: leave torch's setting alone.
+
+    On a busy machine fewer threads than cores avoids the threads of one process
+    waiting on each other (each op splits its work in ``threads`` parts and waits for
+    the slowest); see ``benchmarks/bench_threads.py``."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _plain(value: Any) -> Any:
     """NumPy / torch scalars as Python numbers (``np.int64(3)`` is a fine epoch count)."""
     if isinstance(value, bool) or value is None:
@@ -82,8 +94,7 @@ class TrainConfig:
     epochs: int = _option(Param("positive_int", 300, doc="passes over the training set"))
     batch_size: int = _option(Param("positive_int", 128, doc="minibatch size"))
     lr: float = _option(Param("positive_float", 1e-3, doc="Adam learning rate"))
-    seed: int = _option(Param("nonneg_int", 0, doc=f"random seed in [0, {SEED_MAX}] "
-                                                   "(init, minibatches, samples)"))
+    seed: int = _option(Param("seed", 0, doc="random seed (init, minibatches, samples)"))
     engine: str = _option(Param(
         "choice", "fast", choices=("fast", "pyro"),
         doc="fast: the ELBO estimator computed directly; pyro: stock SVI"))
@@ -107,17 +118,15 @@ class TrainConfig:
     lr_step: int = _option(Param("positive_int", 10, doc="epochs per step of 'step'"))
     threads: int | None = _option(Param(
         "positive_int", None, nullable=True,
-        doc="torch threads while training (torch.set_num_threads); null: torch's default"))
+        doc="CPU threads of torch's intra-op pool while training (torch.set_num_threads; "
+            "restored afterwards); null: torch's default"))
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name == "device":
                 continue
             value = _plain(getattr(self, f.name))
-            if f.name == "seed":
-                value = check_seed(value)
-            else:
-                value = f.metadata["param"].validate(value, f.name)
+            value = f.metadata["param"].validate(value, f.name)
             object.__setattr__(self, f.name, value)
         parse_device(self.device)
 

@@ -46,9 +46,9 @@ from pyrovae.data.source import DataSource, TensorSource
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate
 from pyrovae.progress import Progress
-from pyrovae.registry import OBJECTIVES, SCHEDULES
+from pyrovae.registry import OBJECTIVES, SCHEDULES, SEED_MAX
 from pyrovae.training import state as _state
-from pyrovae.training.config import TrainConfig, parse_device
+from pyrovae.training.config import TrainConfig, num_threads, parse_device
 from pyrovae.training.engines import make_engine
 from pyrovae.training.guard import CheckedEngine, DivergenceError, Found, divergence, nonfinite
 from pyrovae.training.history import History
@@ -319,7 +319,8 @@ class Trainer:
         return sums
 
     def _evaluate(self) -> float:
-        return evaluate(self.vae, self.test_source, num_samples=1, seed=self.seed + 1)["elbo"]
+        return evaluate(self.vae, self.test_source, num_samples=1,
+                        seed=(self.seed + 1) % (SEED_MAX + 1))["elbo"]
 
     def _record(self, values: dict[str, float], beta: float, start: float,
                 good: Mapping[str, Any], epoch_start: float) -> dict[str, Any]:
@@ -387,11 +388,12 @@ class Trainer:
         state, an epoch boundary) when a loss, gradient, parameter or the held-out
         evaluation turns non-finite.
         """
+        with num_threads(self.config.threads):
+            return self._run()
+
+    def _run(self) -> History:
         start = time.perf_counter() - (self.history.last.get("seconds", 0.0) if self.history else 0)
         progress = _Progress(self.progress, self.epochs, self.epoch)
-        threads = torch.get_num_threads()
-        if self.config.threads is not None:
-            torch.set_num_threads(self.config.threads)
         try:
             with pyro.validation_enabled(False), warnings.catch_warnings():
                 # support is checked once, above; non-finite losses by the guard below
@@ -420,7 +422,6 @@ class Trainer:
                     for cb in self.callbacks:
                         cb(self, record)
         finally:
-            torch.set_num_threads(threads)
             progress.close()
             for cb in self.callbacks:  # loggers flush and close their files
                 close = getattr(cb, "close", None)
@@ -484,6 +485,7 @@ def fit(
     eval_every: int | None = 1,
     progress: bool = True,
     device: str | torch.device | None = None,
+    threads: int | None = None,
     callbacks: Iterable[Callback] = (),
     y: Any = None,
     test_y: Any = None,
@@ -493,7 +495,6 @@ def fit(
     lr_schedule: str = "constant",
     lr_gamma: float = 0.1,
     lr_step: int = 10,
-    threads: int | None = None,
 ) -> History:
     """Train ``vae`` on ``data`` by SVI; returns the :class:`History`.
 
@@ -516,6 +517,8 @@ def fit(
             plain per-epoch lines on stderr otherwise, with a line within an epoch at
             most every 10 s (done/total steps and the time left).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``None`` (the model's).
+        threads: ``torch.set_num_threads(threads)`` while training, the previous count
+            restored afterwards (``None``: torch's setting as it is).
         callbacks: called as ``cb(trainer, record)`` after each checked epoch, with the
             epoch's record (every history term, ``kl_weight`` β, ``lr`` in force,
             ``grad_norm``, ``epoch_seconds``, ``seconds``); one with a ``close(trainer)``
@@ -530,7 +533,6 @@ def fit(
         lr_schedule, lr_gamma, lr_step: the learning rate per epoch: ``constant``,
             ``step`` (×γ every ``lr_step`` epochs), ``exponential`` (×γ per epoch) or
             ``cosine`` (to 0 at the last epoch).
-        threads: torch threads while training (restored after); ``None``: unchanged.
 
     Raises :class:`~pyrovae.errors.PyrovaeError` for bad arguments or data and
     :class:`DivergenceError` (a PyrovaeError) when training diverges; ``vae``

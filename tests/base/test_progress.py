@@ -162,3 +162,20 @@ def test_evaluate_sbc_and_nuts_report_their_units():
     p, _ = _counting()
     nuts_reference(vae, x, num_samples=5, warmup=4, num_chains=2, points=1, progress=p)
     assert p.total == p.done == 2 * (5 + 4)
+
+
+def test_local_guides_and_label_ais_report_their_units():
+    from pyrovae import VAE
+    from pyrovae.model.m2 import SemiSupervisedVAE
+    from pyrovae.posterior.amortization import optimise_local
+    from pyrovae.posterior.labels import label_ais
+
+    vae = VAE(6, 2, encoder=[4])
+    x = torch.bernoulli(torch.full((3, 6), 0.4), generator=torch.Generator().manual_seed(0))
+    p, _ = _counting()
+    optimise_local(vae, x, steps=3, rounds=2, num_particles=8, progress=p)
+    assert p.total == p.done == 2  # one unit per L-BFGS round
+    m2 = SemiSupervisedVAE(5, 2, classes=3, encoder=[], decoder=[], classify_weight=0.0)
+    p, _ = _counting()
+    label_ais(m2, torch.randn(4, 5).clamp(0, 1).round(), num_steps=5, num_chains=2, progress=p)
+    assert p.total == p.done == 5  # the 4 points and 3 classes of each in one batch

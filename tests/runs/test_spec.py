@@ -35,6 +35,7 @@ def valid_value(p: Param, name: str, family: bool = False) -> st.SearchStrategy:
     strategies = {
         "positive_int": st.integers(1, 3),
         "nonneg_int": st.integers(0, 3),
+        "seed": st.integers(0, 3),
         "int": st.integers(-3, 3),
         "float": st.floats(-2.0, 2.0),
         "positive_float": st.floats(0.05, 3.0),
@@ -159,6 +160,8 @@ def _bad_values(p: Param) -> st.SearchStrategy:
     by_kind = {
         "positive_int": st.one_of(st.integers(max_value=0), st.sampled_from([1.5, True, "3"])),
         "nonneg_int": st.one_of(st.integers(max_value=-1), st.sampled_from([2.5, False])),
+        "seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32),
+                          st.sampled_from([2.5, False])),
         "int": st.sampled_from([1.5, True, math.nan, "1"]),
         "float": st.sampled_from([math.nan, math.inf, -math.inf, True, "0.5", 10**400]),
         "positive_float": st.one_of(
