@@ -604,13 +604,17 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
     y = _context(vae, shown)  # a conditional VAE's context
     with torch.no_grad():
         z_mean = _latent_means(vae, shown.x, y)
+    # several latent sites (hierarchical): the map is of z1's means (the encoder's), and
+    # the prior is on another layer: no prior components, no decoded manifold
+    traced = getattr(vae, "pyro_target", False)
     with torch.no_grad():
-        components = latent.prior_components(vae.prior_dist())
+        components = None if traced else latent.prior_components(vae.prior_dist())
     paths.append(save_figure(tplots.latent_map(z_mean, shown.y, components),
                              folder / "latent_map.png"))
     if getattr(vae, "label_latent", False):
         paths += _label_figures(folder, vae, shown)
-    if shown.image_shape is not None and vae.latent_dim == 2 and not vae.context.dim:
+    if shown.image_shape is not None and vae.latent_dim == 2 and not vae.context.dim \
+            and not traced:
         paths.append(save_figure(_manifold(vae, shown.image_shape), folder / "latent_manifold.png"))
     if shown.image_shape is not None:
         x = shown.x[:20]

@@ -57,3 +57,20 @@ def test_cli_refuses_a_one_layer_hierarchy_in_one_line(data_file, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "latent_dims: expected at least 2 layers" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_image_run_with_two_one_dimensional_layers_writes_its_figures(tmp_path, capsys):
+    """latent_dim = 1 + 1 = 2 on images: no decoded 2-d manifold (the decoder reads z1
+    alone) and no prior components on z1's map (the mixture prior is on z2)."""
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "img.npy", (rng.random((40, 1, 4, 4)) < 0.4).astype(np.float32))
+    run = tmp_path / "run"
+    code = main(["train", "--set", "model.family=hierarchical",
+                 "--set", "model.latent_dims=[1,1]", "--set", f"data.name={tmp_path / 'img.npy'}",
+                 "--set", "prior=mixture", "--set", "train.epochs=1",
+                 "--set", "eval.num_samples=3", "--set", "encoder.hidden=[8]",
+                 "--out", str(run)])
+    assert code == 0, capsys.readouterr().err
+    figures = {p.name for p in (run / "figures").iterdir()}
+    assert {"latent_map.png", "samples.png", "reconstructions.png"} <= figures
+    assert "latent_manifold.png" not in figures
