@@ -102,7 +102,8 @@ def evaluate(
 
     Random draws use their own seeded stream; the global RNG is left untouched.
     ``progress`` (a :class:`~pyrovae.progress.Progress`; ``None``: silent) is advanced
-    by the examples of each chunk, its total the number of examples.
+    by the examples of each chunk, in step with its draws (half the draws of a chunk
+    of 100 examples: 50), its total the number of examples.
     """
     K = _check_int("num_samples", num_samples, 1)
     max_elements = _check_int("max_elements", max_elements, 1)
@@ -153,7 +154,7 @@ def evaluate(
                 prior = vae.prior_dist()
                 kl_cf = closed_form_kl_or_none(q, prior)
                 used_closed_form &= kl_cf is not None
-                lw_parts, sum_recon, sum_kl = [], 0.0, 0.0
+                lw_parts, sum_recon, sum_kl, shown = [], 0.0, 0.0, 0
                 for s0 in range(0, K, sample_chunk):
                     z = q.sample((min(sample_chunk, K - s0),))
                     px = vae.decode(z, x) if yb is None else vae.decode(z, x, y=yb)
@@ -163,12 +164,14 @@ def evaluate(
                     sum_recon = sum_recon + log_px.sum(0)
                     if kl_cf is None:
                         sum_kl = sum_kl + mc_kl(q, prior, z) * z.shape[0]
+                    if progress is not None:  # the chunk's examples, in step with its draws
+                        done = x.shape[0] * (s0 + z.shape[0]) // K
+                        progress(done - shown)
+                        shown = done
                 lw = torch.cat(lw_parts, 0)  # (K, n)
                 recon = sum_recon / K
                 kl = kl_cf if kl_cf is not None else sum_kl / K
                 _collect(cols, lw, recon, kl, want_khat)
-                if progress is not None:
-                    progress(x.shape[0])
     finally:
         vae.train(was_training)
 

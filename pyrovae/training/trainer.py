@@ -135,6 +135,7 @@ class _Progress:
 
     def __init__(self, enabled: bool, total: int, initial: int) -> None:
         self.enabled, self.total, self.bar = enabled, total, None
+        self.shown = ""  # the last epoch's numbers, kept beside the step count
         if enabled and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
@@ -149,8 +150,10 @@ class _Progress:
             return None
         if self.bar is not None:
             bar = self.bar
-            return Progress(total, "step", sink=lambda line: bar.set_postfix_str(line),
-                            final=False)
+            def show(line: str) -> None:
+                bar.set_postfix_str(f"{self.shown}, {line}" if self.shown else line)
+
+            return Progress(total, "step", sink=show, final=False)
         return Progress(total, f"fit: epoch {epoch}/{self.total}, step", force=True,
                         final=False)
 
@@ -158,7 +161,8 @@ class _Progress:
         shown = {short: f"{record[k]:.2f}" for k, short in _SHOWN if k in record}
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(shown)
+            self.shown = ", ".join(f"{k}={v}" for k, v in shown.items())
+            self.bar.set_postfix_str(self.shown)
         elif self.enabled:
             parts = [f"epoch {record['epoch']}/{self.total}"]
             parts += [f"{k} {v}" for k, v in shown.items()]

@@ -156,6 +156,9 @@ def test_evaluate_sbc_and_nuts_report_their_units():
     silent = evaluate(vae, x, num_samples=4, max_elements=4 * 3 * 16)
     assert silent["elbo"] == evaluate(vae, x, num_samples=4, max_elements=4 * 3 * 16,
                                       progress=Progress(sink=lines.append))["elbo"]
+    ticks: list[int] = []  # one data chunk of 2 examples, 2 chunks of 32 draws each
+    evaluate(vae, x[:2], num_samples=64, max_elements=6 * 64, progress=ticks.append)
+    assert ticks == [1, 1]
     p, _ = _counting()
     sbc(vae, num_sims=25, num_draws=3, chunk_size=10, progress=p)
     assert p.total == p.done == 25
