@@ -5,7 +5,7 @@ For predicted class probabilities p_i (n × C) and true labels y_i:
 * accuracy: mean of 1{argmax p_i = y_i};
 * negative log-likelihood: −mean log p_i[y_i];
 * expected calibration error (Guo et al. 2017): bin the confidences c_i = max p_i into
-  B equal-width bins; ECE = Σ_b (n_b / n) |acc_b − conf_b|, acc_b and conf_b the mean
+  B equal-width bins; ECE = Σ_b (n_b / n) abs(acc_b − conf_b), acc_b and conf_b the mean
   accuracy and confidence in bin b (the reliability diagram plots them per bin); the
   classwise ECE (Kull et al. 2019) bins all n·C pairs (p_i(y), 1{y_i = y});
 * confusion matrix: counts[true, predicted].
@@ -110,7 +110,7 @@ def expected_calibration_error(probs: Any, labels: Any, *, num_bins: int = 10,
     for ``labels`` (N,).
 
     ``kind="top"`` (Guo et al. 2017): bin the confidences c_i = max_y p_i(y) into
-    ``num_bins`` equal-width bins, ECE = Σ_b (n_b / N) |acc_b − conf_b|.
+    ``num_bins`` equal-width bins, ECE = Σ_b (n_b / N) abs(acc_b − conf_b).
     ``kind="classwise"``: the same over all N·K pairs (p_i(y), 1{y_i = y}), which sees
     miscalibration in the classes that are not predicted.
 

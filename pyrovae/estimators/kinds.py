@@ -31,28 +31,23 @@ __all__ = ["KIND_ESTIMATORS", "KindEstimator", "kind_estimator"]
 
 @dataclass(frozen=True)
 class KindEstimator:
-    """What a model kind's own estimator provides.
+    """What a model kind's own estimator provides (one field each, below)."""
 
-    Attributes:
-        loss: ``(vae, x, y, num_data, kl_weight, *, num_particles, kl) -> MinibatchLoss``,
-            the minibatch loss −(N/B) Σ bound_β (the fast engine's), with its open
-            record of terms.
-        log_weights: ``(vae, x, num_samples) -> (log_w (S', n), reconstruction (n,),
-            kl (n,))``, importance weights of log p(x) and the ELBO's terms
-            (``evaluate``).
-        draws_per_sample: how many weights one of ``num_samples`` gives per example
-            (the classes of a summed-out label; 1 otherwise), for ``evaluate``'s chunks.
-        what: the kind's structure in a few words (error messages).
-        closed_form_kl: whether ``objective.kl: analytic`` applies (False where every
-            KL term is conditional on other sites' draws: Monte Carlo only).
-        free_bits: whether ``loss`` takes ``free_bits=λ`` (per dimension of every site).
-    """
-
+    #: ``(vae, x, y, num_data, kl_weight, *, num_particles, kl) -> MinibatchLoss``, the
+    #: minibatch loss −(N/B) Σ bound_β (the fast engine's), with its open record of terms.
     loss: Callable[..., Any]
+    #: ``(vae, x, num_samples) -> (log_w (S', n), reconstruction (n,), kl (n,))``, the
+    #: importance weights of log p(x) and the ELBO's terms (``evaluate``).
     log_weights: Callable[..., Any]
+    #: How many weights one of ``num_samples`` gives per example (the classes of a
+    #: summed-out label; 1 otherwise), for ``evaluate``'s chunks.
     draws_per_sample: Callable[[Any], int]
+    #: The kind's structure in a few words (error messages).
     what: str
+    #: Whether ``objective.kl: analytic`` applies (False where every KL term is
+    #: conditional on other sites' draws, so Monte Carlo only).
     closed_form_kl: bool = True
+    #: Whether ``loss`` takes ``free_bits=λ`` (per dimension of every site).
     free_bits: bool = False
 
 

@@ -201,7 +201,7 @@ class HierarchicalVAE(VAE):
     # --------------------------------------------------------- distributions
     @property
     def site_names(self) -> tuple[str, ...]:
-        """The latent sites, bottom first: ``("z1", …, "zL")``."""
+        """The latent sites ``("z1", …, "zL")``, bottom first."""
         return tuple(f"z{i + 1}" for i in range(len(self.latent_dims)))
 
     def prior_dist(self) -> dist.TorchDistribution:

@@ -103,7 +103,7 @@ class SemiSupervisedVAE(VAE):
     #: Whether the label is a discrete latent site summed out by enumeration (read by the
     #: estimators and engines, never the class name).
     label_latent: ClassVar[bool] = True
-    #: Its own direct estimator: the label enumerated (:mod:`pyrovae.estimators.enumerated`).
+    #: The kind's own direct estimator, the label enumerated (:mod:`pyrovae.estimators.enumerated`).
     own_loss: ClassVar[str | None] = "enumerated"
 
     def __init__(

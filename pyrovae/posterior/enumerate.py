@@ -117,8 +117,8 @@ class EnumeratedEstimate:
 
     @property
     def log_class_posterior(self) -> torch.Tensor:
-        """log p̂(y | x) = log p(y) + per_class − value, (K, N) (for a log-marginal: the
-        class posterior the per-class estimates imply)."""
+        """The class posterior the per-class estimates of a log-marginal imply, as
+        log p̂(y | x) = log p(y) + per_class − value, shape (K, N)."""
         return self.log_prior + self.per_class - torch.logsumexp(
             self.log_prior + self.per_class, 0)
 
@@ -388,7 +388,7 @@ def check_enumerated_identity(
     log p(x | y) per class exactly (each target's closed form, or its grid when z has
     ≤ 2 dimensions); KL(q(z|x,y) ‖ p(z|x,y)) per class in closed form or on the grid
     (:func:`pyrovae.posterior.exact.kl_to_posterior`); log p(y | x) from them; the ELBO by
-    Monte Carlo (:func:`enumerated_elbo`).  ``ok`` is True where |residual| ≤ ``sigmas``
+    Monte Carlo (:func:`enumerated_elbo`).  ``ok`` is True where abs(residual) ≤ ``sigmas``
     × the ELBO's standard error plus the quadrature error bounds (plus 1e-6).
 
     Returns:
@@ -445,7 +445,7 @@ class CalibrationResult:
     kind: str
     num_points: int
     accuracy: float
-    reliability: list[dict] = field(default_factory=list)  #: per bin: count, confidence, accuracy
+    reliability: list[dict] = field(default_factory=list)  #: one row per bin (count, confidence, accuracy)
 
     @property
     def passed(self) -> bool:

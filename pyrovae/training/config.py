@@ -1,5 +1,5 @@
 """The training options, declared once: the fields of :class:`TrainConfig` (what
-:func:`fit` takes, validated once), whose metadata are their :class:`Param`
+:func:`~pyrovae.training.trainer.fit` takes, validated once), whose metadata are their :class:`Param`
 declarations; :data:`TRAIN_PARAMS` reads them off, and the spec's ``train`` section,
 the docs' spec reference and ``pyrovae families`` are built from it."""
 

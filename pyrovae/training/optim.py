@@ -40,7 +40,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
 }
 
-#: name -> f(epoch, epochs, gamma, step): the factor on the base learning rate.
+#: The schedules by name, each the factor f(epoch, epochs, gamma, step) on the base rate.
 LR_SCHEDULES: dict[str, Callable[[int, int, float, int], float]] = {
     "constant": lambda e, n, g, s: 1.0,
     "step": lambda e, n, g, s: g ** (e // s),
