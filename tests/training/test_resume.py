@@ -171,8 +171,17 @@ def test_interrupted_before_first_periodic_checkpoint_resumes_from_epoch_0(
         {"likelihood": {"family": "gaussian", "sigma": "calibrated"}, "data": "real"},
         {"objective": {"family": "renyi_elbo", "num_particles": 3}},
         {"prior": {"family": "mixture", "components": 3}},
+        # the schedule's rate changes at the resumed epoch (epoch 2): the resumed run
+        # must train that epoch at the new rate, in every engine
+        {"engine": "fast", "optimizer": "adamw", "weight_decay": 0.05, "lr_schedule": "step",
+         "lr_step": 2, "lr_gamma": 0.5},
+        {"engine": "pyro", "optimizer": "adamw", "weight_decay": 0.05, "lr_schedule": "step",
+         "lr_step": 2, "lr_gamma": 0.5},
+        {"engine": "pyro", "clip_norm": 0.5, "lr_schedule": "exponential", "lr_gamma": 0.7},
+        {"engine": "fast", "lr_schedule": "cosine"},
     ],
-    ids=["fast", "pyro", "fast-clip", "pyro-clip", "calibrated-sigma", "renyi", "mixture"],
+    ids=["fast", "pyro", "fast-clip", "pyro-clip", "calibrated-sigma", "renyi", "mixture",
+         "fast-adamw-step", "pyro-adamw-step", "pyro-clip-exponential", "fast-cosine"],
 )
 def test_trainer_state_round_trip_is_bitwise(tmp_path, options):
     """state_dict -> checkpoint file -> a fresh Trainer (other init, other RNG) -> same end."""
