@@ -360,3 +360,19 @@ def test_cli_resume(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err, err
         assert "Traceback" not in err
+
+
+def test_train_threads_are_the_runs_and_resume_compares_with_them(tmp_path):
+    """A run trained with train.threads records that count; resuming it with the same
+    spec trains with it again, so no thread-count warning (warnings are errors here),
+    whatever torch's own count in the resuming process."""
+    data = _data(tmp_path / "x.npy")
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    spec = _spec(data, epochs=2, threads=want)
+    pipeline.train_run(spec, tmp_path / "r", progress=False)
+    assert _final(tmp_path / "r")["num_threads"] == want
+    assert torch.get_num_threads() == before  # restored after the run
+    pipeline.resume_run(tmp_path / "r", {**spec, "train": {**spec["train"], "epochs": 3}},
+                        progress=False)
+    assert _final(tmp_path / "r")["num_threads"] == want and torch.get_num_threads() == before
