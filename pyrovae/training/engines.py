@@ -205,7 +205,7 @@ class FastEngine:
         self.params = [p for p in vae.parameters() if p.requires_grad]
         o = optim or OptimChoice()
         self.optimizer = make_optimizer(self.params, name=o.name, lr=lr,
-                                        weight_decay=o.weight_decay)
+                                        weight_decay=o.weight_decay, betas=o.betas)
         self.last_terms: dict[str, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
 
@@ -250,7 +250,7 @@ class PyroEngine:
         o = optim or OptimChoice()
         # per-parameter optimisers, Pyro's own (ClippedAdam when clipping)
         self.optim = pyro_optimizer(name=o.name, lr=lr, weight_decay=o.weight_decay,
-                                    clip_norm=clip_norm)
+                                    clip_norm=clip_norm, betas=o.betas)
         elbo = objective.elbo() if elbo is None else elbo
         self.svi = SVI(vae.model, vae.guide, self.optim, loss=elbo)
         self.vae = vae

@@ -123,8 +123,8 @@ def test_kernel_only_for_stock_families(kw, obj):
     ({"family": "linear", "warmup_epochs": 2}, {}),
     # the optimiser and schedule are the same in both engines (one torch AdamW over all
     # parameters, or Pyro's per parameter: the same update)
-    (1.0, {"optimizer": "adamw", "weight_decay": 0.1, "lr_schedule": "exponential",
-           "lr_gamma": 0.5}),
+    (1.0, {"optimizer": "adamw", "weight_decay": 0.1, "betas": [0.8, 0.99],
+           "lr_schedule": "exponential", "lr_gamma": 0.5}),
 ], ids=["adam", "adam-warmup", "adamw-exponential"])
 def test_fast_and_pyro_engines_reach_the_same_parameters(kl_weight, optim):
     x = _data(64)

@@ -176,7 +176,7 @@ def test_interrupted_before_first_periodic_checkpoint_resumes_from_epoch_0(
         {"engine": "fast", "optimizer": "adamw", "weight_decay": 0.05, "lr_schedule": "step",
          "lr_step": 2, "lr_gamma": 0.5},
         {"engine": "pyro", "optimizer": "adamw", "weight_decay": 0.05, "lr_schedule": "step",
-         "lr_step": 2, "lr_gamma": 0.5},
+         "lr_step": 2, "lr_gamma": 0.5, "betas": (0.8, 0.95)},
         {"engine": "pyro", "clip_norm": 0.5, "lr_schedule": "exponential", "lr_gamma": 0.7},
         {"engine": "fast", "lr_schedule": "cosine"},
     ],
