@@ -46,6 +46,7 @@ _KINDS: dict[str, str] = {
     "bool": "true or false",
     "str": "a string",
     "int_list": "a list of positive integers",
+    "unit_pair": "two numbers in [0, 1)",
     "choice": "one of {choices}",
 }
 
@@ -60,7 +61,9 @@ class Param:
 
     Args:
         kind: one of ``int, positive_int, nonneg_int, seed, float, positive_float,
-            nonneg_float, unit_float, bool, str, int_list, choice``.
+            nonneg_float, unit_float, bool, str, int_list, unit_pair, choice``
+            (``unit_pair``: two numbers in [0, 1), e.g. Adam's betas; a list once
+            validated).
         default: the default value; omit it for a required parameter.
         doc: one line shown by ``pyrovae families``.
         choices: the allowed values when ``kind == "choice"``.
@@ -173,6 +176,13 @@ def _convert(kind: str, v: Any, choices: tuple | None) -> tuple[bool, Any]:
                 return False, None
             out.append(item)
         return True, out
+    if kind == "unit_pair":
+        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or len(v) != 2:
+            return False, None
+        pair = [_convert("float", item, None) for item in v]
+        if not all(ok and 0.0 <= item < 1.0 for ok, item in pair):
+            return False, None
+        return True, [item for _, item in pair]
     if kind == "choice":
         return (True, v) if any(v == c and type(v) is type(c) for c in choices) else (False, None)
     raise AssertionError(kind)
@@ -208,8 +218,8 @@ def validate_section(
             out[key] = p.validate(entry[key], f"{path}.{key}")
         elif p.required:
             raise PyrovaeError(f"{path}.{key}: missing required parameter ({p.expected()})")
-        else:
-            out[key] = p.default
+        else:  # a tuple default (hashable, for a dataclass field) as the list a spec holds
+            out[key] = list(p.default) if isinstance(p.default, tuple) else p.default
     return out
 
 

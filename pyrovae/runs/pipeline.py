@@ -328,7 +328,7 @@ def resume_run(
         except (IndexError, KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise PyrovaeError(f"{ckpt}: cannot resume from it (malformed saved state: "
                                f"{type(exc).__name__})") from None
-        _warn_thread_count(path, state)
+        _warn_thread_count(path, state, spec["train"]["threads"])
         if spec["train"]["epochs"] != saved["train"]["epochs"]:
             dump_spec(spec, path / runs.SPEC_FILE)
         return _train_and_finish(path, spec, vae, trainer, train, test)
@@ -423,11 +423,14 @@ def _check_same_data(path: Path, state: dict[str, Any], spec: dict[str, Any],
         )
 
 
-def _warn_thread_count(path: Path, state: dict[str, Any]) -> None:
+def _warn_thread_count(path: Path, state: dict[str, Any], train_threads: int | None) -> None:
+    """Warn when the resumed run will train with another thread count than the saved one
+    (``train.threads`` where set: the count training runs with, not the current one)."""
     threads = state.get("num_threads")
-    if isinstance(threads, int) and threads != torch.get_num_threads():
+    now = torch.get_num_threads() if train_threads is None else train_threads
+    if isinstance(threads, int) and threads != now:
         warnings.warn(
-            f"resuming {path} with {torch.get_num_threads()} threads; it ran with {threads}: "
+            f"resuming {path} with {now} threads; it ran with {threads}: "
             "the result may differ in the last bits from an uninterrupted run",
             stacklevel=3,
         )

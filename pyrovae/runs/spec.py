@@ -112,7 +112,8 @@ TRACK_DEFAULT = ["csv"]
 #: when they hold their defaults, so the checkpoints of older runs still verify.
 _LATER_DEFAULTS = ("early_stopping", "checkpoint", "track", "model")
 #: Options of the ``train`` section added later: left out of the hash at their defaults.
-_LATER_TRAIN = ("optimizer", "weight_decay", "lr_schedule", "lr_gamma", "lr_step", "threads")
+_LATER_TRAIN = ("optimizer", "weight_decay", "betas", "lr_schedule", "lr_gamma", "lr_step",
+                "threads")
 
 #: Every plain section of a spec, model and run, as ``section -> {key: Param}``.
 SECTIONS: dict[str, dict[str, Param]] = {**MODEL_SECTIONS, **RUN_SECTIONS}
@@ -295,6 +296,12 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
     return out
 
 
+def _train_default(key: str) -> Any:
+    """A train option's default as the normalized spec holds it (``betas``: a list)."""
+    p = TRAIN_PARAMS[key]
+    return p.validate(p.default, f"train.{key}")
+
+
 def spec_hash(spec: Mapping[str, Any]) -> str:
     """SHA-256 of a normalized spec's canonical JSON (keys sorted, no spaces): two specs
     with the same hash describe the same run."""
@@ -305,7 +312,7 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
             if not (k in _LATER_DEFAULTS and v == _later_default(k))}
     if isinstance(spec.get("train"), Mapping):  # train options added later, at their defaults
         spec["train"] = {k: v for k, v in spec["train"].items()
-                         if not (k in _LATER_TRAIN and v == TRAIN_PARAMS[k].default)}
+                         if not (k in _LATER_TRAIN and v == _train_default(k))}
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

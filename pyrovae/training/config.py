@@ -110,6 +110,8 @@ class TrainConfig:
                                    doc="the optimiser (training.optim.OPTIMIZERS)"))
     weight_decay: float = _option(Param("nonneg_float", 0.0,
                                         doc="weight decay (AdamW: decoupled)"))
+    betas: tuple[float, float] | list[float] = _option(Param(
+        "unit_pair", (0.9, 0.999), doc="(β₁, β₂): decay rates of Adam's moment estimates"))
     lr_schedule: str = _option(Param(
         "choice", "constant", choices=tuple(LR_SCHEDULES),
         doc="learning rate per epoch (training.optim.LR_SCHEDULES)"))

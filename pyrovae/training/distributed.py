@@ -123,7 +123,7 @@ class DDPEngine:
         self.params = [p for p in vae.parameters() if p.requires_grad]
         o = optim or OptimChoice()
         self.optimizer = make_optimizer(self.params, name=o.name, lr=lr,
-                                        weight_decay=o.weight_decay)
+                                        weight_decay=o.weight_decay, betas=o.betas)
         self.clip_norm = clip_norm
         self.last_terms: dict[str, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
@@ -199,7 +199,7 @@ class DistributedTrainer(Trainer):
     def make_engine(self) -> DDPEngine:
         check_supported(self.vae, self.objective, self.source.head(8).x)
         return DDPEngine(self.vae, self.objective, self.lr, self.clip_norm, self.device,
-                         OptimChoice(self.config.optimizer, self.config.weight_decay))
+                         OptimChoice.from_config(self.config))
 
     def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
         # Every rank draws the global batch (same draws as one process) and the

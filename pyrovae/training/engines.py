@@ -205,7 +205,7 @@ class FastEngine:
         self.params = [p for p in vae.parameters() if p.requires_grad]
         o = optim or OptimChoice()
         self.optimizer = make_optimizer(self.params, name=o.name, lr=lr,
-                                        weight_decay=o.weight_decay)
+                                        weight_decay=o.weight_decay, betas=o.betas)
         self.last_terms: dict[str, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
 
@@ -250,7 +250,7 @@ class PyroEngine:
         o = optim or OptimChoice()
         # per-parameter optimisers, Pyro's own (ClippedAdam when clipping)
         self.optim = pyro_optimizer(name=o.name, lr=lr, weight_decay=o.weight_decay,
-                                    clip_norm=clip_norm)
+                                    clip_norm=clip_norm, betas=o.betas)
         elbo = objective.elbo() if elbo is None else elbo
         self.svi = SVI(vae.model, vae.guide, self.optim, loss=elbo)
         self.vae = vae
@@ -277,11 +277,19 @@ class PyroEngine:
         return loss
 
     def set_lr(self, lr: float) -> None:
-        """The learning rate from now on: every per-parameter optimiser Pyro made, and
-        the one it makes for a parameter seen later."""
+        """The learning rate from now on: every per-parameter optimiser Pyro made, the
+        one it makes for a parameter seen later, and the loaded states still waiting for
+        their parameter's first step (Pyro loads a state over the optimiser it makes, its
+        learning rate included: a resumed run would otherwise train its first epoch at the
+        saved epoch's rate)."""
         if isinstance(self.optim.pt_optim_args, dict):
             self.optim.pt_optim_args = {**self.optim.pt_optim_args, "lr": lr}
         set_lr(self.optim.optim_objs.values(), lr)
+        waiting = self.optim._state_waiting_to_be_consumed
+        for name, state in list(waiting.items()):
+            if isinstance(state, dict) and isinstance(state.get("param_groups"), list):
+                waiting[name] = {**state, "param_groups": [{**g, "lr": lr}
+                                                           for g in state["param_groups"]]}
 
     def state_dict(self) -> dict[str, Any]:
         return self.optim.get_state()

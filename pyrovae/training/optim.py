@@ -55,24 +55,42 @@ class OptimChoice:
 
     name: str = "adam"
     weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    @classmethod
+    def from_config(cls, config: Any) -> OptimChoice:
+        """The choice a :class:`~pyrovae.training.config.TrainConfig` makes."""
+        return cls(config.optimizer, config.weight_decay, tuple(config.betas))
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], *, name: str = "adam", lr: float,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+                   weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999)
+                   ) -> torch.optim.Optimizer:
     """One torch optimiser ``name`` over ``params`` (the fast and data-parallel engines).
 
-    With the defaults (``adam``, no weight decay) it is exactly ``torch.optim.Adam(params,
-    lr=lr)``."""
-    cls = OPTIMIZERS[name]
-    if weight_decay == 0.0 and name == "adam":
-        return cls(params, lr=lr)
-    return cls(params, lr=lr, weight_decay=weight_decay)
+    With the defaults (``adam``, no weight decay, betas (0.9, 0.999)) it is exactly
+    ``torch.optim.Adam(params, lr=lr)``."""
+    return OPTIMIZERS[name](params, **_optim_args(lr, weight_decay, betas))
+
+
+def _optim_args(lr: float, weight_decay: float, betas: Iterable[float]) -> dict[str, Any]:
+    """The optimiser's arguments, those at torch's defaults left out (so the default
+    optimiser is built exactly as ``Adam(params, lr=lr)``)."""
+    args: dict[str, Any] = {"lr": lr}
+    if weight_decay:
+        args["weight_decay"] = weight_decay
+    if tuple(betas) != (0.9, 0.999):
+        args["betas"] = tuple(float(b) for b in betas)
+    return args
 
 
 def pyro_optimizer(*, name: str = "adam", lr: float, weight_decay: float = 0.0,
-                   clip_norm: float | None = None) -> Any:
-    """Pyro's wrapper of the same optimiser for stock SVI (``pyro.optim.Adam`` /
-    ``AdamW``; ``ClippedAdam`` when ``clip_norm`` is given, Pyro's own clipping)."""
+                   clip_norm: float | None = None,
+                   betas: tuple[float, float] = (0.9, 0.999)) -> Any:
+    """Pyro's wrapper of the same optimiser for stock SVI (``pyro.optim.PyroOptim`` of the
+    :data:`OPTIMIZERS` class, one per parameter, as ``pyro.optim.Adam`` / ``AdamW`` are:
+    adding an optimiser to :data:`OPTIMIZERS` adds it here too); ``ClippedAdam`` when
+    ``clip_norm`` is given, Pyro's own clipping."""
     import pyro.optim
 
     if clip_norm is not None:
@@ -82,11 +100,9 @@ def pyro_optimizer(*, name: str = "adam", lr: float, weight_decay: float = 0.0,
             raise PyrovaeError(f"train.clip_norm: the pyro engine clips with Pyro's "
                                f"ClippedAdam, which is Adam; train.optimizer is {name!r}")
         return pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm,
-                                       "weight_decay": weight_decay})
-    args: dict[str, Any] = {"lr": lr}
-    if weight_decay:
-        args["weight_decay"] = weight_decay
-    return {"adam": pyro.optim.Adam, "adamw": pyro.optim.AdamW}[name](args)
+                                       "weight_decay": weight_decay,
+                                       "betas": tuple(float(b) for b in betas)})
+    return pyro.optim.PyroOptim(OPTIMIZERS[name], _optim_args(lr, weight_decay, betas))
 
 
 def lr_at(epoch: int, *, lr: float, schedule: str = "constant", epochs: int = 1,

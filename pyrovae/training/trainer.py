@@ -277,7 +277,7 @@ class Trainer:
         head = self.source.head(8).to(self.device)
         return make_engine(self.engine_name, self.vae, self.objective, self.lr, self.clip_norm,
                            sample=_as_event(self.vae, head.x, "data"), sample_y=head.y,
-                           optim=OptimChoice(self.config.optimizer, self.config.weight_decay))
+                           optim=OptimChoice.from_config(self.config))
 
     # --------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
@@ -496,6 +496,7 @@ def fit(
     early_stopping: EarlyStopping | Mapping[str, Any] | None = None,
     optimizer: str = "adam",
     weight_decay: float = 0.0,
+    betas: tuple[float, float] | list[float] = (0.9, 0.999),
     lr_schedule: str = "constant",
     lr_gamma: float = 0.1,
     lr_step: int = 10,
@@ -532,8 +533,8 @@ def fit(
         early_stopping: an :class:`EarlyStopping` (or a mapping of its options): stop
             when the held-out ELBO (its ``monitor``) has not improved by more than
             ``min_delta`` for ``patience`` evaluations; ``None``: run all epochs.
-        optimizer, weight_decay: ``"adam"`` or ``"adamw"`` and its weight decay, in
-            every engine (:mod:`pyrovae.training.optim`).
+        optimizer, weight_decay, betas: ``"adam"`` or ``"adamw"``, its weight decay and
+            its (β₁, β₂), in every engine (:mod:`pyrovae.training.optim`).
         lr_schedule, lr_gamma, lr_step: the learning rate per epoch: ``constant``,
             ``step`` (×γ every ``lr_step`` epochs), ``exponential`` (×γ per epoch) or
             ``cosine`` (to 0 at the last epoch).
@@ -552,7 +553,7 @@ def fit(
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
                          clip_norm=clip_norm, eval_every=eval_every, device=device,
-                         optimizer=optimizer, weight_decay=weight_decay,
+                         optimizer=optimizer, weight_decay=weight_decay, betas=betas,
                          lr_schedule=lr_schedule, lr_gamma=lr_gamma, lr_step=lr_step,
                          threads=threads)
     return Trainer(vae, data, config, objective=objective, kl_weight=kl_weight,

@@ -43,6 +43,7 @@ def valid_value(p: Param, name: str, family: bool = False) -> st.SearchStrategy:
         "unit_float": st.floats(0.0, 1.0),
         "bool": st.booleans(),
         "int_list": st.lists(st.integers(1, 8), max_size=2),
+        "unit_pair": st.lists(st.floats(0.0, 0.99), min_size=2, max_size=2),
     }
     if p.kind == "choice":
         s = st.sampled_from(p.choices)
@@ -160,6 +161,7 @@ def _bad_values(p: Param) -> st.SearchStrategy:
     by_kind = {
         "positive_int": st.one_of(st.integers(max_value=0), st.sampled_from([1.5, True, "3"])),
         "nonneg_int": st.one_of(st.integers(max_value=-1), st.sampled_from([2.5, False])),
+        "unit_pair": st.sampled_from([[0.9], [0.9, 1.0], [-0.5, 0.5], "0.9", [0.1, 0.2, 0.3]]),
         "seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32),
                           st.sampled_from([2.5, False])),
         "int": st.sampled_from([1.5, True, math.nan, "1"]),

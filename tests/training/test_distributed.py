@@ -85,7 +85,10 @@ def _free_port() -> int:
 
 
 SETS = ["data.name=digits", "train.epochs=2", "train.batch_size=101", "train.seed=3",
-        "kl_weight.family=linear", "kl_weight.warmup_epochs=1"]
+        "kl_weight.family=linear", "kl_weight.warmup_epochs=1",
+        # the run's optimiser and schedule, the same as one process's
+        "train.optimizer=adamw", "train.weight_decay=0.05", "train.lr_schedule=exponential",
+        "train.lr_gamma=0.5"]
 
 
 @pytest.mark.slow

@@ -118,15 +118,22 @@ def test_kernel_only_for_stock_families(kw, obj):
     assert standard_kernel(_vae(), TraceMeanFieldObjective()) is not None
 
 
-@pytest.mark.parametrize("kl_weight", [1.0, {"family": "linear", "warmup_epochs": 2}])
-def test_fast_and_pyro_engines_reach_the_same_parameters(kl_weight):
+@pytest.mark.parametrize("kl_weight,optim", [
+    (1.0, {}),
+    ({"family": "linear", "warmup_epochs": 2}, {}),
+    # the optimiser and schedule are the same in both engines (one torch AdamW over all
+    # parameters, or Pyro's per parameter: the same update)
+    (1.0, {"optimizer": "adamw", "weight_decay": 0.1, "betas": [0.8, 0.99],
+           "lr_schedule": "exponential", "lr_gamma": 0.5}),
+], ids=["adam", "adam-warmup", "adamw-exponential"])
+def test_fast_and_pyro_engines_reach_the_same_parameters(kl_weight, optim):
     x = _data(64)
     init = _vae(3)
     runs = {}
     for engine in ("fast", "pyro"):
         vae = copy.deepcopy(init)
         pyrovae.fit(vae, x, epochs=3, batch_size=16, lr=1e-2, seed=7, engine=engine,
-                    kl_weight=kl_weight, eval_every=None, progress=False)
+                    kl_weight=kl_weight, eval_every=None, progress=False, **optim)
         runs[engine] = dict(vae.named_parameters())
     moved = max(float((runs["fast"][k] - p).detach().abs().max())
                 for k, p in init.named_parameters())

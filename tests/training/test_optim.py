@@ -42,7 +42,8 @@ def test_adamw_is_not_adam_and_the_default_is_plain_adam(binary_data):
         return torch.cat([p.detach().flatten() for p in vae.parameters()])
 
     adam = train()
-    assert torch.equal(adam, train(optimizer="adam", weight_decay=0.0))
+    assert torch.equal(adam, train(optimizer="adam", weight_decay=0.0, betas=[0.9, 0.999]))
+    assert not torch.equal(adam, train(betas=(0.5, 0.9)))  # the betas reach the optimiser
     assert not torch.equal(adam, train(optimizer="adamw", weight_decay=0.1))
 
 
@@ -59,6 +60,10 @@ def test_bad_options_are_refused_naming_them():
         fit(VAE(4, 2), torch.zeros(8, 4), optimizer="sgd")
     with pytest.raises(PyrovaeError, match="lr_schedule"):
         normalize_spec({"train": {"lr_schedule": "linear"}})
+    for bad in ([0.9], [0.9, 1.0], [-0.1, 0.9], "0.9,0.99", [0.9, 0.99, 0.5]):
+        with pytest.raises(PyrovaeError, match=r"^train\.betas: expected two numbers in \[0, 1\)"):
+            normalize_spec({"train": {"betas": bad}})
+    assert normalize_spec({"train": {"betas": (0.5, 0.6)}})["train"]["betas"] == [0.5, 0.6]
 
 
 def test_new_options_at_their_defaults_leave_the_spec_hash_unchanged():
@@ -67,7 +72,7 @@ def test_new_options_at_their_defaults_leave_the_spec_hash_unchanged():
     spec = normalize_spec({})
     old = {k: v for k, v in spec.items() if k != "model"}
     old["train"] = {k: v for k, v in spec["train"].items()
-                    if k not in ("optimizer", "weight_decay", "lr_schedule", "lr_gamma",
-                                 "lr_step", "threads")}
+                    if k not in ("optimizer", "weight_decay", "betas", "lr_schedule",
+                                 "lr_gamma", "lr_step", "threads")}
     assert spec_hash(spec) == spec_hash(old)
     assert spec_hash(normalize_spec({"train": {"optimizer": "adamw"}})) != spec_hash(spec)
