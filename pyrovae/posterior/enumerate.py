@@ -445,7 +445,8 @@ class CalibrationResult:
     kind: str
     num_points: int
     accuracy: float
-    reliability: list[dict] = field(default_factory=list)  #: one row per bin (count, confidence, accuracy)
+    #: one row per bin (count, confidence, accuracy)
+    reliability: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:

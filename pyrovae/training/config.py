@@ -1,6 +1,6 @@
 """The training options, declared once: the fields of :class:`TrainConfig` (what
-:func:`~pyrovae.training.trainer.fit` takes, validated once), whose metadata are their :class:`Param`
-declarations; :data:`TRAIN_PARAMS` reads them off, and the spec's ``train`` section,
+:func:`~pyrovae.training.trainer.fit` takes, validated once), whose metadata are their
+:class:`Param` declarations; :data:`TRAIN_PARAMS` reads them off, and the spec's ``train`` section,
 the docs' spec reference and ``pyrovae families`` are built from it."""
 
 from __future__ import annotations
