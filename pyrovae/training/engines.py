@@ -16,7 +16,8 @@ distribution construction and argument checks, ``pyro.param`` per parameter,
 NaN checks) and ≈0.5 ms in ``PyroOptim`` (one Adam per parameter), whatever the
 batch size.  The fast engine removes both.  For the stock families
 (``diagonal_normal`` guide, ``normal`` prior, ``bernoulli`` likelihood; see
-:func:`standard_kernel`) it also skips the distribution objects altogether and
+:func:`~pyrovae.estimators.standard.standard_families`) it also skips the
+distribution objects altogether and
 evaluates the same ELBO terms as tensor expressions
 (:func:`pyrovae.estimators.standard.standard_loss`): the same random draw (``eps`` from the global
 generator, exactly as ``Normal.rsample`` draws it), the same value and the same
@@ -49,39 +50,11 @@ from pyro import poutine
 from pyro.infer import SVI
 
 from pyrovae.estimators.elbo import elbo_terms
-from pyrovae.estimators.standard import standard_families, standard_loss
 from pyrovae.training.optim import OptimChoice, make_optimizer, pyro_optimizer, set_lr
 
 if TYPE_CHECKING:
     from pyrovae.model.vae import VAE
     from pyrovae.training.objectives import LossFn, Objective
-
-
-# ------------------------------------------------------------ direct kernels
-def trace_elbo_standard(
-    vae: VAE,
-    x: torch.Tensor,
-    num_data: int,
-    kl_weight: float,
-    num_particles: int = 1,
-    eps: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Pyro's ``Trace_ELBO`` loss for a VAE with the stock families, as tensor algebra
-    (the Monte Carlo KL form of :func:`pyrovae.estimators.standard.standard_loss`)."""
-    return standard_loss(vae, x, num_data=num_data, kl_weight=kl_weight,
-                         num_particles=num_particles, eps=eps).loss
-
-
-def standard_kernel(vae: Any, objective: Objective) -> LossFn | None:
-    """The objective's tensor kernel for this VAE when the stock families apply
-    (:func:`~pyrovae.estimators.standard.standard_families`) and the objective is an
-    ELBO without free bits; else ``None`` (the distribution-object estimator is used)."""
-    from pyrovae.training.objectives import _ELBOObjective
-
-    if (not isinstance(objective, _ELBOObjective) or objective.free_bits > 0
-            or not standard_families(vae)):
-        return None
-    return objective.loss_fn(vae)
 
 
 # ------------------------------------------------------------ safety check
