@@ -184,16 +184,7 @@ class HierarchicalVAE(VAE):
                   encoder: nn.Module | None = None,
                   decoder: nn.Module | None = None) -> HierarchicalVAE:
         """Build from a spec whose ``model`` entry is ``{family: hierarchical, ...}``."""
-        from pyrovae.model.spec import normalize_model_spec
-
-        s = dict(spec)
-        if s.get("data_dim") is None and data_dim is not None:
-            s["data_dim"] = data_dim
-        s = normalize_model_spec(s, require_data_dim=True)
-        m = dict(s["model"])
-        if m.get("family") != "hierarchical":
-            raise PyrovaeError(f"model.family: expected 'hierarchical', got {m.get('family')!r}")
-        m.pop("family")
+        s, m = cls.kind_spec(spec, data_dim)
         return cls(s["event_shape"] or [s["data_dim"]], m.pop("latent_dims"),
                    encoder=encoder or s["encoder"], decoder=decoder or s["decoder"],
                    prior=s["prior"], likelihood=s["likelihood"], guide=s["guide"], **m)

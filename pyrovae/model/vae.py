@@ -195,6 +195,25 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ spec
     @classmethod
+    def kind_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(model spec, kind parameters)``: the model part of ``spec`` normalized (its
+        ``data_dim`` filled in from ``data_dim`` when null) and this kind's ``model``
+        entry without ``family``, for a kind's ``from_spec``; another kind's spec is a
+        PyrovaeError."""
+        from pyrovae.model.spec import normalize_model_spec
+
+        s = dict(spec)
+        if s.get("data_dim") is None and data_dim is not None:
+            s["data_dim"] = data_dim
+        s = normalize_model_spec(s, require_data_dim=True)
+        m = dict(s["model"])
+        if m.pop("family", None) != cls.family:
+            raise PyrovaeError(f"model.family: expected {cls.family!r}, got "
+                               f"{s['model'].get('family')!r}")
+        return s, m
+
+    @classmethod
     def complete_spec(cls, spec: dict[str, Any]) -> None:
         """Fill in or refuse, in a normalized spec, what this kind decides (nothing for
         the VAE; the M2 kind sets the label context)."""
