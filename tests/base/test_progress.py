@@ -135,7 +135,9 @@ def test_ais_and_bdmc_advance_once_per_temperature_and_chunk():
     p, lines = _counting()
     ais(vae, x, num_steps=7, num_chains=3, chunk_size=2, progress=p)
     assert p.total == 7 * 3 and p.done == 21  # T per chunk, 3 chunks of 2 points
-    assert lines == ["c: 21/21 (100%)  elapsed " + format_seconds(p.elapsed)]
+    # the line's elapsed time is the clock's when it was written (a loaded machine may
+    # tick a second before p.elapsed is read here)
+    assert len(lines) == 1 and lines[0].startswith("c: 21/21 (100%)  elapsed ")
     p, lines = _counting()
     bdmc(vae, 3, num_steps=4, num_chains=2, chunk_size=2, progress=p)
     assert p.total == p.done == 2 * 4 * 2 and len(lines) == 1  # forward and reverse
