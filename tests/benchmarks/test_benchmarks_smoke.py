@@ -100,3 +100,25 @@ def test_threads_benchmark_quick_mode_prints_its_table(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["threads"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_kinds_and_ss_vae_benchmarks_run_small(tmp_path):
+    """bench_kinds (the kinds' own estimators vs stock SVI) and bench_ss_vae (M2 against
+    the loop of Pyro's ss_vae_M2 example) print a finite row per variant."""
+    kinds = subprocess.run([sys.executable, str(SCRIPT.with_name("bench_kinds.py")), "--quick"],
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert kinds.returncode == 0, kinds.stderr[-3000:]
+    rows = [ln for ln in kinds.stdout.splitlines() if ln.startswith(("vae", "hier", "m2"))]
+    assert len(rows) == 3
+    for ln in rows:
+        assert all(math.isfinite(float(v)) and float(v) > 0 for v in ln.split()[-4:]), ln
+    ss = subprocess.run([sys.executable, str(SCRIPT.with_name("bench_ss_vae.py")),
+                         "--train-size", "400", "--epochs", "1", "--no-pyro-engine"],
+                        capture_output=True, text=True, timeout=600, check=False)
+    assert ss.returncode == 0, ss.stderr[-3000:]
+    rows = [ln for ln in ss.stdout.splitlines() if ln.startswith(("Pyro's", "pyrovae"))]
+    assert len(rows) == 2
+    for ln in rows:
+        accuracy = float(ln.split()[-1])
+        assert 0.0 <= accuracy <= 1.0, ln

@@ -62,7 +62,7 @@ CONFIGS = {
     "alias bomb": ("c.yaml", BOMB, "more than 100000 values"),
     "split seed 2**64": ("c.yaml", f"data: {{split_seed: {2**64}}}\n", "integer too large"),
     "split seed 2**40": ("c.yaml", f"data: {{split_seed: {2**40}}}\n",
-                         "data.split_seed: expected an integer up to 4294967295"),
+                         "data.split_seed: expected an integer in [0, 4294967295]"),
     "num_particles 1e21": ("c.yaml", f"objective: {{family: trace_elbo, num_particles: "
                            f"{10**21}}}\n", "objective.num_particles: integer too large"),
     "total_count 1e21": ("c.yaml", f"likelihood: {{family: binomial, total_count: {10**21}}}\n",
