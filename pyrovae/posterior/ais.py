@@ -146,7 +146,7 @@ def frozen_seed(seed: int) -> int:
     a deterministic function of ``seed`` (31 bits of SHA-256 of a tagged string),
     unrelated to ``seed + k`` for small k, so the second run's random stream shares
     nothing with the adaptation run's nor with BDMC's ``seed + 1``, ``seed + 2``."""
-    digest = hashlib.sha256(f"pyrovae.ais.frozen:{int(seed)}".encode()).digest()
+    digest = hashlib.sha256(f"pyrovae-ais-frozen:{int(seed)}".encode()).digest()
     return int.from_bytes(digest[:4], "big") >> 1
 
 

@@ -86,11 +86,12 @@ class CertifiedAIS:
 
     def line(self) -> str:
         """The one-line certificate, e.g. ``certified: AIS (frozen kernels, T=400)
-        -85.310 ± 0.012 per point, BDMC width 0.150 ± 0.020 (target 0.2, met)``."""
+        -85.310 ± 0.012 (mean of 100 points), BDMC width 0.150 ± 0.020 on 16 simulated
+        points (target 0.2, met)``."""
         m, se = self.mean()
         verdict = "met" if self.met else f"NOT met, stopped by {self.stopped}"
         return (f"certified: AIS (frozen kernels, T={self.num_steps}, C={self.num_chains}) "
-                f"{m:.3f} ± {se:.3f} per point, BDMC width {self.width:.3f} ± "
+                f"{m:.3f} ± {se:.3f} (mean of {self.ais.log_px.numel()} points), BDMC width {self.width:.3f} ± "
                 f"{self.width_stderr:.3f} on {self.bdmc.x.shape[0]} simulated points "
                 f"(target {self.target_width:g}, {verdict})")
 

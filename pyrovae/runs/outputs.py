@@ -105,10 +105,14 @@ def check_toy_into(name: str, out: str | Path, *, overwrite: bool, num_points: i
 def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bool,
                    points: int, samples: int, seed: int, quick: bool, ais_steps: int,
                    ais_chains: int, bdmc_points: int, sbc_sims: int,
-                   collapse_points: int) -> tuple[dict[str, Any], Path]:
+                   collapse_points: int, certified: bool = False, target_width: float = 0.2,
+                   max_ais_steps: int = 6400, ais_time_limit: float | None = None,
+                   ) -> tuple[dict[str, Any], Path]:
     """``pyrovae check RUN [--out DIR]``: the checks of a trained run on held-out points
     of its data (verified against the run's fingerprint), written to ``out``
-    (default ``RUN/check``, under the run's own lock).  Returns ``(report, out)``."""
+    (default ``RUN/check``, under the run's own lock).  ``certified`` and the three
+    budget arguments after it are those of :func:`pyrovae.runs.check.check_vae`.
+    Returns ``(report, out)``."""
     import torch
 
     from pyrovae.plots import posterior as P
@@ -136,6 +140,8 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
             bdmc_points=bdmc_points,
             sbc_sims=min(sbc_sims, 50) if quick and sbc_sims else sbc_sims,
             collapse_x=data.x[:collapse_points].to(dtype), progress=True,
+            certified=certified, target_width=target_width, max_ais_steps=max_ais_steps,
+            ais_time_limit=ais_time_limit,
         )
         report = {"run": str(run_dir), "data": spec["data"],
                   "split": "test" if test else "train", **report}
