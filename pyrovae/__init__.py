@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "NETWORKS": "pyrovae.registry",
     "CONTEXTS": "pyrovae.registry",
     "Param": "pyrovae.registry",
+    "Progress": "pyrovae.progress",
     "ArrayDataset": "pyrovae.data",
     "LoaderSource": "pyrovae.data",
     "as_source": "pyrovae.data",
@@ -78,6 +79,7 @@ __all__ = [
     "History",
     "LoaderSource",
     "Param",
+    "Progress",
     "PyrovaeError",
     "TrainConfig",
     "Trainer",
@@ -136,6 +138,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     )
     from pyrovae.estimators.evaluate import evaluate
     from pyrovae.model.vae import VAE, load_vae
+    from pyrovae.progress import Progress
     from pyrovae.registry import (
         CONTEXTS,
         GUIDES,

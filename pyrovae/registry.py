@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,10 +29,16 @@ from pyrovae.errors import PyrovaeError
 
 _REQUIRED = object()
 
+#: The one seed range, [0, SEED_MAX] (torch, NumPy and the shuffle generator all accept
+#: it): every seed a user gives (``train.seed``, ``data.split_seed``, ``--seed``) is
+#: checked by :func:`check_seed` (the ``Param`` kind ``"seed"``).
+SEED_MAX = 2**32 - 1
+
 _KINDS: dict[str, str] = {
     "int": "an integer",
     "positive_int": "a positive integer",
     "nonneg_int": "a non-negative integer",
+    "seed": f"an integer in [0, {SEED_MAX}]",
     "float": "a finite number",
     "positive_float": "a positive number",
     "nonneg_float": "a non-negative number",
@@ -39,6 +46,7 @@ _KINDS: dict[str, str] = {
     "bool": "true or false",
     "str": "a string",
     "int_list": "a list of positive integers",
+    "unit_pair": "two numbers in [0, 1)",
     "choice": "one of {choices}",
 }
 
@@ -52,8 +60,10 @@ class Param:
     """A declared parameter of a family (or of a spec section).
 
     Args:
-        kind: one of ``int, positive_int, nonneg_int, float, positive_float,
-            nonneg_float, unit_float, bool, str, int_list, choice``.
+        kind: one of ``int, positive_int, nonneg_int, seed, float, positive_float,
+            nonneg_float, unit_float, bool, str, int_list, unit_pair, choice``
+            (``unit_pair``: two numbers in [0, 1), e.g. Adam's betas; a list once
+            validated).
         default: the default value; omit it for a required parameter.
         doc: one line shown by ``pyrovae families``.
         choices: the allowed values when ``kind == "choice"``.
@@ -122,7 +132,7 @@ class Param:
 
 
 def _convert(kind: str, v: Any, choices: tuple | None) -> tuple[bool, Any]:
-    if kind in ("int", "positive_int", "nonneg_int"):
+    if kind in ("int", "positive_int", "nonneg_int", "seed"):
         if isinstance(v, bool):
             return False, None
         if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53:  # exactly an int
@@ -132,6 +142,8 @@ def _convert(kind: str, v: Any, choices: tuple | None) -> tuple[bool, Any]:
         if kind == "positive_int" and v <= 0:
             return False, None
         if kind == "nonneg_int" and v < 0:
+            return False, None
+        if kind == "seed" and not 0 <= v <= SEED_MAX:
             return False, None
         return True, v
     if kind in ("float", "positive_float", "nonneg_float", "unit_float"):
@@ -164,9 +176,27 @@ def _convert(kind: str, v: Any, choices: tuple | None) -> tuple[bool, Any]:
                 return False, None
             out.append(item)
         return True, out
+    if kind == "unit_pair":
+        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or len(v) != 2:
+            return False, None
+        pair = [_convert("float", item, None) for item in v]
+        if not all(ok and 0.0 <= item < 1.0 for ok, item in pair):
+            return False, None
+        return True, [item for _, item in pair]
     if kind == "choice":
         return (True, v) if any(v == c and type(v) is type(c) for c in choices) else (False, None)
     raise AssertionError(kind)
+
+
+def check_seed(value: Any, path: str = "seed") -> int:
+    """``value`` as a seed, an integer in [0, :data:`SEED_MAX`] (NumPy and torch integer
+    scalars accepted), else a one-line PyrovaeError naming ``path``: the one seed check
+    (``train.seed``, ``data.split_seed``, ``evaluate(seed=)``, every ``--seed``)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int) and abs(value) > 10**30:
+        raise PyrovaeError(f"{path}: expected {_KINDS['seed']}, got a huge number")
+    return _SEED.validate(value, path)
 
 
 def validate_section(
@@ -188,8 +218,8 @@ def validate_section(
             out[key] = p.validate(entry[key], f"{path}.{key}")
         elif p.required:
             raise PyrovaeError(f"{path}.{key}: missing required parameter ({p.expected()})")
-        else:
-            out[key] = p.default
+        else:  # a tuple default (hashable, for a dataclass field) as the list a spec holds
+            out[key] = list(p.default) if isinstance(p.default, tuple) else p.default
     return out
 
 
@@ -298,3 +328,6 @@ REGISTRIES: dict[str, Registry] = {
     "kl_weight": SCHEDULES,
     "model": MODELS,
 }
+
+
+_SEED = Param("seed", 0)

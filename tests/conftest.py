@@ -44,10 +44,35 @@ def make_tiny_run(folder: Path) -> dict:
     return spec
 
 
+def make_tiny_conditional_run(folder: Path, family: str = "label") -> dict:
+    """Write ``folder/lab.npz`` (40 binary 4 × 4 images, labels 0, 1, 2 in turn) and train
+    ``folder/run`` on it: a one-epoch, latent-2 VAE conditioned on the label (``family
+    "label"``, 3 classes) or on the label as a number (``"vector"``, dim 1)."""
+    from pyrovae.runs import pipeline
+
+    rng = np.random.default_rng(0)
+    np.savez(folder / "lab.npz", x=(rng.random((40, 4, 4)) > 0.5).astype(np.float32),
+             y=np.arange(40) % 3)
+    context = {"family": "label", "classes": 3} if family == "label" else \
+        {"family": "vector", "dim": 1}
+    spec = {"latent_dim": 2, "encoder": {"hidden": [4]}, "likelihood": "bernoulli",
+            "context": context, "train": {"epochs": 1, "batch_size": 10},
+            "eval": {"num_samples": 2},
+            "data": {"name": str(folder / "lab.npz"), "test_fraction": 0.25}}
+    pipeline.train_run(spec, folder / "run", progress=False)
+    return spec
+
+
 @pytest.fixture(scope="session")
 def tiny_run():
     """:func:`make_tiny_run`, for module fixtures that build their own copy."""
     return make_tiny_run
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional_run():
+    """:func:`make_tiny_conditional_run`, for module fixtures that build their own copy."""
+    return make_tiny_conditional_run
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ PACKAGE = Path(pyrovae.__file__).parent
 LAYERS: dict[str, int] = {
     "errors": 0,
     "registry": 1, "io": 1, "quadrature": 1, "randomness": 1,
+    "progress": 1,
     "data": 2, "plots": 2,
     "model": 3,
     "estimators": 4,

@@ -65,6 +65,14 @@ def register(sub: Any) -> argparse.ArgumentParser:
                    help="with --certified: seconds for the budget search (default none)")
     p.add_argument("--collapse-points", type=int, default=500, metavar="N",
                    help="held-out points for the collapse diagnostics (default 500)")
+    p.add_argument("--y", metavar="Y",
+                   help="a conditional run's context to check: a class label (e.g. 3; the "
+                   "points checked are held-out points of that class) or a context vector "
+                   "(e.g. 0.5,1.2); default: the first held-out point's")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the progress of long steps on stderr: a live line on a "
+                   "terminal; --progress also off one (a line at most every 10 s); "
+                   "--no-progress: none (default: on a terminal only)")
     p.set_defaults(func=run)
     return p
 
@@ -74,14 +82,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.points < 1:
         raise PyrovaeError(f"--points: expected a positive integer, got {args.points}")
-    from pyrovae.runs.spec import MAX_NUM_SAMPLES, MAX_SEED
+    from pyrovae.registry import check_seed
+    from pyrovae.runs.spec import MAX_NUM_SAMPLES
 
     if not 100 <= args.samples <= MAX_NUM_SAMPLES:  # the one samples bound (h12)
         raise PyrovaeError(f"--samples: expected an integer in [100, {MAX_NUM_SAMPLES}], "
                            f"got {args.samples if args.samples < 10**30 else 'a huge number'}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise PyrovaeError(f"--seed: expected an integer in [0, {MAX_SEED}], got "
-                           f"{args.seed if abs(args.seed) < 10**30 else 'a huge number'}")
+    check_seed(args.seed, "--seed")
     for flag, low in (("ais_steps", 1), ("ais_chains", 1), ("bdmc_points", 0), ("sbc_sims", 0),
                       ("collapse_points", 2)):
         v = getattr(args, flag, low)
@@ -114,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
                                "check compares with exact answers already")
         if args.out is not None and not args.out.strip():
             raise PyrovaeError("--out: expected a folder name, got an empty string")
+        if args.y is not None:
+            raise PyrovaeError(f"--y: toy problem {target!r} is unconditional; drop --y")
         out = Path(args.out) if args.out is not None else Path("checks") / target
         report = check_toy_into(target, out, overwrite=args.overwrite, num_points=args.points,
-                                seed=args.seed, quick=args.quick)
+                                seed=args.seed, quick=args.quick, progress=args.progress)
     elif Path(target).is_dir():
         if args.out is not None and not args.out.strip():
             raise PyrovaeError("--out: expected a folder name, got an empty string")
@@ -124,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
             target, args.out, overwrite=args.overwrite, points=args.points,
             samples=args.samples, seed=args.seed, quick=args.quick, ais_steps=args.ais_steps,
             ais_chains=args.ais_chains, bdmc_points=args.bdmc_points, sbc_sims=args.sbc_sims,
-            collapse_points=args.collapse_points, certified=certified,
-            target_width=args.target_width, max_ais_steps=args.max_ais_steps,
-            ais_time_limit=args.ais_time_limit)
+            collapse_points=args.collapse_points, progress=args.progress, y=args.y,
+            certified=certified, target_width=args.target_width,
+            max_ais_steps=args.max_ais_steps, ais_time_limit=args.ais_time_limit)
     else:
         import difflib
 
@@ -155,6 +164,10 @@ def _print_summary(report: dict, out: Path) -> None:
     if s is None:
         s = {k: v for k, v in report.items() if isinstance(v, (int, float))}
     print(f"pyrovae check: wrote {Path(out) / REPORT}")
+    context = report.get("context")
+    if isinstance(context, dict):  # a conditional run: every log p(x) is given y
+        print(f"  quantity: {context['quantity']}, y {context['chosen']}; each log_px "
+              "below is given y")
     for k, v in s.items():
         if k == "certified":  # a whole line: "certified: AIS (frozen kernels, T=…) …"
             print(f"  {v}")

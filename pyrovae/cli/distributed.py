@@ -4,6 +4,7 @@ training of a spec over torchrun processes (see :mod:`pyrovae.training.distribut
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -15,7 +16,8 @@ from pyrovae.training.distributed import DistributedTrainer, init_process_group
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pyrovae.runs.pipeline import build
+    from pyrovae.cli.train import add_train_flags, train_sets
+    from pyrovae.runs.pipeline import build, check_train_section
     from pyrovae.runs.spec import apply_overrides, load_spec
 
     p = argparse.ArgumentParser(
@@ -29,8 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a spec entry, e.g. --set train.batch_size=512 (repeatable)")
     p.add_argument("--data", metavar="NAME", help="data set: digits, mnist5k, mnist, or a file")
-    p.add_argument("--epochs", type=int, metavar="N")
-    p.add_argument("--seed", type=int, metavar="S")
+    add_train_flags(p, ("epochs", "seed", "threads"))
     p.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per process)")
     p.add_argument("--out", metavar="FILE", help="write the trained state (rank 0) with torch.save")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -38,20 +39,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         raw = load_spec(args.config) if args.config else {}
         sets = list(args.overrides)
-        flags = (("data", "data.name"), ("epochs", "train.epochs"), ("seed", "train.seed"))
-        for flag, key in flags:
-            value = getattr(args, flag)
-            if value is not None:
-                sets.append(f"{key}={value}")
+        if args.data is not None:
+            sets.append(f"data.name={args.data}")
+        sets += train_sets(args, ("epochs", "seed", "threads"))
         raw = apply_overrides(raw, sets)
         rank, world, device = init_process_group(args.device)
         spec, vae, train, test = build(raw)
         t = spec["train"]
+        config = dataclasses.replace(check_train_section(spec), device=device)
         trainer = DistributedTrainer(
-            vae, train.x, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-            seed=t["seed"], test_data=None if test is None else test.x,
-            objective=spec["objective"], kl_weight=spec["kl_weight"], clip_norm=t["clip_norm"],
-            eval_every=t["eval_every"], progress=not args.quiet and rank == 0, device=device,
+            vae, train.x, config=config, test_data=None if test is None else test.x,
+            objective=spec["objective"], kl_weight=spec["kl_weight"],
+            progress=not args.quiet and rank == 0,
         )
         history = trainer.run()
     except PyrovaeError as exc:

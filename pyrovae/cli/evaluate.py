@@ -23,6 +23,10 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--which", choices=("last", "best"), default="last",
                    help="the final weights (last, default) or the best held-out epoch's (best)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the progress of long steps on stderr: a live line on a "
+                   "terminal; --progress also off one (a line at most every 10 s); "
+                   "--no-progress: none (default: on a terminal only)")
     p.set_defaults(func=run)
     return p
 
@@ -31,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples is not None:
         check_num_samples(args.num_samples, "--num-samples")
     m = evaluate_run(args.run_dir, num_samples=args.num_samples, split=args.split,
-                     which=args.which)
+                     which=args.which, progress=args.progress)
     if args.json:
         print(json.dumps(m, indent=2))
     else:
@@ -44,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  reconstruction  {m['reconstruction']:10.3f}")
         print(f"  KL(q ‖ p)       {m['kl']:10.3f}"
               f"{' (closed form)' if m['kl_closed_form'] else ' (Monte Carlo)'}")
-        print(f"  log p(x) ≥      {m['log_likelihood']:10.3f} ± {m['log_likelihood_se']:.3f}"
-              " (IWAE)")
+        given = m.get("context") is not None  # a conditional run: log p(x | y), y its labels
+        name = "log p(x | y) ≥" if given else "log p(x) ≥    "
+        why = ", y: the label of each example" if given else ""
+        print(f"  {name}  {m['log_likelihood']:10.3f} ± {m['log_likelihood_se']:.3f} "
+              f"(IWAE{why})")
     return 0

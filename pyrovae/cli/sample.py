@@ -18,12 +18,17 @@ __all__ = ["MAX_SAMPLES", "register", "run"]
 def register(sub: Any) -> argparse.ArgumentParser:
     """Add the ``sample`` subcommand to the subparsers ``sub``; return its parser."""
     p = sub.add_parser("sample", help="sample from a trained model",
-                       description="Draw z ~ p(z) and x from p(x|z); write a .png grid "
-                       "(images) or a .npy array.")
+                       description="Draw z ~ p(z) and x from p(x|z) (p(x|z, y) for a "
+                       "conditional run, y from --y); write a .png grid (images) or a .npy "
+                       "array.")
     p.add_argument("run_dir", metavar="RUN", help="run folder written by `pyrovae train`")
     p.add_argument("-n", "--num", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", metavar="FILE", help="output .png or .npy (default RUN/samples.png)")
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of E[x|z]")
+    p.add_argument("--y", metavar="Y",
+                   help="a conditional run's context: a class label (e.g. 3) or a context "
+                   "vector (e.g. 0.5,1.2); default for a label context: every class, one "
+                   "row each")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
@@ -38,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     """
     if args.out is not None and not args.out.strip():
         raise PyrovaeError("--out: expected a .png or .npy file name, got an empty string")
-    out = sample_run(args.run_dir, args.out, num=args.num, draw=args.draw, seed=args.seed,
-                     overwrite=args.overwrite)
-    print(f"wrote {args.num} samples to {out}")
+    out, drawn = sample_run(args.run_dir, args.out, num=args.num, draw=args.draw,
+                            seed=args.seed, overwrite=args.overwrite, y=args.y)
+    given = f" given y = {args.y}" if args.y is not None else ""
+    print(f"wrote {drawn} samples{given} to {out}")
     return 0

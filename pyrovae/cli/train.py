@@ -12,6 +12,39 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.runs.folder import SPEC_FILE, read_spec
 from pyrovae.runs.pipeline import RunComplete, resume_run, train_run
 from pyrovae.runs.spec import apply_overrides, load_spec
+from pyrovae.training.config import TRAIN_PARAMS
+
+#: The training options with a flag of their own (``--epochs N`` is ``--set
+#: train.epochs=N``); type, help and default shown are read off their Param (TrainConfig).
+TRAIN_FLAGS: tuple[str, ...] = ("epochs", "seed", "device", "threads")
+
+_METAVARS = {"epochs": "N", "seed": "S", "device": "DEV", "threads": "N"}
+
+
+def add_train_flags(parser: argparse.ArgumentParser,
+                    names: tuple[str, ...] = TRAIN_FLAGS) -> None:
+    """One flag per training option in ``names``, declared by its
+    :class:`~pyrovae.registry.Param` in :data:`~pyrovae.training.config.TRAIN_PARAMS`:
+    the flag's type from the Param's kind, its help from the doc and default. The
+    parser's default is ``None`` (not given: the spec's value applies, whose default is
+    the same Param's); a given value is applied as ``--set train.NAME=VALUE``."""
+    for name in names:
+        p = TRAIN_PARAMS[name]
+        kind = (int if p.kind.endswith("int") or p.kind == "seed" else
+                float if p.kind.endswith("float") else str)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                            metavar=_METAVARS.get(name, name.upper()),
+                            help=f"{p.doc} (default: {_shown(p.default)}, or the spec's "
+                                 f"train.{name})")
+
+
+def train_sets(args: argparse.Namespace, names: tuple[str, ...] = TRAIN_FLAGS) -> list[str]:
+    """The given training flags as ``train.NAME=VALUE`` overrides (absent ones: none)."""
+    return [f"train.{n}={getattr(args, n)}" for n in names if getattr(args, n) is not None]
+
+
+def _shown(default: object) -> str:
+    return "null" if default is None else str(default)
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
@@ -26,15 +59,17 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a spec entry, e.g. --set prior.family=mixture (repeatable)")
     p.add_argument("--data", metavar="NAME", help="data set: digits, mnist5k, mnist, or a file")
-    p.add_argument("--epochs", type=int, metavar="N", help="number of epochs")
-    p.add_argument("--seed", type=int, metavar="S", help="random seed")
-    p.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu or cuda")
+    add_train_flags(p)
     p.add_argument("--out", metavar="RUN", help="run folder (default: runs/DATA-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--resume", metavar="RUN",
                    help="continue RUN from its last checkpoint (same spec and data; "
                    "--epochs N may raise the number of epochs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress (as --no-progress)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress on stderr (default on): a bar on a terminal, else a line "
+                   "per epoch and within epochs and the final evaluation a line at most "
+                   "every 10 s; --no-progress: none")
     p.add_argument("--size-limit", type=float, default=1.0, metavar="X",
                    help="multiply the size budget (50M parameters, 4 GiB of activations per "
                         "step, 256 hidden layers, estimated from the spec) by X (default 1)")
@@ -44,15 +79,14 @@ def register(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     sets = list(args.overrides)
-    for flag, key in (("data", "data.name"), ("epochs", "train.epochs"),
-                      ("seed", "train.seed"), ("device", "train.device")):
-        value = getattr(args, flag)
-        if value is not None:
-            sets.append(f"{key}={value}")
+    if args.data is not None:
+        sets.append(f"data.name={args.data}")
+    sets += train_sets(args)
     if args.out is not None and not args.out.strip():
         raise PyrovaeError("--out: expected a folder name, got an empty string")
     if args.resume is not None and not args.resume.strip():
         raise PyrovaeError("--resume: expected a run folder, got an empty string")
+    show = not args.quiet and args.progress is not False
     if args.resume:
         if args.out or args.overwrite:
             raise PyrovaeError("--resume continues RUN in place; it takes no --out or --overwrite")
@@ -65,22 +99,23 @@ def run(args: argparse.Namespace) -> int:
             raw = None
         out = args.resume
         try:
-            metrics = resume_run(out, raw, progress=not args.quiet, size_limit=args.size_limit)
+            metrics = resume_run(out, raw, progress=show, size_limit=args.size_limit)
         except RunComplete as done:
             print(done)
             return 0
     else:
         raw = apply_overrides(load_spec(args.config) if args.config else {}, sets)
         out = args.out or default_out(raw)
-        metrics = train_run(raw, out, overwrite=args.overwrite, progress=not args.quiet,
+        metrics = train_run(raw, out, overwrite=args.overwrite, progress=show,
                             size_limit=args.size_limit)
     print(f"run folder: {out}")
     print(f"epochs: {metrics['epochs']}, training time: {metrics['seconds']:.1f} s")
+    quantity = "log p(x | y)" if metrics.get("context") else "log p(x)"
     for split in ("train", "test"):
         if split in metrics:
             m = metrics[split]
             print(
-                f"{split:>5}: ELBO {m['elbo']:.3f}  log p(x) ≥ {m['log_likelihood']:.3f} "
+                f"{split:>5}: ELBO {m['elbo']:.3f}  {quantity} ≥ {m['log_likelihood']:.3f} "
                 f"± {m['log_likelihood_se']:.3f} (IWAE, K={m['num_samples']})  "
                 f"KL {m['kl']:.3f}  nats/example"
             )

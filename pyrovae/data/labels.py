@@ -83,7 +83,7 @@ def mask_labels(y: torch.Tensor | np.ndarray, classes: int, *, fraction: float |
     for i, c in enumerate(present):
         rows = np.flatnonzero(t.numpy() == c)
         if count is None:
-            k = max(1, int(round(fraction * len(rows))))
+            k = max(1, round(fraction * len(rows)))
         else:
             k = count // len(present) + (1 if i < count % len(present) else 0)
         if k > len(rows):

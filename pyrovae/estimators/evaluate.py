@@ -35,15 +35,17 @@ import torch
 
 from pyrovae.data import as_source
 from pyrovae.errors import PyrovaeError
-from pyrovae.estimators.enumerated import enumerated_log_weights
 from pyrovae.estimators.importance import (
     ess,
     iwae_bound,
     khat_threshold,
     pareto_khats,
 )
+from pyrovae.estimators.kinds import kind_estimator
 from pyrovae.estimators.kl import closed_form_kl_or_none, mc_kl
+from pyrovae.progress import Progress, expect
 from pyrovae.randomness import seeded
+from pyrovae.registry import check_seed
 
 #: Fewest draws for which evaluate fits a Pareto tail (k̂); fewer: k̂ is not reported.
 KHAT_MIN_SAMPLES = 50
@@ -81,6 +83,7 @@ def evaluate(
     num_samples: int = 1000,
     max_elements: int = 2**24,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained VAE on ``data`` (array, tensor, :class:`~pyrovae.data.Dataset`
     or any :class:`~pyrovae.data.DataSource`; ``y`` the context, if any).
@@ -98,22 +101,28 @@ def evaluate(
     whole result is plain Python (``json.dumps`` works; ``np.asarray`` gives arrays).
 
     Random draws use their own seeded stream; the global RNG is left untouched.
+    ``progress`` (a :class:`~pyrovae.progress.Progress`; ``None``: silent) is advanced
+    by the examples of each chunk, in step with its draws (half the draws of a chunk
+    of 100 examples: 50), its total the number of examples.
     """
     K = _check_int("num_samples", num_samples, 1)
     max_elements = _check_int("max_elements", max_elements, 1)
-    seed = _check_int("seed", seed, 0)
-    if seed > 2**63 - 1:
-        raise PyrovaeError(f"seed: expected an integer >= 0 (at most {2**63 - 1}), got {seed}")
+    seed = check_seed(seed, "seed")
     source = as_source(data, y, "data")
     p0 = _param(vae)
     device, dtype = p0.device, p0.dtype
     width = _width(vae, math.prod(source.event_shape))
     per_draw = max(1, max_elements // width)  # (sample, example) pairs per chunk
-    enumerate_label = y is None and getattr(vae, "label_latent", False)
-    C = int(vae.classes) if enumerate_label else 1  # a draw per class for a summed-out label
+    # a kind with its own estimator (M2's label summed out unless y gives it; several
+    # stochastic layers): its importance weights, C of them per sample
+    own = kind_estimator(vae)
+    if own is not None and y is not None and getattr(vae, "label_latent", False):
+        own = None  # labels given: q(z | x, y) of the label's class, the VAE's path
+    C = own.draws_per_sample(vae) if own is not None else 1
     data_chunk = max(1, min(source.num_data, per_draw // C, max(1, max_elements // (K * C))))
     sample_chunk = max(1, min(K, per_draw // (data_chunk * C)))
     want_khat = K >= KHAT_MIN_SAMPLES
+    expect(progress, source.num_data)
 
     cols: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("elbo", "reconstruction", "kl", "log_likelihood",
@@ -130,20 +139,22 @@ def evaluate(
                     x = vae.as_event(x, "data")
                 yb = None if batch.y is None else batch.y.to(device)
                 vae.likelihood.check_data(x)
-                if enumerate_label:  # the label summed out: K draws of z per class
-                    parts = [enumerated_log_weights(vae, x, min(sample_chunk, K - s0))
+                if own is not None:  # the kind's own weights (per class for a label)
+                    parts = [own.log_weights(vae, x, min(sample_chunk, K - s0))
                              for s0 in range(0, K, sample_chunk)]
                     counts = [p[0].shape[0] // C for p in parts]
                     recon = sum(p[1] * c for p, c in zip(parts, counts, strict=True)) / K
                     kl = sum(p[2] * c for p, c in zip(parts, counts, strict=True)) / K
                     used_closed_form = False
                     _collect(cols, torch.cat([p[0] for p in parts], 0), recon, kl, want_khat)
+                    if progress is not None:
+                        progress(x.shape[0])
                     continue
                 q = vae.encode(x) if yb is None else vae.encode(x, y=yb)
                 prior = vae.prior_dist()
                 kl_cf = closed_form_kl_or_none(q, prior)
                 used_closed_form &= kl_cf is not None
-                lw_parts, sum_recon, sum_kl = [], 0.0, 0.0
+                lw_parts, sum_recon, sum_kl, shown = [], 0.0, 0.0, 0
                 for s0 in range(0, K, sample_chunk):
                     z = q.sample((min(sample_chunk, K - s0),))
                     px = vae.decode(z, x) if yb is None else vae.decode(z, x, y=yb)
@@ -153,6 +164,10 @@ def evaluate(
                     sum_recon = sum_recon + log_px.sum(0)
                     if kl_cf is None:
                         sum_kl = sum_kl + mc_kl(q, prior, z) * z.shape[0]
+                    if progress is not None:  # the chunk's examples, in step with its draws
+                        done = x.shape[0] * (s0 + z.shape[0]) // K
+                        progress(done - shown)
+                        shown = done
                 lw = torch.cat(lw_parts, 0)  # (K, n)
                 recon = sum_recon / K
                 kl = kl_cf if kl_cf is not None else sum_kl / K

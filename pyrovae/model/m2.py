@@ -48,7 +48,6 @@ from torch import nn
 
 from pyrovae.data.labels import UNLABELLED, check_class_labels
 from pyrovae.errors import PyrovaeError
-from pyrovae.model.context import LabelContext
 from pyrovae.model.nets import ACTIVATIONS
 from pyrovae.model.vae import VAE, _kl_scale
 from pyrovae.registry import MODELS, NETWORKS, Param
@@ -104,6 +103,8 @@ class SemiSupervisedVAE(VAE):
     #: Whether the label is a discrete latent site summed out by enumeration (read by the
     #: estimators and engines, never the class name).
     label_latent: ClassVar[bool] = True
+    #: The kind's own direct estimator, the label enumerated (:mod:`pyrovae.estimators.enumerated`).
+    own_loss: ClassVar[str | None] = "enumerated"
 
     def __init__(
         self,
@@ -163,8 +164,12 @@ class SemiSupervisedVAE(VAE):
         ``{family: label, classes: K}`` (another context is refused)."""
         m, ctx = spec["model"], spec.get("context") or {"family": "none"}
         want = {"family": "label", "classes": m["classes"]}
-        if ctx.get("family") not in ("none", "label") or (
-                ctx.get("family") == "label" and ctx.get("classes") != m["classes"]):
+        if ctx.get("family") not in ("none", "label"):
+            raise PyrovaeError(
+                f"context: model m2 sums its label out by enumeration, which needs a discrete "
+                f"site with {m['classes']} classes; context {ctx.get('family')!r} is not one "
+                f"(leave context out, or give {{family: label, classes: {m['classes']}}})")
+        if ctx.get("family") == "label" and ctx.get("classes") != m["classes"]:
             raise PyrovaeError(
                 f"context: an m2 model conditions its networks on its own label "
                 f"({m['classes']} classes); leave context out or give "
@@ -179,16 +184,7 @@ class SemiSupervisedVAE(VAE):
                   encoder: nn.Module | None = None,
                   decoder: nn.Module | None = None) -> SemiSupervisedVAE:
         """Build from a spec whose ``model`` entry is ``{family: m2, ...}``."""
-        from pyrovae.model.spec import normalize_model_spec
-
-        s = dict(spec)
-        if s.get("data_dim") is None and data_dim is not None:
-            s["data_dim"] = data_dim
-        s = normalize_model_spec(s, require_data_dim=True)
-        m = dict(s["model"])
-        if m.get("family") != "m2":
-            raise PyrovaeError(f"model.family: expected 'm2', got {m.get('family')!r}")
-        m.pop("family")
+        s, m = cls.kind_spec(spec, data_dim)
         return cls(s["event_shape"] or [s["data_dim"]], s["latent_dim"],
                    encoder=encoder or s["encoder"], decoder=decoder or s["decoder"],
                    prior=s["prior"], likelihood=s["likelihood"], guide=s["guide"], **m)
@@ -196,7 +192,8 @@ class SemiSupervisedVAE(VAE):
     # --------------------------------------------------------- distributions
     def label_prior(self) -> dist.Categorical:
         """p(y): uniform over the classes."""
-        return dist.Categorical(logits=torch.zeros(self.classes, device=self.param_device()))
+        p = next(self.parameters())
+        return dist.Categorical(logits=torch.zeros(self.classes, device=p.device, dtype=p.dtype))
 
     def label_posterior(self, x: torch.Tensor) -> dist.Categorical:
         """q_φ(y | x), batch shape ``(len(x),)``."""

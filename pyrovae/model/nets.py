@@ -114,7 +114,7 @@ def _with_context(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     """``[h, c]`` along the last axis, ``c`` broadcast over ``h``'s leading axes."""
     if c is None:
         return h
-    return torch.cat([h, c.expand(*h.shape[:-1], c.shape[-1])], dim=-1)
+    return torch.cat([h, c.to(h.dtype).expand(*h.shape[:-1], c.shape[-1])], dim=-1)
 
 
 @NETWORKS.register("mlp")

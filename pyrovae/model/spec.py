@@ -98,7 +98,7 @@ def normalize_model_spec(
 
 def model_class(spec: Mapping[str, Any]) -> type:
     """The class of the model kind a (full or model-part) spec names in ``model``
-    (registry ``MODELS``: ``vae``, ``m2``; each kind registers itself)."""
+    (registry ``MODELS``: ``vae``, ``m2``, ``hierarchical``; each kind registers itself)."""
     entry = spec.get("model") or MODEL_FAMILY_DEFAULTS["model"]
     name = entry.get("family") if isinstance(entry, Mapping) else entry
     return MODELS.get(name, "model")

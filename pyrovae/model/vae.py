@@ -78,6 +78,13 @@ class VAE(nn.Module):
     params: ClassVar[dict[str, Any]] = {}
     #: Whether a discrete label site is summed out by enumeration (a capability; the M2 kind).
     label_latent: ClassVar[bool] = False
+    #: The kind's own direct estimator, a key of ``pyrovae.estimators.kinds.KIND_ESTIMATORS``
+    #: (``None``: the VAE's, :mod:`pyrovae.estimators.elbo`); read by the objectives,
+    #: the engines and ``evaluate``, never the class name.
+    own_loss: ClassVar[str | None] = None
+    #: Whether the checks see this kind through its Pyro pair (``PyroTarget``: latent
+    #: sites found from a trace) rather than the single-``"z"`` fast path.
+    pyro_target: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -187,6 +194,25 @@ class VAE(nn.Module):
             net.train(was)
 
     # ------------------------------------------------------------------ spec
+    @classmethod
+    def kind_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(model spec, kind parameters)``: the model part of ``spec`` normalized (its
+        ``data_dim`` filled in from ``data_dim`` when null) and this kind's ``model``
+        entry without ``family``, for a kind's ``from_spec``; another kind's spec is a
+        PyrovaeError."""
+        from pyrovae.model.spec import normalize_model_spec
+
+        s = dict(spec)
+        if s.get("data_dim") is None and data_dim is not None:
+            s["data_dim"] = data_dim
+        s = normalize_model_spec(s, require_data_dim=True)
+        m = dict(s["model"])
+        if m.pop("family", None) != cls.family:
+            raise PyrovaeError(f"model.family: expected {cls.family!r}, got "
+                               f"{s['model'].get('family')!r}")
+        return s, m
+
     @classmethod
     def complete_spec(cls, spec: dict[str, Any]) -> None:
         """Fill in or refuse, in a normalized spec, what this kind decides (nothing for

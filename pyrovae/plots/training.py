@@ -66,16 +66,39 @@ def reconstructions(
 
 
 def samples(
-    images: torch.Tensor, image_shape: tuple[int, int], ncol: int | None = None
+    images: torch.Tensor, image_shape: tuple[int, int], ncol: int | None = None,
+    title: str | None = None,
 ) -> Figure:
     """Draws from the generative model: z ~ p(z), shown as E[x|z]; a square grid
-    (``ncol`` = ⌈√n⌉: 64 samples are 8 × 8) unless ``ncol`` is given."""
+    (``ncol`` = ⌈√n⌉: 64 samples are 8 × 8) unless ``ncol`` is given; ``title``
+    replaces the default one (e.g. a conditional model's "p(x | y = 3)")."""
     ncol = ncol or max(1, int(np.ceil(np.sqrt(len(images)))))
     fig = new_figure(6.0, 6.0 * np.ceil(len(images) / ncol) / ncol + 0.4)
     ax = fig.add_subplot()
     ax.imshow(_grid(_as_np(images), image_shape, ncol), cmap="gray_r", vmin=0, vmax=1)
-    ax.set_title("samples from the prior, E[x|z], z ~ p(z)", fontsize=9)
+    ax.set_title(title or "samples from the prior, E[x|z], z ~ p(z)", fontsize=9)
     ax.axis("off")
+    return fig
+
+
+def class_samples(images: torch.Tensor, image_shape: tuple[int, int], classes: int,
+                  title: str | None = None) -> Figure:
+    """Draws of a class-conditional model, one row per class: row y holds the
+    ``len(images) / classes`` draws E[x | z, y], z ~ p(z) (``images`` ordered by class),
+    each row labelled ``y = k`` on the left."""
+    per = len(images) // classes
+    h = image_shape[0]
+    fig = new_figure(6.0, 6.0 * classes / per + 0.4)
+    ax = fig.add_subplot()
+    ax.imshow(_grid(_as_np(images), image_shape, per), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_title(title or "samples per class, E[x|z, y], z ~ p(z); one row per class y",
+                 fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([k * (h + 1) + (h - 1) / 2 for k in range(classes)])
+    ax.set_yticklabels([f"y = {k}" for k in range(classes)], fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     return fig
 
 

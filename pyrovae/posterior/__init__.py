@@ -17,6 +17,8 @@ module              idea
 ``certified``       frozen-kernel AIS at a T doubled until the BDMC width is small
 ``sbc``             simulation-based calibration of the guide (rank ECDF bands)
 ``collapse``        active units, KL per dimension, rate, distortion, I_q(x; z)
+``enumerate``       a discrete latent summed out: log p(x), ELBO, KL and identity per
+                    class target, calibration of q(y|x), SBC of q(z|x,y)
 ==================  ===========================================================
 
 ``reference`` is not imported here, so ArviZ loads only when it is used.  The

@@ -71,6 +71,7 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.posterior.exact import Estimate, as_mvn, iwae_from_log_weights
 from pyrovae.posterior.psis import ess
 from pyrovae.posterior.target import Target, as_target
+from pyrovae.progress import expect
 from pyrovae.randomness import seeded
 
 
@@ -338,7 +339,8 @@ def ais(
             runs; ``seconds`` counts both, ``settings["adapt_seed"]`` names the first.
         keep_z: also return the final states (C, N, d).
         progress: called with 1 after each intermediate distribution of each chunk
-            (of both rounds when ``frozen``).
+            (of both rounds when ``frozen``; a :class:`~pyrovae.progress.Progress` is
+            told its total, T · chunks, twice that when ``frozen``).
 
     Returns:
         :class:`AISResult` (``mode`` "adaptive", "fixed" or "frozen").
@@ -359,6 +361,7 @@ def ais(
                   "schedule_name": schedule_name, "leapfrog_steps": leapfrog_steps,
                   "precondition": precondition, "target_accept": target_accept,
                   "chunk_size": chunk_size, "init_z": init_z, "progress": progress}
+        expect(progress, 2 * num_steps * -(-x.shape[0] // chunk_size))  # both rounds
         first = ais(target, x, step_size=step_size, adapt_rate=adapt_rate, warmup=warmup,
                     seed=seed, **common)
         common["precondition"] = first.inv_mass is not None  # the same kernels, exactly
@@ -386,6 +389,7 @@ def ais(
         if init_z is None:
             raise PyrovaeError("ais reverse=True needs init_z (exact posterior draws)")
     t0 = time.perf_counter()
+    expect(progress, num_steps * -(-n_all // chunk_size))
     outs, masses = [], []
     with seeded(seed, x, target):
         for lo in range(0, n_all, chunk_size):

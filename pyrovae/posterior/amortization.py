@@ -22,6 +22,7 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.posterior.exact import Estimate, elbo, kl_to_posterior, log_marginal
 from pyrovae.posterior.local import LocalGuide, fit_local_guide, maximize_elbo
 from pyrovae.posterior.target import Target, VAETarget, _DistGuideMixin, as_target
+from pyrovae.progress import Progress, expect, tick
 from pyrovae.randomness import seeded
 
 
@@ -73,6 +74,7 @@ def _sample_average_elbo(target, x, make_q, num_particles: int, seed: int) -> to
 def optimise_local(
     vae, x: torch.Tensor, *, steps: int = 500, lr: float = 0.02, num_particles: int | None = None,
     method: str = "lbfgs", tol: float = 1e-4, seed: int = 0, rounds: int = 4,
+    progress: Progress | None = None,
 ):
     """q* per data point: the encoder output for ``x`` as free parameters, optimised
     for the ELBO with θ and the encoder fixed.
@@ -89,12 +91,14 @@ def optimise_local(
     "iterations"}``: ``grad_norm`` per point is the largest, over rounds, norm of the
     gradient of the round's sample-average ELBO at its optimum (for Adam: of a
     1024-draw one at the last iterate); ``converged`` says whether every entry met
-    ``tol``.
+    ``tol``.  ``progress`` is advanced once per L-BFGS round (total ``rounds``; Adam:
+    one unit at the end); ``None``: silent.
 
     References:
         Liu & Nocedal (1989), *On the limited memory BFGS method for large scale
         optimization*.
     """
+    expect(progress, rounds if method == "lbfgs" else 1)
     if not hasattr(vae, "encoder") or not hasattr(vae, "guide_family"):
         raise PyrovaeError("the amortization gap needs a pyrovae.VAE (encoder + guide family)")
     if method not in ("lbfgs", "adam"):
@@ -137,6 +141,7 @@ def optimise_local(
                 solutions.append(out.detach().clone())
                 if r == 0:
                     start = solutions[0]
+                tick(progress)
             with torch.no_grad():
                 out.copy_(torch.stack(solutions).mean(0))
         if method == "adam":  # the gradient of a 1024-draw ELBO at the last iterate
@@ -144,6 +149,7 @@ def optimise_local(
                 _sample_average_elbo(target, x, lambda: vae.guide_family(out), 1024, seed),
                 out)
             norms = [g.reshape(g.shape[0], -1).norm(dim=-1).double()]
+            tick(progress)
     grad_norm = torch.stack(norms).max(0).values
     width = out.shape[-1] ** 0.5
     info = {"method": method, "grad_norm": grad_norm, "tol": tol,
@@ -223,7 +229,7 @@ def gap_split(
     """
     from pyrovae.model.vae import VAE
 
-    if isinstance(model, VAE):
+    if isinstance(model, VAE) and not getattr(model, "pyro_target", False):
         return amortization_gap(model, x, steps=steps, num_samples=num_samples, log_px=log_px)
     target = as_target(model, guide)
     q_star = fit_local_guide(target, x, steps=steps, lr=lr, num_particles=num_particles)
@@ -239,6 +245,7 @@ def amortization_gap(
     vae, x: torch.Tensor, *, steps: int = 500, lr: float = 0.02,
     num_particles: int | None = None, num_samples: int = 2000, log_px=None,
     exact_kl: bool = True, method: str = "lbfgs", tol: float = 1e-4,
+    progress: Progress | None = None,
 ) -> dict:
     """Per-point log p(x), ELBO of the encoder, ELBO of q*, and the two gaps.
 
@@ -250,10 +257,12 @@ def amortization_gap(
     stderr with the ELBOs': ``approximation_gap_stderr``, ``amortization_gap_stderr``).
     With ``exact_kl`` and latent_dim ≤ 2 the gaps are also given without Monte Carlo
     error, as KL(q* ‖ p(z|x)) and KL(q_φ ‖ p(z|x)) − KL(q* ‖ p(z|x)) by quadrature
-    (keys ``approximation_gap_exact``, ``amortization_gap_exact``).
+    (keys ``approximation_gap_exact``, ``amortization_gap_exact``).  ``progress``: the
+    local optimisation's, as in :func:`optimise_local`.
     """
     q_star, trace, info = optimise_local(vae, x, steps=steps, lr=lr,
-                                         num_particles=num_particles, method=method, tol=tol)
+                                         num_particles=num_particles, method=method, tol=tol,
+                                         progress=progress)
     amort = elbo(VAETarget(vae), x, num_samples=num_samples)
     local = elbo(_FixedQTarget(vae, q_star), x, num_samples=num_samples)
     if log_px is None:

@@ -40,6 +40,7 @@ import torch
 
 from pyrovae.posterior.ais import AISResult, ais
 from pyrovae.posterior.target import as_target
+from pyrovae.progress import expect
 from pyrovae.randomness import seeded
 
 
@@ -113,13 +114,16 @@ def bdmc(
     frozen kernels (see the module text).  Simulation uses ``seed``, the forward run
     ``seed + 1`` (its adaptation round, when frozen), the reverse run ``seed + 2``.
     Returns a :class:`BDMCResult`; ``width`` is per point and should be read beside
-    the bounds' standard errors.
+    the bounds' standard errors.  ``progress`` is called with 1 after each intermediate
+    distribution of each chunk, forward (both rounds, when frozen) then reverse.
 
     References:
         Grosse, Ghahramani & Adams (2015), *Sandwiching the marginal likelihood
         using bidirectional Monte Carlo*.
     """
     target = as_target(model, guide)
+    runs = 3 if frozen else 2  # forward (two rounds when frozen) and reverse
+    expect(progress, runs * num_steps * -(-num_data // chunk_size))
     with seeded(seed, target), torch.no_grad():
         z, x = target.simulate(num_data)
     common = {"num_steps": num_steps, "num_chains": num_chains, "start": start,

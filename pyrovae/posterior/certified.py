@@ -144,7 +144,9 @@ def certified_ais(
             standard error ≤ ``target_width`` (0: the mean alone).
         seed: BDMC round k uses ``seed + 10·k`` (its runs ``+1``, ``+2``); the final run
             ``seed``.
-        progress: called with 1 after each intermediate distribution of each run.
+        progress: called with 1 after each intermediate distribution of each run (a
+            :class:`~pyrovae.progress.Progress` is not told a total: the number of
+            rounds is not known in advance).
 
     Returns:
         :class:`CertifiedAIS`; ``line()`` is the report's certificate.
@@ -181,7 +183,8 @@ def certified_ais(
     target = as_target(model, guide)
     common = {"num_chains": num_chains, "start": start, "schedule_name": schedule_name,
               "leapfrog_steps": leapfrog_steps, "chunk_size": chunk_size,
-              "progress": progress}
+              # a plain callable: the rounds are not known in advance, so no total is set
+              "progress": None if progress is None else (lambda n=1: progress(n))}
     t0 = time.perf_counter()
     history: list[dict] = []
     steps, k = num_steps, 0

@@ -171,7 +171,8 @@ def _collapse_from_draws(target, x, num_samples: int, threshold: float,
                          mi_points: int) -> dict[str, Any]:
     """The same diagnostics for any target (e.g. a user's Pyro pair with several latent
     sites), from guide draws and trace densities: activity from the Monte Carlo
-    posterior means, the rate by Monte Carlo, the KL split per latent site
+    posterior means (less their Monte Carlo variance, so it is unbiased), the rate by
+    Monte Carlo, the KL split per latent site
     (E_q[log q(site | …) − log p(site | parents)], which sums to the rate) and
     I_q(x; z) on at most 128 rows (its cost is quadratic in them)."""
     if not target.has_guide:
@@ -180,7 +181,13 @@ def _collapse_from_draws(target, x, num_samples: int, threshold: float,
         z, log_q = target.sample_guide(x, num_samples)
         log_pz = target.prior_log_prob(x, z)
         log_lik = target.log_joint(x, z) - log_pz
-        activity = z.mean(0).double().var(0, unbiased=True)
+        # Var_x(E_q[z|x]) from S draws per point: the variance of the Monte Carlo means
+        # also holds each mean's own noise, Var_q(z|x)/S; subtract its unbiased estimate
+        # (else a collapsed unit, Var_q = 1, reads as active for S < 1/threshold)
+        zd = z.double()
+        activity = zd.mean(0).var(0, unbiased=True)
+        if num_samples > 1:
+            activity = activity - zd.var(0, unbiased=True).mean(0) / num_samples
         kl_points = (log_q - log_pz).double().mean(0)
         sites = target.sites
         kl_per_site = None

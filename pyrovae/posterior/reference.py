@@ -20,6 +20,7 @@ from pyro.infer import MCMC, NUTS
 from torch.distributions import biject_to
 
 from pyrovae.posterior.target import as_target
+from pyrovae.progress import Progress, expect
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -29,7 +30,7 @@ with warnings.catch_warnings():
 def nuts_reference(
     target, x: torch.Tensor, *, num_samples: int = 500, warmup: int = 300,
     num_chains: int = 4, seed: int = 0, init_scale: float = 1.0, init: str = "auto",
-    points: int | None = None,
+    points: int | None = None, progress: Progress | None = None,
 ) -> np.ndarray:
     """NUTS draws of z for every row of ``x`` (jointly; the rows are independent), or
     for the first ``points`` rows (a per-point guide still sees all of ``x``).
@@ -37,6 +38,8 @@ def nuts_reference(
     Chains start from draws of the guide (``init="guide"``; the default when the
     target has one), else from ``init_scale`` × N(0, I) on the unconstrained z
     (``init="prior"``).  Returns an array of shape (chains, draws, N, latent_dim).
+    ``progress`` is advanced by each NUTS iteration (warm-up and draws, every chain;
+    total ``num_chains · (warmup + num_samples)``); ``None``: silent.
     """
     target = as_target(target)
     transform = biject_to(target.support)
@@ -59,6 +62,12 @@ def nuts_reference(
             z0, _ = target.sample_guide(x_all, num_chains)
         u0 = transform.inv(z0[:, :n].detach().to(dtype))
     chains = []
+    expect(progress, num_chains * (warmup + num_samples))
+
+    def hook(kernel, samples, stage, i):  # Pyro calls it after each iteration
+        if progress is not None:
+            progress(1)
+
     for c in range(num_chains):
         g = torch.Generator().manual_seed(seed + c)
         u_init = u0[c] if use_guide else init_scale * torch.randn(n, d, generator=g, dtype=dtype)
@@ -67,7 +76,7 @@ def nuts_reference(
         mcmc = MCMC(
             NUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True),
             num_samples=num_samples, warmup_steps=warmup, initial_params=params0,
-            disable_progbar=True,
+            disable_progbar=True, hook_fn=hook,
         )
         mcmc.run()
         u = mcmc.get_samples()["u"].detach()
@@ -128,14 +137,16 @@ def compare_moments(idata) -> dict:
 def reference_check(
     target, x: torch.Tensor, *, num_samples: int = 500, warmup: int = 300,
     num_chains: int = 4, seed: int = 0, points: int | None = None,
+    progress: Progress | None = None,
 ) -> tuple[object, dict]:
     """NUTS + guide draws for ``x`` (or its first ``points`` rows: a per-point guide
     such as :class:`~pyrovae.posterior.local.LocalGuide` is always called with all
-    of ``x``) -> (InferenceData, :func:`compare_moments`)."""
+    of ``x``) -> (InferenceData, :func:`compare_moments`); ``progress`` as in
+    :func:`nuts_reference`."""
     target = as_target(target)
     nuts = nuts_reference(
         target, x, num_samples=num_samples, warmup=warmup, num_chains=num_chains, seed=seed,
-        points=points,
+        points=points, progress=progress,
     )
     guide = (guide_samples(target, x, num_samples * num_chains, points)
              if target.has_guide else None)

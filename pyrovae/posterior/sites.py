@@ -79,8 +79,9 @@ def require_continuous(sites: Mapping[str, SiteInfo], what: str) -> None:
         if s.discrete:
             raise PyrovaeError(
                 f"latent site {s.name!r} is discrete ({s.cardinality or 'finite'} values): "
-                f"{what} works on continuous latents only; sum a discrete site out by "
-                "enumeration in the model"
+                f"{what} works on continuous latents only; sum a discrete site out with "
+                "pyrovae.posterior.enumerate (split_pair: one target per value of the "
+                "site, then enumerated_log_marginal, enumerated_elbo, enumerated_sbc)"
             )
 
 

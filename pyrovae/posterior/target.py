@@ -12,7 +12,9 @@ A :class:`Target` answers, per data point, the questions the checks ask:
 
 :func:`as_target` builds one from
 
-* a :class:`pyrovae.VAE` (fast path: its prior, decoder and encoder directly);
+* a :class:`pyrovae.VAE` (fast path: its prior, decoder and encoder directly; a model
+  kind with several latent sites, ``pyro_target`` such as the hierarchical VAE, through
+  its Pyro pair as below);
 * a toy problem (:mod:`pyrovae.toy`) and a guide (any Pyro guide callable, or an
   object with ``dist(x)`` such as :class:`~pyrovae.posterior.local.LocalGuide`);
 * any Pyro ``model(x)`` / ``guide(x)`` pair, with any number of latent sites of any
@@ -150,7 +152,8 @@ class VAETarget(_DistGuideMixin, Target):
 
     ``y``: a conditional VAE's context, one row per row of the ``x`` checked (then
     p(x, z | y) and q(z | x, y); methods that score one row at a time need the
-    matching single row of ``y``).
+    matching single row of ``y``), or one row for every point (a single context,
+    also the one :meth:`simulate` draws from).
     """
 
     def __init__(self, vae, y=None) -> None:
@@ -169,6 +172,9 @@ class VAETarget(_DistGuideMixin, Target):
 
     def simulate(self, num_data):
         z = self.vae.prior_dist().sample((num_data,))
+        y = None if self.y is None else torch.as_tensor(self.y)
+        if y is not None and (y.ndim == 0 or len(y) in (1, num_data)):  # one, or one per row
+            return z, self.vae.decode(z, y=y).sample()
         return z, self.vae.decode(z).sample()
 
     def grid_box(self):
@@ -191,6 +197,10 @@ class PyroTarget(Target):
     conditioned on given values.  :meth:`simulate` draws (z, x) from the model itself
     with ``poutine.uncondition`` (observed sites sampled), so BDMC and SBC need no
     second model; the data's shape comes from ``example`` or the last ``x`` seen.
+    A discrete site (a finite support, e.g. a ``Categorical`` label) is listed in
+    :attr:`sites` as discrete with its number of values (``SiteInfo.discrete``,
+    ``cardinality``); the checks that need the flat vector refuse it with a pointer to
+    :mod:`pyrovae.posterior.enumerate`, which sums it out exactly.
 
     Args:
         model: a Pyro model called as ``model(x, **model_kwargs)``.
@@ -310,6 +320,7 @@ class PyroTarget(Target):
     # ------------------------------------------------------------- helpers
     def _batched(self, z: torch.Tensor, n: int) -> tuple[dict[str, torch.Tensor], tuple, int]:
         """Flat z (..., N, D) -> ({site: (B, 1.., N, *event)}, batch shape, B)."""
+        require_continuous(self.sites, "a flat latent vector")
         batch = z.shape[:-2]
         flat = z.reshape(-1, n, z.shape[-1])
         b = flat.shape[0]
@@ -339,6 +350,7 @@ class PyroTarget(Target):
         return total
 
     def _ravel_trace(self, tr, num: int, n: int) -> torch.Tensor:
+        require_continuous(self.sites, "a flat latent vector")
         z = {name: tr.nodes[name]["value"].reshape(-1, n, *s.event_shape).expand(
             num, n, *s.event_shape) for name, s in self.sites.items()}
         return ravel(z, self.sites)
@@ -542,7 +554,19 @@ def as_target(
     if isinstance(model, VAE):
         if guide is not None:
             raise PyrovaeError("a VAE carries its own guide; do not pass another")
+        if getattr(model, "pyro_target", False):  # several latent sites: its Pyro pair
+            if y is not None:
+                raise PyrovaeError(f"y: {type(model).__name__} is unconditional; pass no y")
+            target = PyroTarget(model.model, model.guide)
+            _ = target.latent_dim  # traces model(None, batch_size=1): the sites and x's shape
+            return target
         return VAETarget(model, y)
+    site = getattr(model, "discrete_site", None)
+    if isinstance(model, ExactProblem) and site:
+        raise PyrovaeError(
+            f"toy {getattr(model, 'name', '') or type(model).__name__!r} has a discrete latent "
+            f"site {site!r}: check it per class with pyrovae.posterior.enumerate (the targets "
+            "as_target(toy.class_toy(y), guide.class_guide(y)))")
     if isinstance(model, ExactProblem):
         return ToyTarget(model, guide)
     if callable(model):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrovae.posterior.amortization import amortization_gap
+from pyrovae.posterior.amortization import amortization_gap, gap_split
 from pyrovae.posterior.exact import check_identity, elbo, grid_posteriors, iwae
 from pyrovae.posterior.psis import psis_per_point
 from pyrovae.posterior.target import as_target
@@ -53,27 +53,32 @@ def _save(fig, folder: Path | None, name: str) -> str | None:
 
 
 class Stages:
-    """Progress per stage of a check on stderr: a tqdm bar when stderr is a terminal,
-    else one plain line when a stage starts and one when it ends (with seconds)."""
+    """Progress per stage of a check on stderr: one plain line when a stage starts
+    (off a terminal) and one when it ends (with seconds); inside a stage a
+    :class:`~pyrovae.progress.Progress` (done/total, time left) that the stage's loop
+    advances, shown on a terminal, and off one only with ``force`` (``--progress``)."""
 
-    def __init__(self, enabled: bool = True, stream=None) -> None:
-        self.enabled = enabled
+    def __init__(self, enabled: bool = True, stream=None, force: bool = False) -> None:
+        self.enabled, self.force = enabled, force
         self.stream = stream if stream is not None else sys.stderr
 
     @contextlib.contextmanager
     def __call__(self, name: str, total: int | None = None):
-        if not self.enabled:
-            yield lambda k=1: None
-            return
-        t0 = time.perf_counter()
-        if total and getattr(self.stream, "isatty", lambda: False)():
-            from tqdm.auto import tqdm
+        from pyrovae.progress import Progress
 
-            with tqdm(total=total, desc=f"check: {name}", file=self.stream, leave=False) as bar:
-                yield bar.update
-        else:
+        if not self.enabled:
+            yield Progress(total, name, enabled=False)  # counts, shows nothing
+            return
+
+        t0 = time.perf_counter()
+        bar = Progress(total, f"check: {name}", sink=self.stream, force=self.force,
+                       final=False)
+        if not getattr(self.stream, "isatty", lambda: False)():
             print(f"check: {name} ...", file=self.stream, flush=True)
-            yield lambda k=1: None
+        try:
+            yield bar
+        finally:
+            bar.close()
         print(f"check: {name} done ({time.perf_counter() - t0:.1f} s)", file=self.stream,
               flush=True)
 
@@ -103,6 +108,8 @@ def check_vae(
     sbc_sims: int = 200,
     collapse_x: torch.Tensor | None = None,
     progress: bool = False,
+    force_progress: bool = False,
+    y: torch.Tensor | None = None,
     certified: bool = False,
     target_width: float = 0.2,
     max_ais_steps: int = 6400,
@@ -110,7 +117,7 @@ def check_vae(
 ) -> tuple[dict, list | None]:
     """Every check on a trained VAE, for each row of ``x``, at any latent dimension.
 
-    * log p(x): grid quadrature when latent_dim ≤ 2 (there KL(q ‖ p(z|x)) and
+    * log p(x): grid quadrature when latent_dim ≤ 2 and one site "z" (there KL(q ‖ p(z|x)) and
       log p(x) come from the same quadrature of log p(x, z), so the identity closes
       by construction), cross-checked by AIS, the independent route; otherwise AIS
       (``ais_steps`` intermediate distributions × ``ais_chains`` chains, started at
@@ -132,6 +139,14 @@ def check_vae(
     * collapse diagnostics on ``collapse_x`` (default ``x``);
     * ``nuts_points > 0``: a NUTS reference for the first rows (latent_dim ≤ 4).
 
+    ``progress``: a line per stage on stderr, and the progress of each stage's loop
+    on a terminal (off one too with ``force_progress``).
+
+    ``y``: a conditional VAE's one context (one row: a label of shape (1,), a vector
+    of shape (1, dim)); every check is then of p(z | x, y) and log p(x | y), the
+    simulations of BDMC and SBC are drawn given y, and the amortization gap (whose
+    local optimisation has no context) is skipped.
+
     Returns ``(report, grids)``; grids only when latent_dim ≤ 2.
 
     References:
@@ -149,17 +164,31 @@ def check_vae(
     if certified and bdmc_points < 1:
         raise PyrovaeError("certified check: the budget is chosen by BDMC; it needs "
                            f"bdmc_points >= 1, got {bdmc_points}")
-    stage = Stages(progress)
+    if getattr(vae, "label_latent", False):
+        if certified:
+            raise PyrovaeError("certified check: not available yet for a model with a "
+                               "label latent (its AIS runs per class)")
+        return check_label_vae(vae, x, num_samples=num_samples, seed=seed,
+                               ais_steps=ais_steps, ais_chains=ais_chains,
+                               bdmc_points=bdmc_points, sbc_sims=sbc_sims,
+                               progress=progress, force_progress=force_progress), None
+    stage = Stages(progress, force=force_progress)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    target = as_target(vae)
+    target = as_target(vae, y=y)
+    model = vae if y is None else target  # what the checks that take a model are given
+    if y is not None:
+        amortization_steps = 0  # optimise_local has no context
     vae.eval()
     n = int(x.shape[0])
     out: dict[str, Any] = {"num_points": n, "latent_dim": vae.latent_dim,
                            "guide": vae.spec["guide"]}
     grids = None
     ais_kw = {"num_steps": ais_steps, "num_chains": ais_chains, "seed": seed}
-    if vae.latent_dim <= 2:
+    traced = getattr(vae, "pyro_target", False)  # several latent sites (hierarchical)
+    if traced:
+        out["model"] = vae.spec["model"]
+    if vae.latent_dim <= 2 and not traced:
         with stage("grid"):
             grids = grid_posteriors(target, x, with_guide=True)
             ident = check_identity(target, x, num_samples=num_samples, grids=grids)
@@ -174,14 +203,14 @@ def check_vae(
 
         with stage(f"certified AIS (T from {ais_steps} doubled to a BDMC width under "
                    f"{target_width:g})"):
-            cert = certified_ais(vae, x, target_width=target_width, num_steps=ais_steps,
+            cert = certified_ais(model, x, target_width=target_width, num_steps=ais_steps,
                                  max_steps=max_ais_steps, time_limit_s=ais_time_limit,
                                  num_chains=ais_chains, bdmc_points=bdmc_points, seed=seed)
         a = cert.ais
         out["certified"] = cert.as_dict()
     else:
         with stage("AIS", total=ais_steps * math.ceil(n / 128)) as tick:
-            a = ais(vae, x, progress=tick, **ais_kw)
+            a = ais(model, x, progress=tick, **ais_kw)
     out["ais"] = a.as_dict() | {"acceptance_per_step_mean": float(a.acceptance_per_step.mean())}
     if grids is not None:
         diff = a.log_px - out["log_px"]
@@ -208,7 +237,7 @@ def check_vae(
         from pyrovae.posterior.bdmc import bdmc
 
         with stage("BDMC", total=2 * ais_steps * math.ceil(bdmc_points / 128)) as tick:
-            b = bdmc(vae, bdmc_points, progress=tick, **ais_kw)
+            b = bdmc(model, bdmc_points, progress=tick, **ais_kw)
         out["bdmc"] = b.as_dict()
     with stage("PSIS"):
         ps = psis_per_point(target, x, num_samples=num_samples)
@@ -217,26 +246,32 @@ def check_vae(
     if amortization_steps:
         lp_est = Estimate(torch.as_tensor(out["log_px"]).double(),
                           torch.as_tensor(out["log_px_error"]).double(), out["log_px_method"])
-        with stage("local guides (L-BFGS)"):
-            am = amortization_gap(vae, x, steps=amortization_steps, num_samples=num_samples,
-                                  log_px=lp_est)
+        if traced:  # q* the best diagonal Gaussian per point over all sites (Adam)
+            with stage("local guides (Adam)"):
+                am = gap_split(vae, x, steps=amortization_steps, num_samples=num_samples,
+                               log_px=lp_est)
+        else:
+            with stage("local guides (L-BFGS)") as tick:
+                am = amortization_gap(vae, x, steps=amortization_steps,
+                                      num_samples=num_samples, log_px=lp_est, progress=tick)
         out["amortization"] = {k: v for k, v in am.items() if k != "trace"}
     if sbc_sims:
         from pyrovae.posterior.sbc import sbc
 
-        with stage("SBC"):
-            out["sbc"] = sbc(vae, num_sims=sbc_sims, seed=seed).as_dict()
+        with stage("SBC") as tick:
+            out["sbc"] = sbc(model, num_sims=sbc_sims, seed=seed, progress=tick).as_dict()
     from pyrovae.posterior.collapse import collapse_diagnostics
 
     with stage("collapse"):
         cx = x if collapse_x is None else collapse_x
-        out["collapse"] = collapse_diagnostics(vae, cx) if cx.shape[0] >= 2 else None
+        out["collapse"] = collapse_diagnostics(model, cx) if cx.shape[0] >= 2 else None
     if nuts_points and vae.latent_dim <= 4:
         from pyrovae.posterior.reference import reference_check
 
-        with stage("NUTS"):
+        with stage("NUTS") as tick:
             _, moments = reference_check(target, x, num_samples=400, warmup=300,
-                                         num_chains=2, seed=seed, points=nuts_points)
+                                         num_chains=2, seed=seed, points=nuts_points,
+                                         progress=tick)
         out["nuts"] = moments
         if grids is not None:
             out["nuts"]["grid_mean"] = np.stack([g.mean().numpy() for g in grids[:nuts_points]])
@@ -246,6 +281,94 @@ def check_vae(
     out["summary"] = _summary(out)
     out["seconds"] = time.perf_counter() - t0
     return out, grids
+
+
+def check_label_vae(
+    vae,
+    x: torch.Tensor,
+    *,
+    num_samples: int = 2000,
+    seed: int = 0,
+    ais_steps: int = 200,
+    ais_chains: int = 32,
+    bdmc_points: int = 16,
+    sbc_sims: int = 200,
+    progress: bool = False,
+    force_progress: bool = False,
+) -> dict:
+    """Every check of a model whose class label is a latent (M2), the label summed out
+    exactly (:mod:`pyrovae.posterior.labels`), for each row of ``x``:
+
+    * log p(x) = log Σ_y p(y) p(x|y) by AIS over z per class (``ais_steps`` ×
+      ``ais_chains`` per class), with the label posterior p̂(y|x) it implies;
+    * the unlabelled bound U(x) (``elbo``), IWAE with K = ``num_samples`` draws per
+      class, Pareto k̂ and ESS of those stratified weights;
+    * gap = log p(x) − U(x), split exactly into ``gap_label`` = KL(q(y|x) ‖ p̂(y|x)) and
+      ``gap_code`` (the continuous code's part), and the total variation between
+      q(y|x) and p̂(y|x);
+    * BDMC on ``bdmc_points`` points simulated from p(z) p(x|y,z), point i from class
+      i mod K, certifying the per-class AIS;
+    * SBC on ``sbc_sims`` simulations from the model: of the label (randomised PIT of
+      the simulated labels under q(y|x), and the top-label calibration against its
+      resampled null) and of z (ranks under q(z|x,y) for the simulated class).
+
+    References:
+        Kingma et al. (2014), *Semi-supervised learning with deep generative models*;
+        Neal (2001), *Annealed importance sampling*; Grosse et al. (2015), *Sandwiching
+        the marginal likelihood using bidirectional Monte Carlo*; Talts et al. (2018),
+        *Validating Bayesian inference algorithms with simulation-based calibration*.
+    """
+    from pyrovae.estimators.evaluate import evaluate
+    from pyrovae.posterior.bdmc import bdmc
+    from pyrovae.posterior.labels import label_ais, label_gap_split, label_pit, label_sbc
+    from pyrovae.posterior.target import VAETarget
+
+    stage = Stages(progress, force=force_progress)
+    t0 = time.perf_counter()
+    vae.eval()
+    C = vae.classes
+    n = int(x.shape[0])
+    out: dict[str, Any] = {"num_points": n, "latent_dim": vae.latent_dim, "classes": C,
+                           "guide": vae.spec["guide"], "model": vae.spec["model"]}
+    with stage(f"AIS per class ({C} classes)") as tick:
+        a = label_ais(vae, x, num_steps=ais_steps, num_chains=ais_chains, seed=seed,
+                      progress=tick)
+    with stage("ELBO, IWAE, k-hat") as tick:
+        g = label_gap_split(vae, x, a, num_samples=num_samples, seed=seed)
+        ev = evaluate(vae, x, num_samples=num_samples, seed=seed,
+                      progress=tick)["per_example"]
+    out["ais"] = {"log_px": a.value, "stderr": a.stderr, "log_px_given_y": a.per_class.T,
+                  "stderr_given_y": a.per_class_stderr.T, "method": a.method}
+    with torch.no_grad():
+        q_label = vae.label_posterior(x).probs
+    out.update({
+        "log_px": a.value, "log_px_error": a.stderr, "log_px_method": a.method,
+        "label_posterior": a.log_class_posterior.exp().T, "q_label": q_label,
+        "elbo": g["elbo"], "gap": g["gap"], "gap_label": g["gap_label"],
+        "gap_code": g["gap_code"], "label_tv": g["label_tv"],
+        "iwae": ev["log_likelihood"], "iwae_k": num_samples, "khat": ev["khat"],
+        "ess": ev["ess"], "ess_fraction": [e / (num_samples * C) for e in ev["ess"]],
+        "khat_note": KHAT_NOTE,
+        "note": "log p(x) = log sum_y p(y) p(x|y), AIS over z for each class; gap = AIS - "
+                "U(x) = KL(q(y|x) || p(y|x)) (gap_label) + sum_y q(y|x) [log p(x|y) - "
+                "ELBO_z(x, y)] (gap_code)",
+    })
+    if bdmc_points:
+        with stage("BDMC, classes in turn") as tick:
+            yy = torch.arange(bdmc_points) % C  # point i simulated from class i mod C
+            out["bdmc"] = bdmc(VAETarget(vae, yy), bdmc_points, num_steps=ais_steps,
+                               num_chains=ais_chains, seed=seed,
+                               chunk_size=bdmc_points, progress=tick).as_dict()
+            out["bdmc"]["classes"] = yy
+    if sbc_sims:
+        with stage("SBC of the label and of z"):
+            out["sbc_label"] = label_pit(vae, num_sims=max(20, sbc_sims), seed=seed)
+            both = label_sbc(vae, num_sims=max(10, sbc_sims), seed=seed)
+            out["calibration"] = both.calibration.as_dict()
+            out["sbc"] = both.ranks.as_dict()  # ranks of z under q(z|x,y), pooled
+    out["summary"] = _summary(out)
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
 def diagnostic_figures(report: dict, folder: Path | None, prefix: str = "") -> dict:
@@ -294,6 +417,15 @@ def _summary(out: dict) -> dict:
         s["certified"] = out["certified"]["line"]
     if out.get("sbc"):
         s["sbc_failed_dims"] = int(sum(out["sbc"]["failed"]))
+    if "gap_label" in out:  # a label summed out: the gap's two parts and its SBC
+        s["mean_gap_label"] = mean("gap_label")
+        s["mean_gap_code"] = mean("gap_code")
+        s["mean_label_tv"] = mean("label_tv")
+    if out.get("sbc_label"):
+        s["sbc_label_pit_failed"] = out["sbc_label"]["failed"]
+    if out.get("calibration"):
+        s["label_calibration_passed"] = out["calibration"]["passed"]
+        s["label_ece"] = out["calibration"]["ece"]
     if out.get("collapse"):
         s["active_units"] = out["collapse"]["active_units"]
         s["mutual_information"] = out["collapse"]["mutual_information"]
@@ -302,10 +434,11 @@ def _summary(out: dict) -> dict:
 
 def check_toy(
     name: str, *, num_points: int = 6, seed: int = 0, folder: Path | None = None,
-    quick: bool = False,
+    quick: bool = False, progress: bool = False, force_progress: bool = False,
 ) -> dict:
     """The checks for one toy problem (:data:`pyrovae.toy.TOYS` or ``gaussian_mle``),
-    with figures written to ``folder``."""
+    with figures written to ``folder``; ``progress``/``force_progress`` as in
+    :func:`check_vae` (the AIS and NUTS stages)."""
     from pyrovae.plots import posterior as P
 
     torch.manual_seed(seed)
@@ -329,6 +462,9 @@ def check_toy(
     from pyrovae.toy import get_toy
 
     toy = get_toy(name)
+    if getattr(toy, "discrete_site", None):
+        return check_enumerated_toy(toy, num_points=num_points, seed=seed, folder=folder,
+                                    quick=quick)
     x = toy.sample(num_points, seed=seed)
     report: dict[str, Any] = {"toy": name, "model": toy.describe()}
     steps = 150 if quick else 1000
@@ -368,8 +504,10 @@ def check_toy(
 
     # from the prior: a per-point guide that is narrower than a curved posterior makes a
     # guide start heavy-tailed (on banana, T = 200 from the guide is 0.1–0.3 nats low)
-    a = ais(target, x, start="prior", precondition=False, num_steps=100 if quick else 1000,
-            seed=seed)
+    stage = Stages(progress, force=force_progress)
+    with stage("AIS") as tick:
+        a = ais(target, x, start="prior", precondition=False,
+                num_steps=100 if quick else 1000, seed=seed, progress=tick)
     report["ais"] = a.as_dict() | {
         "minus_identity_log_px": a.log_px - ident["log_px"],
         "note": f"AIS from the prior is the route to log p(x) independent of the "
@@ -381,8 +519,9 @@ def check_toy(
     if not quick:
         from pyrovae.posterior.reference import reference_check
 
-        _, moments = reference_check(target, x, num_samples=400, warmup=300, num_chains=2,
-                                     seed=seed, points=3)
+        with stage("NUTS") as tick:
+            _, moments = reference_check(target, x, num_samples=400, warmup=300,
+                                         num_chains=2, seed=seed, points=3, progress=tick)
         report["nuts"] = moments
     if grids is None and toy.latent_dim <= 2:
         grids = grid_posteriors(target, x)
@@ -400,3 +539,110 @@ def check_toy(
     report["figures"] = figures
     report["seconds"] = time.perf_counter() - t0
     return report
+
+
+def check_enumerated_toy(
+    toy, *, num_points: int = 6, seed: int = 0, folder: Path | None = None,
+    quick: bool = False,
+) -> dict:
+    """The checks of a toy with a discrete latent (``toy.discrete_site``, e.g.
+    :class:`pyrovae.toy.MixturePPCA`), the class summed out exactly
+    (:mod:`pyrovae.posterior.enumerate`), for the exact guide and each deliberately wrong
+    one (``toy.guide(variant)``):
+
+    * log p(x) by enumeration + AIS over z per class (started at the ``wide_z`` guide,
+      not the posterior) and by enumeration + IWAE, against the closed form;
+    * the identity log p(x) = ELBO + KL(q(y, z | x) ‖ p(y, z | x)) per point and guide;
+    * Pyro's ``TraceEnum_ELBO`` (``config_enumerate``) against the enumerated ELBO;
+    * SBC: calibration of q(y | x) on simulated (y, x) and ranks of q(z | x, y);
+    * a reliability diagram of q(y | x) per guide.
+    """
+    from pyro.infer import TraceEnum_ELBO, config_enumerate
+
+    from pyrovae.plots.classification import reliability_diagram
+    from pyrovae.posterior import enumerate as E
+    from pyrovae.randomness import seeded
+    from pyrovae.toy.mixture import GUIDE_VARIANTS
+
+    t0 = time.perf_counter()
+    name = toy.name
+    _, _, x = toy.simulate(num_points, seed=seed)
+    log_py = toy.log_prior_y()
+    exact = toy.log_marginal(x)
+    figures: dict[str, str | None] = {}
+
+    def class_targets(guide):
+        return [as_target(toy.class_toy(c), guide.class_guide(c))
+                for c in range(toy.num_classes)]
+
+    start = toy.guide("wide_z")
+    steps, chains = (300, 32) if quick else (600, 64)
+    a = E.enumerated_log_marginal(class_targets(start), log_py, x, method="ais",
+                                  num_steps=steps, num_chains=chains, seed=seed)
+    iw = E.enumerated_log_marginal(class_targets(start), log_py, x, method="iwae",
+                                   num_samples=500 if quick else 4000, seed=seed)
+    report: dict[str, Any] = {
+        "toy": name, "model": toy.describe(),
+        "log_px": {
+            "closed_form": exact,
+            "ais": a.as_dict() | {"minus_closed_form": a.value - exact,
+                                  "start": "guide 'wide_z'", "num_steps": steps,
+                                  "num_chains": chains},
+            "iwae": iw.as_dict() | {"minus_closed_form": iw.value - exact},
+            "note": "log p(x) = logsumexp_y [log p(y) + log p(x|y)], each log p(x|y) by "
+                    "AIS (or IWAE) over z with the class fixed",
+        },
+        "guides": {},
+    }
+    sims, draws = (200, 49) if quick else (500, 99)
+    particles = 200 if quick else 2000
+    for variant in GUIDE_VARIANTS:
+        g = toy.guide(variant)
+        ts = class_targets(g)
+        lq = g.log_class_probs(x)
+        ident = E.check_enumerated_identity(ts, log_py, lq, x,
+                                            num_samples=particles, seed=seed)
+        ident.pop("log_class_posterior")
+        el = E.enumerated_elbo(ts, log_py, lq, x, num_samples=particles, seed=seed)
+        with seeded(seed, x):
+            loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=particles,
+                                  vectorize_particles=True).loss(
+                toy.model, config_enumerate(g), x)
+        sbc = E.enumerated_sbc(lambda n: toy.simulate(n, seed=None), g.log_class_probs, ts,
+                               num_classes=toy.num_classes, num_sims=sims, num_draws=draws,
+                               seed=seed)
+        report["guides"][variant] = {
+            "identity": ident,
+            "traceenum": {"elbo": -loss, "enumerated_elbo": float(el.value.sum()),
+                          "stderr": float(el.stderr.pow(2).sum().sqrt()),
+                          "note": "summed over the points; with an exact q(z|x,y) both are "
+                                  "deterministic and equal"},
+            "sbc": sbc.as_dict(),
+        }
+        figures[f"reliability_{variant}"] = _save(
+            reliability_diagram(sbc.calibration.as_dict(),
+                                title=f"q(y|x), guide '{variant}' (simulated data)"),
+            folder, f"{name}_reliability_{variant}.png")
+    guides = report["guides"]
+    err = (a.value - exact).abs()
+    report["summary"] = {
+        "ais_max_abs_error": float(err.max()),
+        "ais_within_0.05": bool((err < 0.05).all()),
+        "iwae_max_abs_error": float((iw.value - exact).abs().max()),
+        "identity_ok": all(bool(g["identity"]["ok"].all()) for g in guides.values()),
+        "exact_guide_gap": float(guides["exact"]["identity"]["gap"].abs().max()),
+        "traceenum_max_abs_diff": max(_traceenum_diff(g) for g in guides.values()),
+        "traceenum_agrees": all(_traceenum_diff(g) <= 5 * math.sqrt(2) * g["traceenum"][
+            "stderr"] + 1e-6 for g in guides.values()),
+        "sbc_passed": ", ".join(v for v, g in guides.items() if g["sbc"]["passed"]) or "none",
+        "sbc_failed": ", ".join(v for v, g in guides.items() if not g["sbc"]["passed"])
+        or "none",
+    }
+    report["figures"] = figures
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def _traceenum_diff(guide_report: dict) -> float:
+    t = guide_report["traceenum"]
+    return abs(t["elbo"] - t["enumerated_elbo"])

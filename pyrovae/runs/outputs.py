@@ -23,6 +23,7 @@ from typing import Any
 
 from pyrovae import io as pio
 from pyrovae.errors import PyrovaeError
+from pyrovae.registry import check_seed
 from pyrovae.runs import folder as runs
 
 REPORT = runs.REPORT_FILE
@@ -92,27 +93,88 @@ def write_report(report: dict[str, Any], stage: Path, out: Path) -> dict[str, An
     return report
 
 
+def context_of(vae: Any, text: str | None) -> Any:
+    """The one context ``--y TEXT`` names for ``vae``, as one row (a label: shape (1,);
+    a vector of ``dim`` numbers, comma- or space-separated: shape (1, dim)); ``None``
+    for ``text=None``.
+
+    Raises:
+        PyrovaeError: ``--y`` on an unconditional model, a label that is not an
+            integer in 0..classes−1, or a vector of the wrong length or not finite.
+    """
+    import math
+
+    import torch
+
+    if text is None:
+        return None
+    family, dim = vae.context.family, int(vae.context.dim)
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    if not dim:
+        raise PyrovaeError(f"--y: this run's model is unconditional (context "
+                           f"{family or 'none'!r}); drop --y")
+    parts = text.replace(",", " ").split()
+    if family == "label":
+        classes = int(vae.context.classes)
+        try:
+            k = int(parts[0]) if len(parts) == 1 else None
+        except ValueError:
+            k = None
+        if k is None:
+            raise PyrovaeError(f"--y: expected a class label, an integer in 0..{classes - 1}, "
+                               f"got {shown!r}")
+        if not 0 <= k < classes:
+            raise PyrovaeError(f"--y: expected a class label in 0..{classes - 1}, got {k}")
+        return torch.tensor([k])
+    try:
+        values = [float(v) for v in parts]
+    except ValueError:
+        values = []
+    if len(values) != dim or not all(math.isfinite(v) for v in values):
+        raise PyrovaeError(f"--y: expected {dim} finite number{'s' if dim > 1 else ''} (the "
+                           f"{family!r} context, comma-separated), got {shown!r}")
+    return torch.tensor([values], dtype=torch.float32)
+
+
+def describe_context(vae: Any, y: Any) -> str:
+    """``"y = 3"`` or ``"y = (0.5, 1)"`` for the one-row context ``y``."""
+    values = [f"{float(v):g}" for v in y.reshape(-1).tolist()]
+    if vae.context.family == "label":
+        return f"y = {int(y.reshape(-1)[0])}"
+    return "y = " + (values[0] if len(values) == 1 else f"({', '.join(values)})")
+
+
 def check_toy_into(name: str, out: str | Path, *, overwrite: bool, num_points: int, seed: int,
-                   quick: bool) -> dict[str, Any]:
-    """``pyrovae check TOY --out DIR``: the toy's checks, written to ``out``."""
+                   quick: bool, progress: bool | None = False) -> dict[str, Any]:
+    """``pyrovae check TOY --out DIR``: the toy's checks, written to ``out``;
+    ``progress``: ``False`` silent, ``None`` a line per long stage (its progress on a
+    terminal), ``True`` its progress off a terminal too."""
     from pyrovae.runs.check import check_toy
 
     with output_folder(out, overwrite=overwrite, command="pyrovae check") as stage:
-        report = check_toy(name, num_points=num_points, seed=seed, folder=stage, quick=quick)
+        report = check_toy(name, num_points=num_points, seed=seed, folder=stage, quick=quick,
+                           progress=progress is not False, force_progress=bool(progress))
         return write_report(report, stage, Path(out))
 
 
 def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bool,
                    points: int, samples: int, seed: int, quick: bool, ais_steps: int,
                    ais_chains: int, bdmc_points: int, sbc_sims: int,
-                   collapse_points: int, certified: bool = False, target_width: float = 0.2,
+                   collapse_points: int, progress: bool | None = None,
+                   y: str | None = None, certified: bool = False, target_width: float = 0.2,
                    max_ais_steps: int = 6400, ais_time_limit: float | None = None,
                    ) -> tuple[dict[str, Any], Path]:
     """``pyrovae check RUN [--out DIR]``: the checks of a trained run on held-out points
     of its data (verified against the run's fingerprint), written to ``out``
-    (default ``RUN/check``, under the run's own lock).  ``certified`` and the three
-    budget arguments after it are those of :func:`pyrovae.runs.check.check_vae`.
-    Returns ``(report, out)``."""
+    (default ``RUN/check``, under the run's own lock).  Returns ``(report, out)``.
+    ``progress``: ``None`` a line per stage on stderr (each stage's progress on a
+    terminal), ``True`` the stages' progress off a terminal too, ``False`` silent.
+
+    A conditional run is checked for one context: ``y`` (the text of ``--y``: a class
+    label, or the numbers of a context vector), by default the first held-out point's;
+    for a label context the points checked are held-out points of that class.  Every
+    log p(x) of the report is then log p(x | y).  ``certified`` and the three budget
+    arguments after it are those of :func:`pyrovae.runs.check.check_vae`."""
     import torch
 
     from pyrovae.plots import posterior as P
@@ -132,19 +194,38 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
         _, train, test = load_run_data(run_dir, spec)
         data = test if test is not None else train
         dtype = next(vae.parameters()).dtype
-        x = data.x[:points].to(dtype)
+        xs, cx = data.x, data.x[:collapse_points]
+        context = _check_context(vae, y, data)
+        if context is not None and vae.context.family == "label" and data.y is not None:
+            same = torch.as_tensor(data.y) == int(context[0])
+            if not bool(same.any()):
+                raise PyrovaeError(f"--y {int(context[0])}: no point of the "
+                                   f"{'test' if test is not None else 'train'} split has "
+                                   "this label")
+            xs = data.x[same]
+            cx = xs[:collapse_points]
+        x = xs[:points].to(dtype)
         report, grids = check_vae(
             vae, x, num_samples=samples, amortization_steps=100 if quick else 500,
             nuts_points=0 if quick else min(3, len(x)), seed=seed,
             ais_steps=min(ais_steps, 50) if quick else ais_steps, ais_chains=ais_chains,
             bdmc_points=bdmc_points,
             sbc_sims=min(sbc_sims, 50) if quick and sbc_sims else sbc_sims,
-            collapse_x=data.x[:collapse_points].to(dtype), progress=True,
+            collapse_x=cx.to(dtype), progress=progress is not False,
+            force_progress=bool(progress), y=context,
             certified=certified, target_width=target_width, max_ais_steps=max_ais_steps,
             ais_time_limit=ais_time_limit,
         )
         report = {"run": str(run_dir), "data": spec["data"],
                   "split": "test" if test else "train", **report}
+        if context is not None:
+            named = describe_context(vae, context)
+            report["context"] = {
+                "family": vae.context.family, "y": context.reshape(-1).tolist(),
+                "chosen": "from --y" if y is not None else "of the first held-out point "
+                          "(pass --y to choose)",
+                "quantity": f"log p(x | {named})",
+            }
         figures: dict[str, str | None] = {}
         if grids is not None and vae.latent_dim == 2:
             titles = [f"gap {float(g):.2f}, $\\hat{{k}}$ {float(k):.2f}"
@@ -169,28 +250,57 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
         return written, out
 
 
+def _check_context(vae: Any, text: str | None, data: Any) -> Any:
+    """The one context a run's check uses: ``--y``'s, else the first point's (None for
+    an unconditional model or one whose label is a latent)."""
+    import torch
+
+    if getattr(vae, "label_latent", False):
+        if text is not None:
+            raise PyrovaeError("--y: this run's label is a latent (model m2); its check "
+                               "sums the label out; drop --y")
+        return None
+    if text is not None:
+        return context_of(vae, text)
+    if not vae.context.dim:
+        return None
+    if data.y is None:
+        raise PyrovaeError(f"this run is conditional (context {vae.context.family!r}) but "
+                           "its data have no labels; pass --y")
+    first = torch.as_tensor(data.y[:1])
+    if vae.context.family == "label":
+        return first.long()
+    return first.reshape(1, -1).float()
+
+
 #: Most samples one call draws (a grid of more is unreadable; an array that big, slow).
 MAX_SAMPLES = 100_000
 
 
 def sample_run(run_dir: str | Path, out: str | Path | None, *, num: int, draw: bool,
-               seed: int, overwrite: bool) -> Path:
+               seed: int, overwrite: bool, y: str | None = None) -> tuple[Path, int]:
     """``pyrovae sample RUN``: draw ``num`` samples from the run's generative model and
     write them to ``out`` (``.npy`` array or ``.png`` grid; default ``RUN/samples.png``),
     atomically, under the run's lock (or, for a file elsewhere, a lock beside that
-    file).  Returns the path written.
+    file).  Returns the path written and the number of samples drawn.
+
+    A conditional run draws from p(x | y) for the context ``y`` (the text of ``--y``:
+    a class label, or the numbers of a context vector, see :func:`context_of`); a
+    run with a label context and no ``y`` draws ⌈num / classes⌉ samples of every
+    class, one row per class (a ``.png`` only).
 
     Raises:
-        PyrovaeError: bad arguments, a run that does not verify, samples that are
-            not finite, or an existing ``out`` without ``overwrite``.
+        PyrovaeError: bad arguments (``y`` out of range, of the wrong length, given
+            to an unconditional run, or missing for a vector context), a run that
+            does not verify, samples that are not finite, or an existing ``out``
+            without ``overwrite``.
     """
     import numpy as np
     import torch
 
     if not 1 <= num <= MAX_SAMPLES:
         raise PyrovaeError(f"--num: expected an integer in [1, {MAX_SAMPLES}], got {num}")
-    if not 0 <= seed < 2**63:
-        raise PyrovaeError(f"--seed: expected a non-negative integer below 2**63, got {seed}")
+    check_seed(seed, "--seed")
     run_dir = runs.own_path(run_dir)
     default = out is None
     out = run_dir / "samples.png" if default else Path(os.path.abspath(out))
@@ -203,10 +313,31 @@ def sample_run(run_dir: str | Path, out: str | Path | None, *, num: int, draw: b
         if out.exists() and not overwrite:
             raise PyrovaeError(f"{out} exists; pass --overwrite to replace it")
         vae, spec, _ = runs.load_run(run_dir, history=False)
+        context = context_of(vae, y)
+        per_class = None
+        if context is None and vae.context.dim:
+            if vae.context.family != "label":
+                raise PyrovaeError(f"--y: this run is conditional (context "
+                                   f"{vae.context.family!r}, {vae.context.dim} number(s)); "
+                                   "pass --y with the context to sample from")
+            if out.suffix.lower() == ".npy":
+                raise PyrovaeError("--y: this run is conditional (context 'label'); pass --y "
+                                   "for a .npy file (the per-class grid is a .png)")
+            classes = int(vae.context.classes)
+            per_class = -(-num // classes)
+            if per_class * classes > MAX_SAMPLES:
+                raise PyrovaeError(f"--num: {per_class} samples for each of {classes} "
+                                   f"classes exceed {MAX_SAMPLES}")
+            context = torch.arange(classes).repeat_interleave(per_class)
         torch.manual_seed(seed)
         try:
             with torch.no_grad():
-                x = vae.sample(num, mean=not draw)
+                if context is None:
+                    x = vae.sample(num, mean=not draw)
+                else:
+                    n = len(context) if per_class else num
+                    rows = context if per_class else context[0]
+                    x = vae.sample(n, y=rows.to(vae.param_device()), mean=not draw)
             finite = bool(torch.isfinite(x).all())
         except (ValueError, RuntimeError, OverflowError):  # e.g. inf logits refused by torch
             finite = False
@@ -219,13 +350,20 @@ def sample_run(run_dir: str | Path, out: str | Path | None, *, num: int, draw: b
             buf = io.BytesIO()
             np.save(buf, x.cpu().numpy())
             pio.atomic_write_bytes(out, buf.getvalue())
-            return out
+            return out, len(x)
         from pyrovae.plots import save_figure
-        from pyrovae.plots.training import samples
+        from pyrovae.plots.training import class_samples, samples
         from pyrovae.runs.pipeline import load_run_data
 
         _, train, _ = load_run_data(run_dir, spec)
         if train.image_shape is None:
             raise PyrovaeError("this run's data are not images; use --out FILE.npy")
-        save_figure(samples(x, train.image_shape), out)
-        return out
+        if per_class:
+            fig = class_samples(x, train.image_shape, int(vae.context.classes))
+        elif context is not None:
+            fig = samples(x, train.image_shape, title=f"samples from p(x | "
+                          f"{describe_context(vae, context)}), E[x|z, y], z ~ p(z)")
+        else:
+            fig = samples(x, train.image_shape)
+        save_figure(fig, out)
+        return out, len(x)

@@ -33,6 +33,7 @@ from pyrovae.estimators.evaluate import evaluate, summary
 from pyrovae.model.vae import VAE
 from pyrovae.plots import latent, save_figure
 from pyrovae.plots import training as tplots
+from pyrovae.progress import Progress, from_flag
 from pyrovae.runs import folder as runs
 from pyrovae.runs.budget import check_size
 from pyrovae.runs.spec import (
@@ -42,9 +43,10 @@ from pyrovae.runs.spec import (
     normalize_spec,
     spec_diff,
 )
+from pyrovae.training.config import num_threads
 from pyrovae.training.stopping import EarlyStopping
 from pyrovae.training.tracking import require_trackers, trackers_for
-from pyrovae.training.trainer import STATE_KEYS, DivergenceError, Trainer, parse_device
+from pyrovae.training.trainer import STATE_KEYS, DivergenceError, TrainConfig, Trainer
 
 
 def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
@@ -120,13 +122,11 @@ def _absolute_data_paths(spec: dict[str, Any]) -> None:
         d["path"] = os.path.abspath(d["path"])
 
 
-def check_train_section(spec: dict[str, Any]) -> None:
-    """Checks of ``train`` beyond the spec's types: the range of train.seed, the device exists."""
-    t = spec["train"]
-    if t["seed"] > 2**32 - 1:
-        raise PyrovaeError(f"train.seed: expected an integer in [0, 4294967295], got {t['seed']}")
+def check_train_section(spec: dict[str, Any]) -> TrainConfig:
+    """The spec's ``train`` section as a :class:`TrainConfig` (its checks beyond the
+    spec's types: the seed's range, the device exists), errors named ``train.KEY``."""
     try:
-        parse_device(t["device"])
+        return TrainConfig.from_section(spec["train"])
     except PyrovaeError as exc:
         raise PyrovaeError(f"train.{exc}") from None
 
@@ -154,16 +154,12 @@ def _labels_of(vae: VAE, data: Dataset) -> torch.Tensor:
 
 def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | None,
                 *, progress: bool = True, callbacks=()) -> Trainer:
-    t = spec["train"]
     return Trainer(
-        vae, train.x, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-        seed=t["seed"], test_data=None if test is None else test.x,
+        vae, train.x, check_train_section(spec), test_data=None if test is None else test.x,
         y=training_labels(spec, vae, train),
         test_y=None if test is None else _context(vae, test),
-        objective=spec["objective"], kl_weight=spec["kl_weight"], engine=t["engine"],
-        clip_norm=t["clip_norm"], eval_every=t["eval_every"], progress=progress,
-        device=t["device"], callbacks=callbacks,
-        early_stopping=early_stopping_for(spec, test),
+        objective=spec["objective"], kl_weight=spec["kl_weight"], progress=progress,
+        callbacks=callbacks, early_stopping=early_stopping_for(spec, test),
     )
 
 
@@ -332,7 +328,7 @@ def resume_run(
         except (IndexError, KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise PyrovaeError(f"{ckpt}: cannot resume from it (malformed saved state: "
                                f"{type(exc).__name__})") from None
-        _warn_thread_count(path, state)
+        _warn_thread_count(path, state, spec["train"]["threads"])
         if spec["train"]["epochs"] != saved["train"]["epochs"]:
             dump_spec(spec, path / runs.SPEC_FILE)
         return _train_and_finish(path, spec, vae, trainer, train, test)
@@ -427,11 +423,14 @@ def _check_same_data(path: Path, state: dict[str, Any], spec: dict[str, Any],
         )
 
 
-def _warn_thread_count(path: Path, state: dict[str, Any]) -> None:
+def _warn_thread_count(path: Path, state: dict[str, Any], train_threads: int | None) -> None:
+    """Warn when the resumed run will train with another thread count than the saved one
+    (``train.threads`` where set: the count training runs with, not the current one)."""
     threads = state.get("num_threads")
-    if isinstance(threads, int) and threads != torch.get_num_threads():
+    now = torch.get_num_threads() if train_threads is None else train_threads
+    if isinstance(threads, int) and threads != now:
         warnings.warn(
-            f"resuming {path} with {torch.get_num_threads()} threads; it ran with {threads}: "
+            f"resuming {path} with {now} threads; it ran with {threads}: "
             "the result may differ in the last bits from an uninterrupted run",
             stacklevel=3,
         )
@@ -440,6 +439,16 @@ def _warn_thread_count(path: Path, state: dict[str, Any]) -> None:
 def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
                       train: Dataset, test: Dataset | None, *,
                       replacing: Path | None = None) -> dict[str, Any]:
+    """:func:`_train_and_finish_threads` with ``train.threads`` threads (training and the
+    final evaluation; torch's count restored afterwards)."""
+    with num_threads(spec["train"]["threads"]):
+        return _train_and_finish_threads(out, spec, vae, trainer, train, test,
+                                         replacing=replacing)
+
+
+def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
+                              train: Dataset, test: Dataset | None, *,
+                              replacing: Path | None = None) -> dict[str, Any]:
     """Train with history every epoch and checkpoints every ``checkpoint_every`` epochs
     and at the end (all atomic), the best held-out epoch's state in ``best.pt`` and
     periodic checkpoints in ``checkpoints/`` (the spec's ``checkpoint`` section), the
@@ -504,7 +513,7 @@ def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Traine
             detail=exc.detail,
         ) from None
     metrics = finish_run(out, spec, vae, history, train, test, stopped=trainer.stopped,
-                         best=best_rule)
+                         best=best_rule, progress=trainer.progress)
     runs.write_manifest(out, "finished", data)
     return metrics
 
@@ -533,19 +542,28 @@ def _is_periodic(name: str) -> bool:
 
 def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
                train: Dataset, test: Dataset | None, *, stopped: Any = None,
-               best: EarlyStopping | None = None) -> dict[str, Any]:
+               best: EarlyStopping | None = None, progress: bool = False) -> dict[str, Any]:
     """Evaluate on train and test with the spec's K, write metrics and figures.
     ``stopped``: the early-stopping decision that ended training (if any); ``best``:
-    the rule that picked ``best.pt`` (its epoch and value are recorded)."""
+    the rule that picked ``best.pt`` (its epoch and value are recorded); ``progress``:
+    each evaluation's progress on stderr (a line at most every 10 s off a terminal)."""
     vae.cpu()
     k = spec["eval"]["num_samples"]
+
+    def shown(split: str) -> Progress | None:
+        return Progress(label=f"evaluate {split} (K={k})", force=True) if progress else None
+
     metrics: dict[str, Any] = {
         "epochs": history.last.get("epoch"),
         "seconds": history.last.get("seconds"),
-        "train": summary(evaluate(vae, train.x, y=_context(vae, train), num_samples=k)),
+        "train": summary(evaluate(vae, train.x, y=_context(vae, train), num_samples=k,
+                                  progress=shown("train"))),
     }
     if test is not None:
-        metrics["test"] = summary(evaluate(vae, test.x, y=_context(vae, test), num_samples=k))
+        metrics["test"] = summary(evaluate(vae, test.x, y=_context(vae, test), num_samples=k,
+                                           progress=shown("test")))
+    if vae.context.dim and not getattr(vae, "label_latent", False):
+        metrics["context"] = vae.context.family  # each log p(x) is log p(x | y), y the label
     if getattr(vae, "label_latent", False):  # q(y|x) as a classifier, on every label
         metrics["train"]["classification"] = _classification(vae, train)
         if test is not None:
@@ -589,13 +607,17 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
     y = _context(vae, shown)  # a conditional VAE's context
     with torch.no_grad():
         z_mean = _latent_means(vae, shown.x, y)
+    # several latent sites (hierarchical): the map is of z1's means (the encoder's), and
+    # the prior is on another layer: no prior components, no decoded manifold
+    traced = getattr(vae, "pyro_target", False)
     with torch.no_grad():
-        components = latent.prior_components(vae.prior_dist())
+        components = None if traced else latent.prior_components(vae.prior_dist())
     paths.append(save_figure(tplots.latent_map(z_mean, shown.y, components),
                              folder / "latent_map.png"))
     if getattr(vae, "label_latent", False):
         paths += _label_figures(folder, vae, shown)
-    if shown.image_shape is not None and vae.latent_dim == 2 and not vae.context.dim:
+    if shown.image_shape is not None and vae.latent_dim == 2 and not vae.context.dim \
+            and not traced:
         paths.append(save_figure(_manifold(vae, shown.image_shape), folder / "latent_manifold.png"))
     if shown.image_shape is not None:
         x = shown.x[:20]
@@ -604,10 +626,19 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
             tplots.reconstructions(x, recon, shown.image_shape),
             folder / "reconstructions.png",
         ))
-        drawn = vae.sample(100) if y is None else vae.sample(100, y=y[:100])
-        paths.append(save_figure(
-            tplots.samples(drawn, shown.image_shape), folder / "samples.png"
-        ))
+        if y is None:
+            fig = tplots.samples(vae.sample(100), shown.image_shape)
+        elif vae.context.family == "label":  # one row per class
+            classes = int(vae.context.classes)
+            rows = torch.arange(classes).repeat_interleave(-(-100 // classes))
+            fig = tplots.class_samples(vae.sample(len(rows), y=rows),
+                                       shown.image_shape, classes)
+        else:
+            rows = torch.as_tensor(y[:100]).reshape(len(y[:100]), -1)  # one vector per draw
+            fig = tplots.samples(vae.sample(len(rows), y=rows), shown.image_shape,
+                                 title="samples from p(x | y), E[x|z, y], z ~ p(z); y: the "
+                                 "contexts of the first held-out points")
+        paths.append(save_figure(fig, folder / "samples.png"))
     return paths
 
 
@@ -646,12 +677,15 @@ def _latent_means(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> t
 
 
 def evaluate_run(path: str | Path, *, num_samples: int | None = None,
-                 split: str = "test", which: str = "last") -> dict[str, Any]:
+                 split: str = "test", which: str = "last",
+                 progress: bool | None = False) -> dict[str, Any]:
     """Re-evaluate a run folder on its own data split (rebuilt from the spec, the
     data found by its absolute path and checked against the saved fingerprint);
     ``which="best"``: the weights of the best held-out epoch (``best.pt``).  The result
     says how many epochs were trained (``epochs_done`` of ``epochs``) and whether the
-    run is ``finished`` (an interrupted run can be evaluated, but is marked so)."""
+    run is ``finished`` (an interrupted run can be evaluated, but is marked so).
+    ``progress``: ``False`` silent, ``None`` the evaluation's progress on a terminal
+    only, ``True`` on any stderr (:func:`pyrovae.progress.from_flag`)."""
     if num_samples is not None:
         check_num_samples(num_samples, "--num-samples")
     vae, spec, _ = runs.load_run(path, history=False, which=which)
@@ -663,9 +697,12 @@ def evaluate_run(path: str | Path, *, num_samples: int | None = None,
     planned = int(spec["train"]["epochs"])
     stopped_early = bool((spec.get("early_stopping") or {}).get("enabled"))
     finished = (Path(path) / runs.METRICS_FILE).is_file() and (done >= planned or stopped_early)
+    conditional = bool(vae.context.dim) and not getattr(vae, "label_latent", False)
     result = {"split": "train" if data is train else "test", "which": which,
               "epochs_done": done, "epochs": planned, "finished": finished,
-              **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k))}
+              "context": vae.context.family if conditional else None,
+              **summary(evaluate(vae, data.x, y=_context(vae, data), num_samples=k,
+                                 progress=from_flag(progress, f"evaluate (K={k})")))}
     if getattr(vae, "label_latent", False):
         result["classification"] = _classification(vae, data)
     require_finite(result, f"evaluating {path}")

@@ -43,7 +43,7 @@ from pyrovae.registry import REGISTRIES, Param, validate_section
 
 # Importing the objectives module fills the objective and schedule registries.
 from pyrovae.training import objectives as _objectives  # noqa: F401
-from pyrovae.training.config import train_params
+from pyrovae.training.config import SEED_MAX, TRAIN_PARAMS
 from pyrovae.training.stopping import EARLY_STOPPING_PARAMS
 from pyrovae.training.tracking import TRACKERS
 
@@ -56,8 +56,9 @@ __all__ = ["MAX_NUM_SAMPLES", "MAX_SEED", "MODEL_KEYS", "SECTIONS", "apply_overr
 MAX_NUM_SAMPLES = 1_000_000
 #: The most Monte Carlo particles per training step (``objective.num_particles``).
 MAX_NUM_PARTICLES = 10_000
-#: Largest seed (``train.seed``, ``data.split_seed``): seeds are 32-bit.
-MAX_SEED = 2**32 - 1
+#: Largest seed (``train.seed``, ``data.split_seed``): seeds are 32-bit (the one constant,
+#: :data:`pyrovae.training.config.SEED_MAX`).
+MAX_SEED = SEED_MAX
 #: Largest value of any other integer in a spec (sizes, counts, epochs).
 MAX_COUNT = 2**31 - 1
 
@@ -75,11 +76,7 @@ RUN_SECTIONS: dict[str, dict[str, Param]] = {
     # the training options are declared once (training.config.TRAIN_PARAMS); the spec
     # keeps its own defaults for a few and adds checkpointing
     "train": {
-        **train_params(
-            epochs=Param("positive_int", 300, doc="passes over the training set"),
-            eval_every=Param("positive_int", 1, doc="epochs between held-out ELBO evaluations"),
-            device=Param("str", "cpu", doc="torch device, e.g. cpu or cuda"),
-        ),
+        **TRAIN_PARAMS,  # declared once, by the fields of training.config.TrainConfig
         "checkpoint_every": Param("positive_int", 10, doc="epochs between checkpoints"),
     },
     "data": {
@@ -91,7 +88,7 @@ RUN_SECTIONS: dict[str, dict[str, Param]] = {
         ),
         "header": Param("bool", False, doc="a .csv file's first row holds column names"),
         "test_fraction": Param("unit_float", 0.2, doc="held-out fraction"),
-        "split_seed": Param("nonneg_int", 0, doc="seed of the train/test split"),
+        "split_seed": Param("seed", 0, doc="seed of the train/test split"),
     },
     "eval": {
         "num_samples": Param("positive_int", 1000, doc="K of the IWAE log-likelihood"),
@@ -114,6 +111,9 @@ TRACK_DEFAULT = ["csv"]
 #: Sections added after run folders were first written: left out of the spec hash
 #: when they hold their defaults, so the checkpoints of older runs still verify.
 _LATER_DEFAULTS = ("early_stopping", "checkpoint", "track", "model")
+#: Options of the ``train`` section added later: left out of the hash at their defaults.
+_LATER_TRAIN = ("optimizer", "weight_decay", "betas", "lr_schedule", "lr_gamma", "lr_step",
+                "threads")
 
 #: Every plain section of a spec, model and run, as ``section -> {key: Param}``.
 SECTIONS: dict[str, dict[str, Param]] = {**MODEL_SECTIONS, **RUN_SECTIONS}
@@ -202,20 +202,29 @@ def check_bounds(spec: Mapping[str, Any]) -> None:
 
 def check_combinations(spec: Mapping[str, Any]) -> None:
     """Cross-section checks of a normalized spec (each error names the key path)."""
-    from pyrovae.training.objectives import FREE_BITS_GUIDES, FREE_BITS_NEEDS, FREE_BITS_PRIORS
-
-    from pyrovae.training.objectives import _ELBOObjective
+    from pyrovae.estimators.kinds import KIND_ESTIMATORS
+    from pyrovae.training.objectives import (
+        FREE_BITS_GUIDES,
+        FREE_BITS_NEEDS,
+        FREE_BITS_PRIORS,
+        _ELBOObjective,
+    )
 
     free_bits = spec["objective"].get("free_bits") or 0.0
-    if getattr(model_class(spec), "label_latent", False):
+    own = getattr(model_class(spec), "own_loss", None)
+    if own is not None:  # a kind with its own estimator (estimators/kinds.py): an ELBO
+        est, kind = KIND_ESTIMATORS[own], spec["model"]["family"]
         if not issubclass(REGISTRIES["objective"].get(spec["objective"]["family"]),
                           _ELBOObjective):
-            raise PyrovaeError(f"objective: {spec['objective']['family']!r} cannot train a "
-                               f"model whose label is a latent (model: "
-                               f"{spec['model']['family']}); use trace_elbo or trace_elbo_mc")
-        if free_bits > 0:
-            raise PyrovaeError("objective.free_bits: not available for a model whose label "
-                               f"is a latent (model: {spec['model']['family']})")
+            raise PyrovaeError(f"objective: {spec['objective']['family']!r} cannot train "
+                               f"{est.what} (model: {kind}); use trace_elbo or trace_elbo_mc")
+        if free_bits > 0 and not est.free_bits:
+            raise PyrovaeError(f"objective.free_bits: not available for {est.what} "
+                               f"(model: {kind})")
+        if spec["objective"].get("kl") == "analytic" and not est.closed_form_kl:
+            raise PyrovaeError(f"objective.kl: 'analytic' is not available for {est.what} "
+                               f"(model: {kind}: its KL terms are conditional, Monte Carlo); "
+                               "use auto or mc")
     if free_bits > 0:
         if spec["train"]["engine"] != "fast":
             raise PyrovaeError(
@@ -287,6 +296,12 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
     return out
 
 
+def _train_default(key: str) -> Any:
+    """A train option's default as the normalized spec holds it (``betas``: a list)."""
+    p = TRAIN_PARAMS[key]
+    return p.validate(p.default, f"train.{key}")
+
+
 def spec_hash(spec: Mapping[str, Any]) -> str:
     """SHA-256 of a normalized spec's canonical JSON (keys sorted, no spaces): two specs
     with the same hash describe the same run."""
@@ -295,6 +310,9 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
     spec = {k: v for k, v in spec.items()
             if not (k in _LATER_DEFAULTS and v == _later_default(k))}
+    if isinstance(spec.get("train"), Mapping):  # train options added later, at their defaults
+        spec["train"] = {k: v for k, v in spec["train"].items()
+                         if not (k in _LATER_TRAIN and v == _train_default(k))}
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -13,7 +13,11 @@ name                  model                                              exact b
 ``banana``            z ~ N(0, I₂), x ~ N(z₂ + z₁², σ²)                   grid quadrature
 ``bimodal``           z ~ N(0, I₂), x ~ N((z₁², z₂), σ²I)                 grid quadrature
 ``square``            z ~ N(0, 1), x ~ N(z², σ²)                          grid quadrature
+``mixture``           y ~ Cat(π), z ~ N(0, I), x ~ N(W_y z + μ_y, σ²I)     closed form
 ====================  =================================================  ===============
+
+``mixture`` has a discrete latent (the class y): its checks sum y out exactly
+(:mod:`pyrovae.posterior.enumerate`), one pPCA per class (``class_toy(y)``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pyrovae.toy.base import ToyProblem
 from pyrovae.toy.conjugate import BetaBernoulli, GammaPoisson
 from pyrovae.toy.gaussian import closed_form_mle, fit_mle_pyro
 from pyrovae.toy.hierarchical import HierarchicalGaussian
+from pyrovae.toy.mixture import MixtureGuide, MixturePPCA
 from pyrovae.toy.nonlinear import NonlinearToy
 from pyrovae.toy.ppca import PPCA
 
@@ -36,6 +41,7 @@ TOYS = {
     "banana": lambda: NonlinearToy("banana"),
     "bimodal": lambda: NonlinearToy("bimodal"),
     "square": lambda: NonlinearToy("square"),
+    "mixture": MixturePPCA.example,
 }
 
 
@@ -53,6 +59,8 @@ __all__ = [
     "BetaBernoulli",
     "GammaPoisson",
     "HierarchicalGaussian",
+    "MixtureGuide",
+    "MixturePPCA",
     "NonlinearToy",
     "ToyProblem",
     "closed_form_mle",

@@ -1,46 +1,29 @@
-"""The training options, declared once: :class:`TrainConfig` (what :func:`fit` takes,
-validated once) and :data:`TRAIN_PARAMS` (the same options as spec parameters, from
-which the spec's ``train`` section is built)."""
+"""The training options, declared once: the fields of :class:`TrainConfig` (what
+:func:`~pyrovae.training.trainer.fit` takes, validated once), whose metadata are their
+:class:`Param` declarations; :data:`TRAIN_PARAMS` reads them off, and the spec's ``train`` section,
+the docs' spec reference and ``pyrovae families`` are built from it."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.registry import Param
+from pyrovae.registry import SEED_MAX, Param, check_seed
+from pyrovae.training.optim import LR_SCHEDULES, OPTIMIZERS
 
-#: One seed range everywhere (torch, NumPy and the shuffle generator accept it).
-SEED_MAX = 2**32 - 1
+__all__ = ["SEED_MAX", "TRAIN_PARAMS", "TrainConfig", "check_seed", "num_threads",
+           "parse_device"]
 
-#: The training options as parameters: ``name -> Param`` (kind, default, doc).
-TRAIN_PARAMS: dict[str, Param] = {
-    "epochs": Param("positive_int", 100, doc="passes over the training set"),
-    "batch_size": Param("positive_int", 128, doc="minibatch size"),
-    "lr": Param("positive_float", 1e-3, doc="Adam learning rate"),
-    "seed": Param("nonneg_int", 0, doc=f"random seed in [0, {SEED_MAX}] "
-                                       "(init, minibatches, samples)"),
-    "engine": Param(
-        "choice", "fast", choices=("fast", "pyro"),
-        doc="fast: the ELBO estimator computed directly; pyro: stock SVI",
-    ),
-    "clip_norm": Param("positive_float", None, nullable=True, doc="gradient-norm clip"),
-    "eval_every": Param("nonneg_int", 1, nullable=True,
-                        doc="epochs between held-out ELBO evaluations (0 or null: never)"),
-    "device": Param("str", None, nullable=True, doc="torch device, e.g. cpu or cuda"),
-}
-
-
-def check_seed(value: Any, path: str = "seed") -> int:
-    """``value`` as a seed in [0, 2**32 − 1], else PyrovaeError naming ``path``."""
-    seed = TRAIN_PARAMS["seed"].validate(_plain(value), path)
-    if seed > SEED_MAX:
-        raise PyrovaeError(f"{path}: expected an integer in [0, {SEED_MAX}], got {seed}")
-    return seed
+def _option(param: Param) -> Any:
+    """A :class:`TrainConfig` field declared by its :class:`~pyrovae.registry.Param`: the
+    field's default is the Param's, and the Param (kind, default, doc) is its metadata."""
+    return field(default=param.default, metadata={"param": param})
 
 
 def parse_device(device: Any) -> torch.device | None:
@@ -70,6 +53,25 @@ def parse_device(device: Any) -> torch.device | None:
     return dev
 
 
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)`` (the intra-op pool), the
+    previous count restored afterwards; ``None``: leave torch's setting alone.
+
+    On a busy machine fewer threads than cores avoids the threads of one process
+    waiting on each other (each op splits its work in ``threads`` parts and waits for
+    the slowest); see ``benchmarks/bench_threads.py``."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _plain(value: Any) -> Any:
     """NumPy / torch scalars as Python numbers (``np.int64(3)`` is a fine epoch count)."""
     if isinstance(value, bool) or value is None:
@@ -83,27 +85,50 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The scalar options of :func:`~pyrovae.training.trainer.fit`, validated on creation
-    (PyrovaeError naming the option); see :data:`TRAIN_PARAMS` for their meaning."""
+    """The training options, each declared once, here: a field's metadata is its
+    :class:`~pyrovae.registry.Param` (kind, default, doc), from which :data:`TRAIN_PARAMS`,
+    the spec's ``train`` section, ``pyrovae families``/the docs' spec reference and
+    :func:`~pyrovae.training.trainer.fit`'s defaults all come (a test keeps them equal).
+    Validated on creation (a PyrovaeError names the option)."""
 
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    engine: str = "fast"
-    clip_norm: float | None = None
-    eval_every: int | None = 1
-    device: str | torch.device | None = None
+    epochs: int = _option(Param("positive_int", 300, doc="passes over the training set"))
+    batch_size: int = _option(Param("positive_int", 128, doc="minibatch size"))
+    lr: float = _option(Param("positive_float", 1e-3, doc="Adam learning rate"))
+    seed: int = _option(Param("seed", 0, doc="random seed (init, minibatches, samples)"))
+    engine: str = _option(Param(
+        "choice", "fast", choices=("fast", "pyro"),
+        doc="fast: the ELBO estimator computed directly; pyro: stock SVI"))
+    clip_norm: float | None = _option(Param("positive_float", None, nullable=True,
+                                            doc="gradient-norm clip"))
+    eval_every: int | None = _option(Param(
+        "nonneg_int", 1, nullable=True,
+        doc="epochs between held-out ELBO evaluations (0 or null: never)"))
+    device: str | torch.device | None = _option(Param(
+        "str", None, nullable=True,
+        doc="torch device, e.g. cpu or cuda; null: where the model's parameters are"))
+    optimizer: str = _option(Param("choice", "adam", choices=tuple(OPTIMIZERS),
+                                   doc="the optimiser (training.optim.OPTIMIZERS)"))
+    weight_decay: float = _option(Param("nonneg_float", 0.0,
+                                        doc="weight decay (AdamW: decoupled)"))
+    betas: tuple[float, float] | list[float] = _option(Param(
+        "unit_pair", (0.9, 0.999), doc="(β₁, β₂): decay rates of Adam's moment estimates"))
+    lr_schedule: str = _option(Param(
+        "choice", "constant", choices=tuple(LR_SCHEDULES),
+        doc="learning rate per epoch (training.optim.LR_SCHEDULES)"))
+    lr_gamma: float = _option(Param("positive_float", 0.1,
+                                    doc="factor of the step and exponential schedules"))
+    lr_step: int = _option(Param("positive_int", 10, doc="epochs per step of 'step'"))
+    threads: int | None = _option(Param(
+        "positive_int", None, nullable=True,
+        doc="CPU threads of torch's intra-op pool while training (torch.set_num_threads; "
+            "restored afterwards); null: torch's default"))
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name == "device":
                 continue
             value = _plain(getattr(self, f.name))
-            if f.name == "seed":
-                value = check_seed(value)
-            else:
-                value = TRAIN_PARAMS[f.name].validate(value, f.name)
+            value = f.metadata["param"].validate(value, f.name)
             object.__setattr__(self, f.name, value)
         parse_device(self.device)
 
@@ -117,10 +142,10 @@ class TrainConfig:
         """From a spec's ``train`` section (keys other than the options are ignored)."""
         return cls(**{f.name: section[f.name] for f in fields(cls) if f.name in section})
 
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of :func:`~pyrovae.training.trainer.fit`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-def train_params(**overrides: Param) -> dict[str, Param]:
-    """:data:`TRAIN_PARAMS` with some parameters replaced (the spec's own defaults)."""
-    unknown = set(overrides) - set(TRAIN_PARAMS)
-    if unknown:
-        raise ValueError(f"unknown train parameters {sorted(unknown)}")
-    return {**TRAIN_PARAMS, **overrides}
+
+#: The training options as parameters, ``name -> Param``, read off :class:`TrainConfig`.
+TRAIN_PARAMS: dict[str, Param] = {f.name: f.metadata["param"] for f in fields(TrainConfig)}

@@ -48,6 +48,7 @@ from torch import nn
 
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.elbo import MinibatchLoss, draw, minibatch_loss, terms_from_guide
+from pyrovae.training.optim import OptimChoice, make_optimizer, set_lr
 from pyrovae.training.trainer import Trainer
 
 
@@ -111,7 +112,7 @@ class DDPEngine:
     name = "ddp"
 
     def __init__(self, vae: Any, objective: Any, lr: float, clip_norm: float | None,
-                 device: torch.device) -> None:
+                 device: torch.device, optim: OptimChoice | None = None) -> None:
         from torch.nn.parallel import DistributedDataParallel
 
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -120,10 +121,16 @@ class DDPEngine:
             if device.type == "cuda" else None
         self.ddp = DistributedDataParallel(self.module, device_ids=ids)
         self.params = [p for p in vae.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=lr)
+        o = optim or OptimChoice()
+        self.optimizer = make_optimizer(self.params, name=o.name, lr=lr,
+                                        weight_decay=o.weight_decay, betas=o.betas)
         self.clip_norm = clip_norm
         self.last_terms: dict[str, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate from now on (the schedule's value for an epoch)."""
+        set_lr([self.optimizer], lr)
 
     def step(self, x_global: torch.Tensor, num_data: int, kl_weight: float,
              y: torch.Tensor | None = None) -> torch.Tensor:
@@ -160,6 +167,10 @@ def check_supported(vae: Any, objective: Any, sample: torch.Tensor) -> None:
     if getattr(objective, "free_bits", 0.0) > 0:
         raise PyrovaeError("distributed: free bits needs the batch mean KL over all ranks; "
                            "not supported")
+    if getattr(vae, "own_loss", None) is not None:
+        raise PyrovaeError(f"distributed: model: {vae.spec['model']['family']} trains with its "
+                           "own estimator, which is not sharded; not supported (train it in "
+                           "one process)")
     if not isinstance(vae, VAE) or any(
         getattr(type(vae), m) is not getattr(VAE, m) for m in ("encode", "decode", "prior_dist")
     ):
@@ -187,7 +198,8 @@ class DistributedTrainer(Trainer):
 
     def make_engine(self) -> DDPEngine:
         check_supported(self.vae, self.objective, self.source.head(8).x)
-        return DDPEngine(self.vae, self.objective, self.lr, self.clip_norm, self.device)
+        return DDPEngine(self.vae, self.objective, self.lr, self.clip_norm, self.device,
+                         OptimChoice.from_config(self.config))
 
     def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
         # Every rank draws the global batch (same draws as one process) and the

@@ -16,7 +16,8 @@ distribution construction and argument checks, ``pyro.param`` per parameter,
 NaN checks) and ≈0.5 ms in ``PyroOptim`` (one Adam per parameter), whatever the
 batch size.  The fast engine removes both.  For the stock families
 (``diagonal_normal`` guide, ``normal`` prior, ``bernoulli`` likelihood; see
-:func:`standard_kernel`) it also skips the distribution objects altogether and
+:func:`~pyrovae.estimators.standard.standard_families`) it also skips the
+distribution objects altogether and
 evaluates the same ELBO terms as tensor expressions
 (:func:`pyrovae.estimators.standard.standard_loss`): the same random draw (``eps`` from the global
 generator, exactly as ``Normal.rsample`` draws it), the same value and the same
@@ -49,38 +50,11 @@ from pyro import poutine
 from pyro.infer import SVI
 
 from pyrovae.estimators.elbo import elbo_terms
-from pyrovae.estimators.standard import standard_families, standard_loss
+from pyrovae.training.optim import OptimChoice, make_optimizer, pyro_optimizer, set_lr
 
 if TYPE_CHECKING:
     from pyrovae.model.vae import VAE
     from pyrovae.training.objectives import LossFn, Objective
-
-
-# ------------------------------------------------------------ direct kernels
-def trace_elbo_standard(
-    vae: VAE,
-    x: torch.Tensor,
-    num_data: int,
-    kl_weight: float,
-    num_particles: int = 1,
-    eps: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Pyro's ``Trace_ELBO`` loss for a VAE with the stock families, as tensor algebra
-    (the Monte Carlo KL form of :func:`pyrovae.estimators.standard.standard_loss`)."""
-    return standard_loss(vae, x, num_data=num_data, kl_weight=kl_weight,
-                         num_particles=num_particles, eps=eps).loss
-
-
-def standard_kernel(vae: Any, objective: Objective) -> LossFn | None:
-    """The objective's tensor kernel for this VAE when the stock families apply
-    (:func:`~pyrovae.estimators.standard.standard_families`) and the objective is an
-    ELBO without free bits; else ``None`` (the distribution-object estimator is used)."""
-    from pyrovae.training.objectives import _ELBOObjective
-
-    if (not isinstance(objective, _ELBOObjective) or objective.free_bits > 0
-            or not standard_families(vae)):
-        return None
-    return objective.loss_fn(vae)
 
 
 # ------------------------------------------------------------ safety check
@@ -193,6 +167,8 @@ class FastEngine:
         lr: float,
         clip_norm: float | None = None,
         loss_fn: LossFn | None = None,
+        *,
+        optim: OptimChoice | None = None,
     ):
         self.vae, self.objective, self.clip_norm = vae, objective, clip_norm
         fn = loss_fn or objective.loss_fn(vae)
@@ -200,9 +176,15 @@ class FastEngine:
             raise ValueError(f"objective {objective.family!r} has no direct estimator")
         self.loss_fn: LossFn = fn
         self.params = [p for p in vae.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=lr)
+        o = optim or OptimChoice()
+        self.optimizer = make_optimizer(self.params, name=o.name, lr=lr,
+                                        weight_decay=o.weight_decay, betas=o.betas)
         self.last_terms: dict[str, torch.Tensor] | None = None
         self.kl_closed_form: bool | None = None
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate from now on (the schedule's value for an epoch)."""
+        set_lr([self.optimizer], lr)
 
     def step(self, x: torch.Tensor, num_data: int, kl_weight: float,
              y: torch.Tensor | None = None) -> torch.Tensor:
@@ -235,12 +217,13 @@ class PyroEngine:
     name = "pyro"
 
     def __init__(self, vae: VAE, objective: Objective, lr: float, clip_norm: float | None = None,
-                 elbo: pyro.infer.ELBO | None = None, terms_fn: LossFn | None = None):
+                 elbo: pyro.infer.ELBO | None = None, terms_fn: LossFn | None = None, *,
+                 optim: OptimChoice | None = None):
         pyro.clear_param_store()
-        if clip_norm is None:
-            self.optim = pyro.optim.Adam({"lr": lr})
-        else:  # per-parameter clipping, Pyro's own
-            self.optim = pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm})
+        o = optim or OptimChoice()
+        # per-parameter optimisers, Pyro's own (ClippedAdam when clipping)
+        self.optim = pyro_optimizer(name=o.name, lr=lr, weight_decay=o.weight_decay,
+                                    clip_norm=clip_norm, betas=o.betas)
         elbo = objective.elbo() if elbo is None else elbo
         self.svi = SVI(vae.model, vae.guide, self.optim, loss=elbo)
         self.vae = vae
@@ -266,6 +249,21 @@ class PyroEngine:
         self.kl_closed_form = terms.kl_closed_form
         return loss
 
+    def set_lr(self, lr: float) -> None:
+        """The learning rate from now on: every per-parameter optimiser Pyro made, the
+        one it makes for a parameter seen later, and the loaded states still waiting for
+        their parameter's first step (Pyro loads a state over the optimiser it makes, its
+        learning rate included: a resumed run would otherwise train its first epoch at the
+        saved epoch's rate)."""
+        if isinstance(self.optim.pt_optim_args, dict):
+            self.optim.pt_optim_args = {**self.optim.pt_optim_args, "lr": lr}
+        set_lr(self.optim.optim_objs.values(), lr)
+        waiting = self.optim._state_waiting_to_be_consumed
+        for name, state in list(waiting.items()):
+            if isinstance(state, dict) and isinstance(state.get("param_groups"), list):
+                waiting[name] = {**state, "param_groups": [{**g, "lr": lr}
+                                                           for g in state["param_groups"]]}
+
     def state_dict(self) -> dict[str, Any]:
         return self.optim.get_state()
 
@@ -273,36 +271,44 @@ class PyroEngine:
         self.optim.set_state(state)
 
 
-def _label_engine(
+def _own_engine(
     name: str, vae: Any, objective: Objective, lr: float, clip_norm: float | None,
-    sample: torch.Tensor | None, sample_y: torch.Tensor | None,
+    sample: torch.Tensor | None, sample_y: torch.Tensor | None, optim: OptimChoice | None,
 ) -> FastEngine | PyroEngine:
-    """The engines of a model whose label is a latent: the fast engine's enumerated
-    estimator (:mod:`pyrovae.estimators.enumerated`), or stock SVI with the model's own
-    ``TraceEnum_ELBO``; only ELBO objectives apply.  With ``sample``, the fast estimator
-    is first compared with ``TraceEnum_ELBO`` on the same draw (Monte Carlo KL), as
-    :func:`check_standard_pair` does for the VAE."""
+    """The engines of a model kind with its own estimator (``own_loss``,
+    :mod:`pyrovae.estimators.kinds`: M2's label summed out, a hierarchical VAE's layers):
+    the fast engine runs that estimator, the pyro engine stock SVI with the kind's own
+    ``stock_elbo()`` (``TraceEnum_ELBO``, ``Trace_ELBO``); only ELBO objectives apply.
+    With ``sample``, the fast estimator is first compared with ``stock_elbo()`` on the
+    same draw (Monte Carlo KL), as :func:`check_standard_pair` does for the VAE."""
     from pyrovae.errors import PyrovaeError
+    from pyrovae.estimators.kinds import kind_estimator
     from pyrovae.training.objectives import TraceELBOObjective, _ELBOObjective
 
+    own = kind_estimator(vae)
+    family = vae.spec["model"]["family"]
     if not isinstance(objective, _ELBOObjective):
-        raise PyrovaeError(f"objective: {objective.family!r} cannot train a model whose label "
-                           "is a latent (model: m2); use trace_elbo or trace_elbo_mc")
+        raise PyrovaeError(f"objective: {objective.family!r} cannot train {own.what} "
+                           f"(model: {family}); use trace_elbo or trace_elbo_mc")
     fn = objective.loss_fn(vae)
-    if name == "pyro":  # the record of terms as TraceEnum_ELBO computes them (Monte Carlo KL)
+    if name == "pyro" and objective.free_bits > 0:
+        objective.elbo()  # raises: the pyro engine cannot express free bits
+    if name == "pyro":  # the record of terms as the stock ELBO computes them (Monte Carlo KL)
         terms_fn = TraceELBOObjective(num_particles=objective.num_particles,
                                       kl="mc").loss_fn(vae)
         return PyroEngine(vae, objective, lr, clip_norm,
-                          elbo=vae.stock_elbo(objective.num_particles), terms_fn=terms_fn)
+                          elbo=vae.stock_elbo(objective.num_particles), terms_fn=terms_fn,
+                          optim=optim)
     if sample is not None and "mc" not in _PAIR_CHECKS.setdefault(vae, {}):
         check_fn = TraceELBOObjective(num_particles=1, kl="mc").loss_fn(vae)
         _PAIR_CHECKS[vae]["mc"] = check_standard_pair(
             vae, sample, check_fn, y=sample_y, kl="mc", stock=vae.stock_elbo(1))
     reason = _PAIR_CHECKS[vae].get("mc") if sample is not None else None
     if reason is not None:
-        raise PyrovaeError(f"engine 'fast': the enumerated estimator disagrees with Pyro's "
-                           f"TraceEnum_ELBO ({reason}); train with train.engine: pyro")
-    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn)
+        stock = type(vae.stock_elbo(1)).__name__
+        raise PyrovaeError(f"engine 'fast': the estimator of model: {family} disagrees with "
+                           f"Pyro's {stock} ({reason}); train with train.engine: pyro")
+    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn, optim=optim)
 
 
 def make_engine(
@@ -313,8 +319,11 @@ def make_engine(
     clip_norm: float | None = None,
     sample: torch.Tensor | None = None,
     sample_y: torch.Tensor | None = None,
+    *,
+    optim: OptimChoice | None = None,
 ) -> FastEngine | PyroEngine:
-    """``"fast"`` unless the objective has no direct form, then ``"pyro"``.
+    """``"fast"`` unless the objective has no direct form, then ``"pyro"``; ``optim``:
+    the optimiser both build (:mod:`pyrovae.training.optim`; default Adam).
 
     With ``sample`` (a few data rows) the objective first checks it can train this
     VAE (:meth:`~pyrovae.training.objectives.Objective.check`) and the fast engine
@@ -322,13 +331,13 @@ def make_engine(
     pair its estimator assumes; if not (e.g. a subclass adds sites) it warns and
     returns the pyro engine.
     """
-    if getattr(vae, "label_latent", False):  # a label summed out exactly (M2)
-        return _label_engine(name, vae, objective, lr, clip_norm, sample, sample_y)
+    if getattr(vae, "own_loss", None) is not None:  # the kind's own estimator (M2, layers)
+        return _own_engine(name, vae, objective, lr, clip_norm, sample, sample_y, optim)
     if sample is not None:
         objective.check(vae, sample, sample_y)
     fn = objective.loss_fn(vae) if name == "fast" else None
     if fn is None:
-        return PyroEngine(vae, objective, lr, clip_norm)
+        return PyroEngine(vae, objective, lr, clip_norm, optim=optim)
     if sample is not None:
         kl = getattr(objective, "kl", "mc")
         verdicts = _PAIR_CHECKS.setdefault(vae, {})
@@ -347,5 +356,5 @@ def make_engine(
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return PyroEngine(vae, objective, lr, clip_norm, elbo=elbo)
-    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn)
+            return PyroEngine(vae, objective, lr, clip_norm, elbo=elbo, optim=optim)
+    return FastEngine(vae, objective, lr, clip_norm, loss_fn=fn, optim=optim)

@@ -48,7 +48,7 @@ import torch
 
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.elbo import MinibatchLoss, draw, minibatch_loss, terms_from_guide
-from pyrovae.estimators.enumerated import label_minibatch_loss
+from pyrovae.estimators.kinds import kind_estimator
 from pyrovae.estimators.kl import KL_KINDS, closed_form_kl_or_none, kl_term
 from pyrovae.estimators.standard import standard_families, standard_loss
 from pyrovae.registry import OBJECTIVES, SCHEDULES, Param
@@ -213,17 +213,19 @@ class _ELBOObjective(Objective):
 
     def loss_fn(self, vae: Any) -> LossFn:
         particles, kind = self.num_particles, self.kl
-        if getattr(vae, "label_latent", False):  # the label summed out exactly (M2)
-            if self.free_bits > 0:
-                raise PyrovaeError("objective.free_bits: not available for a model whose "
-                                   "label is a latent (model: m2)")
+        own = kind_estimator(vae)
+        if own is not None:  # the kind's own estimator (M2's label summed out, layers)
+            if self.free_bits > 0 and not own.free_bits:
+                raise PyrovaeError(f"objective.free_bits: not available for {own.what} "
+                                   f"(model: {vae.spec['model']['family']})")
+            extra = {"free_bits": self.free_bits} if self.free_bits > 0 else {}
 
-            def enumerated(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
-                           kl_weight: float) -> MinibatchLoss:
-                return label_minibatch_loss(vae, x, y, num_data, kl_weight,
-                                            num_particles=particles, kl=kind)
+            def kind_loss(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
+                          kl_weight: float) -> MinibatchLoss:
+                return own.loss(vae, x, y, num_data, kl_weight, num_particles=particles,
+                                kl=kind, **extra)
 
-            return enumerated
+            return kind_loss
         if self.free_bits > 0:
             return self._free_bits_loss
         if standard_families(vae):

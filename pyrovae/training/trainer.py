@@ -45,13 +45,15 @@ from pyrovae.data import as_source
 from pyrovae.data.source import DataSource, TensorSource
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate
-from pyrovae.registry import OBJECTIVES, SCHEDULES
+from pyrovae.progress import Progress
+from pyrovae.registry import OBJECTIVES, SCHEDULES, SEED_MAX
 from pyrovae.training import state as _state
-from pyrovae.training.config import TrainConfig, parse_device
+from pyrovae.training.config import TrainConfig, num_threads, parse_device
 from pyrovae.training.engines import make_engine
 from pyrovae.training.guard import CheckedEngine, DivergenceError, Found, divergence, nonfinite
 from pyrovae.training.history import History
 from pyrovae.training.objectives import KLSchedule, Objective
+from pyrovae.training.optim import OptimChoice, lr_at
 from pyrovae.training.state import CHECKPOINT_FORMAT, STATE_KEYS
 from pyrovae.training.stopping import Decision, EarlyStopping, as_early_stopping
 
@@ -128,21 +130,39 @@ def _as_event(vae: Any, x: torch.Tensor, what: str) -> torch.Tensor:
 
 
 class _Progress:
-    """A tqdm bar on a terminal; plain per-epoch lines on stderr otherwise; or nothing."""
+    """A tqdm bar on a terminal; plain per-epoch lines on stderr otherwise (and a
+    within-epoch line at most every 10 s); or nothing."""
 
     def __init__(self, enabled: bool, total: int, initial: int) -> None:
         self.enabled, self.total, self.bar = enabled, total, None
+        self.shown = ""  # the last epoch's numbers, kept beside the step count
         if enabled and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, initial=initial, desc="fit", unit="epoch",
                             dynamic_ncols=True)
 
+    def steps(self, epoch: int, total: int) -> Progress | None:
+        """The within-epoch progress of ``epoch`` (``total`` steps): on a terminal in
+        the bar's postfix (every 0.5 s); off one a line at most every 10 s (a short
+        epoch shows none; its epoch line follows); ``None`` when disabled."""
+        if not self.enabled:
+            return None
+        if self.bar is not None:
+            bar = self.bar
+            def show(line: str) -> None:
+                bar.set_postfix_str(f"{self.shown}, {line}" if self.shown else line)
+
+            return Progress(total, "step", sink=show, final=False)
+        return Progress(total, f"fit: epoch {epoch}/{self.total}, step", force=True,
+                        final=False)
+
     def update(self, record: Mapping[str, Any]) -> None:
         shown = {short: f"{record[k]:.2f}" for k, short in _SHOWN if k in record}
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(shown)
+            self.shown = ", ".join(f"{k}={v}" for k, v in shown.items())
+            self.bar.set_postfix_str(self.shown)
         elif self.enabled:
             parts = [f"epoch {record['epoch']}/{self.total}"]
             parts += [f"{k} {v}" for k, v in shown.items()]
@@ -239,6 +259,8 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.history = History()
+        #: the within-epoch progress of the epoch running (None: silent)
+        self._tick: Progress | None = None
         #: (step, optimiser state) of the last load: until the next step, the state to save
         #: (Pyro's per-parameter optimisers only take a loaded state at their first step).
         self._loaded_optimizer: tuple[int, Any] | None = None
@@ -254,7 +276,8 @@ class Trainer:
         stock SVI)."""
         head = self.source.head(8).to(self.device)
         return make_engine(self.engine_name, self.vae, self.objective, self.lr, self.clip_norm,
-                           sample=_as_event(self.vae, head.x, "data"), sample_y=head.y)
+                           sample=_as_event(self.vae, head.x, "data"), sample_y=head.y,
+                           optim=OptimChoice.from_config(self.config))
 
     # --------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
@@ -281,6 +304,8 @@ class Trainer:
             xb = self.vae.likelihood.prepare_batch(_as_event(self.vae, batch.x, "data"))
             beta = self.schedule.weight(self.step, self.steps_per_epoch)
             loss = engine.step(xb, self.num_data, beta, y=batch.y)
+            if self._tick is not None:
+                self._tick(1)
             terms = engine.last_terms
             if names is None:
                 names = list(terms)
@@ -298,7 +323,8 @@ class Trainer:
         return sums
 
     def _evaluate(self) -> float:
-        return evaluate(self.vae, self.test_source, num_samples=1, seed=self.seed + 1)["elbo"]
+        return evaluate(self.vae, self.test_source, num_samples=1,
+                        seed=(self.seed + 1) % (SEED_MAX + 1))["elbo"]
 
     def _record(self, values: dict[str, float], beta: float, start: float,
                 good: Mapping[str, Any], epoch_start: float) -> dict[str, Any]:
@@ -330,6 +356,15 @@ class Trainer:
         record["epoch_seconds"] = now - epoch_start
         return record
 
+    def _schedule_lr(self) -> None:
+        """Set the schedule's learning rate of the epoch about to run (a function of the
+        epoch alone, so a resumed run follows it exactly); nothing for ``constant``."""
+        c = self.config
+        if c.lr_schedule == "constant":
+            return
+        self.engine.set_lr(lr_at(self.epoch, lr=c.lr, schedule=c.lr_schedule,
+                                 epochs=c.epochs, gamma=c.lr_gamma, step=c.lr_step))
+
     def _lr_in_force(self) -> float:
         """The learning rate of the optimiser's (first) parameter group now: a schedule's
         current value, read from the optimiser itself."""
@@ -357,6 +392,10 @@ class Trainer:
         state, an epoch boundary) when a loss, gradient, parameter or the held-out
         evaluation turns non-finite.
         """
+        with num_threads(self.config.threads):
+            return self._run()
+
+    def _run(self) -> History:
         start = time.perf_counter() - (self.history.last.get("seconds", 0.0) if self.history else 0)
         progress = _Progress(self.progress, self.epochs, self.epoch)
         try:
@@ -367,9 +406,16 @@ class Trainer:
                     if self._should_stop():
                         break
                     epoch_start = time.perf_counter()
+                    self._schedule_lr()
                     good = self.state_dict()  # on-device copies; no host sync
                     self.vae.train()
-                    values, beta = self._train_epoch()
+                    self._tick = progress.steps(self.epoch + 1, self.steps_per_epoch)
+                    try:
+                        values, beta = self._train_epoch()
+                    finally:
+                        if self._tick is not None:
+                            self._tick.close()
+                        self._tick = None
                     self.epoch += 1
                     bad = nonfinite(values.values(), self.vae, self.engine)
                     if bad is not None:
@@ -431,7 +477,7 @@ def fit(
     vae: Any,
     data: Any,
     *,
-    epochs: int = 100,
+    epochs: int = 300,
     batch_size: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
@@ -443,10 +489,17 @@ def fit(
     eval_every: int | None = 1,
     progress: bool = True,
     device: str | torch.device | None = None,
+    threads: int | None = None,
     callbacks: Iterable[Callback] = (),
     y: Any = None,
     test_y: Any = None,
     early_stopping: EarlyStopping | Mapping[str, Any] | None = None,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] | list[float] = (0.9, 0.999),
+    lr_schedule: str = "constant",
+    lr_gamma: float = 0.1,
+    lr_step: int = 10,
 ) -> History:
     """Train ``vae`` on ``data`` by SVI; returns the :class:`History`.
 
@@ -455,7 +508,8 @@ def fit(
         data: training data: tensor, array, :class:`~pyrovae.data.Dataset`,
             or any :class:`~pyrovae.data.DataSource` (streamed sources included).
         epochs, batch_size, lr, seed: passes, minibatch size, Adam learning rate,
-            random seed in [0, 2**32 − 1] (see :class:`TrainConfig`).
+            random seed in [0, 2**32 − 1]; every default is :class:`TrainConfig`'s (the
+            one declaration of the training options, shared with the spec and the CLI).
         test_data: held-out data; its ELBO is evaluated every ``eval_every`` epochs
             (and after the last); ``0``/``None``: never.
         objective: an objective entry (default ``"trace_elbo"``: the ELBO with the
@@ -464,8 +518,12 @@ def fit(
         kl_weight: a schedule entry or a number β.
         engine: ``"fast"`` (the direct estimator) or ``"pyro"`` (stock ``SVI``).
         clip_norm: gradient-norm clipping (``None``: off).
-        progress: a bar on a terminal, plain per-epoch lines on stderr otherwise.
+        progress: a bar on a terminal (the steps of the epoch running in its postfix),
+            plain per-epoch lines on stderr otherwise, with a line within an epoch at
+            most every 10 s (done/total steps and the time left).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``None`` (the model's).
+        threads: ``torch.set_num_threads(threads)`` while training, the previous count
+            restored afterwards (``None``: torch's setting as it is).
         callbacks: called as ``cb(trainer, record)`` after each checked epoch, with the
             epoch's record (every history term, ``kl_weight`` β, ``lr`` in force,
             ``grad_norm``, ``epoch_seconds``, ``seconds``); one with a ``close(trainer)``
@@ -475,6 +533,11 @@ def fit(
         early_stopping: an :class:`EarlyStopping` (or a mapping of its options): stop
             when the held-out ELBO (its ``monitor``) has not improved by more than
             ``min_delta`` for ``patience`` evaluations; ``None``: run all epochs.
+        optimizer, weight_decay, betas: ``"adam"`` or ``"adamw"``, its weight decay and
+            its (β₁, β₂), in every engine (:mod:`pyrovae.training.optim`).
+        lr_schedule, lr_gamma, lr_step: the learning rate per epoch: ``constant``,
+            ``step`` (×γ every ``lr_step`` epochs), ``exponential`` (×γ per epoch) or
+            ``cosine`` (to 0 at the last epoch).
 
     Raises :class:`~pyrovae.errors.PyrovaeError` for bad arguments or data and
     :class:`DivergenceError` (a PyrovaeError) when training diverges; ``vae``
@@ -489,7 +552,10 @@ def fit(
         Hoffman, Blei, Wang & Paisley (2013), *Stochastic Variational Inference*.
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
-                         clip_norm=clip_norm, eval_every=eval_every, device=device)
+                         clip_norm=clip_norm, eval_every=eval_every, device=device,
+                         optimizer=optimizer, weight_decay=weight_decay, betas=betas,
+                         lr_schedule=lr_schedule, lr_gamma=lr_gamma, lr_step=lr_step,
+                         threads=threads)
     return Trainer(vae, data, config, objective=objective, kl_weight=kl_weight,
                    test_data=test_data, y=y, test_y=test_y, progress=progress,
                    callbacks=callbacks, early_stopping=early_stopping).run()

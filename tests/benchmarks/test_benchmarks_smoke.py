@@ -86,3 +86,17 @@ def test_fit_benchmark_tracking_table_quick(tmp_path):
     for r in rows:
         for key in ("ratio", "cpu_ratio", "record_extras_ms", "csv_row_ms"):
             assert math.isfinite(r[key]) and r[key] > 0
+
+
+@pytest.mark.slow
+def test_threads_benchmark_quick_mode_prints_its_table(tmp_path):
+    out = tmp_path / "threads.json"
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("bench_threads.py")), "--quick", "--json",
+         str(out)], capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| threads | fit s/epoch | hand s/epoch | fit / hand |" in res.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["threads"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows)

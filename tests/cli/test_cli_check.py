@@ -38,6 +38,30 @@ def test_check_hierarchical_toy_two_sites_theta_fixed_to_the_floor(tmp_path):
     assert (out / "hierarchical_theta_fixed.png").is_file()
 
 
+@pytest.mark.slow
+def test_check_mixture_sums_the_class_out_and_tells_the_wrong_guides(tmp_path, capsys):
+    out = tmp_path / "mix"
+    assert main(["check", "mixture", "--out", str(out), "--quick", "--points", "3"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["num_classes"] == 3
+    lp = report["log_px"]
+    assert all(abs(d) < 0.05 for d in lp["ais"]["minus_closed_form"])
+    assert len(lp["ais"]["per_class"]) == 3 and len(lp["ais"]["per_class"][0]) == 3
+    guides = report["guides"]
+    assert set(guides) == {"exact", "flat_class", "sharp_class", "wide_z"}
+    assert all(all(g["identity"]["ok"]) for g in guides.values())
+    assert max(abs(v) for v in guides["exact"]["identity"]["gap"]) < 1e-8
+    exact_te = guides["exact"]["traceenum"]
+    assert exact_te["elbo"] == pytest.approx(exact_te["enumerated_elbo"], abs=1e-8)
+    assert exact_te["elbo"] == pytest.approx(sum(lp["closed_form"]), abs=1e-8)
+    assert guides["exact"]["sbc"]["passed"]
+    assert not guides["flat_class"]["sbc"]["calibration"]["passed"]
+    assert not guides["wide_z"]["sbc"]["ranks"]["passed"]
+    assert (out / "mixture_reliability_flat_class.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "identity_ok: True" in printed and "sbc_passed: exact" in printed
+
+
 def test_check_ppca_reports_theta_fixed_and_closed_forms(tmp_path):
     out = tmp_path / "ppca"
     assert main(["check", "ppca", "--out", str(out), "--quick", "--points", "2"]) == 0

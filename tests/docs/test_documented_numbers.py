@@ -70,3 +70,64 @@ def test_posterior_checks_table_matches_json(data: dict) -> None:
         assert _close(mean_k, s["mean_khat"]) and _close(max_k, s["max_khat"])
         assert _close(cells[7], statistics.mean(a["approximation_gap_exact"]))
         assert _close(cells[8], statistics.mean(a["amortization_gap_exact"]))
+
+
+def test_readme_m2_table_matches_its_json() -> None:
+    """README's semi-supervised table quotes docs/figures/semi_supervised_digits.json,
+    written by `python examples/semi_supervised_digits.py`."""
+    data = json.loads((ROOT / "docs" / "figures" / "semi_supervised_digits.json").read_text())
+    rows = _rows((ROOT / "README.md").read_text(), "| model | test accuracy | ECE")
+    assert set(rows) == set(data["rows"])
+    for name, cells in rows.items():
+        v = data["rows"][name]
+        for cell, key in zip(cells[:2], ("accuracy", "ece"), strict=True):
+            assert (cell == "–") == (v[key] is None) and (v[key] is None or _close(cell, v[key]))
+        if v["log_px"] is None:
+            assert cells[2] == "–"
+        else:
+            mean, se = cells[2].split(" ± ")
+            assert _close(mean, v["log_px"]) and _close(se, v["log_px_se"])
+
+
+def test_posterior_checks_mixture_table_matches_its_json() -> None:
+    """docs/posterior-checks.md's discrete-latent table quotes docs/figures/check_mixture.json,
+    the report of `pyrovae check mixture`."""
+    data = json.loads((ROOT / "docs" / "figures" / "check_mixture.json").read_text())
+    text = (ROOT / "docs" / "posterior-checks.md").read_text().replace("\\|", "/")
+    rows = _rows(text, "| guide | q(y/x) | q(z/x, y) | mean gap")
+    assert set(rows) == {f"`{v}`" for v in data["guides"]}
+    for name, cells in rows.items():
+        g = data["guides"][name.strip("`")]
+        ident, cal = g["identity"], g["sbc"]["calibration"]
+        assert _close(cells[2], statistics.mean(ident["gap"]))
+        assert _close(cells[3], statistics.mean(ident["kl_y"]))
+        ece, rest = cells[4].split(" (")
+        threshold, verdict = rest.split(") ")
+        assert _close(ece, cal["ece"]) and _close(threshold, cal["threshold"])
+        assert verdict == ("pass" if cal["passed"] else "fail")
+        assert cells[5] == ("pass" if g["sbc"]["ranks"]["passed"] else "fail")
+    s = data["summary"]
+    assert s["ais_max_abs_error"] < 0.016 and s["iwae_max_abs_error"] < 0.020
+    assert s["identity_ok"] and s["traceenum_agrees"] and s["sbc_passed"] == "exact"
+
+
+def test_readme_hierarchical_table_matches_its_json() -> None:
+    """README's two-layers-against-one table quotes docs/figures/hierarchical_vs_single.json,
+    written by `python examples/hierarchical_vs_single.py`."""
+    data = json.loads((ROOT / "docs" / "figures" / "hierarchical_vs_single.json").read_text())
+    rows = _rows((ROOT / "README.md").read_text(), "| model | parameters | held-out ELBO")
+    names = {"one layer (z: 48)": "one layer (z: 48)",
+             "two layers (z₁: 32, z₂: 16)": "two layers (z1: 32, z2: 16)"}
+    assert set(rows) == set(names)
+    for name, cells in rows.items():
+        v = data["models"][names[name]]
+        assert int(cells[0].replace(",", "")) == v["parameters"]
+        assert _close(cells[1], v["elbo"]) and _close(cells[2], v["iwae"])
+        ais, rest = cells[3].split(" ± ")
+        se, width = rest.split(" [")
+        assert _close(ais, v["ais"]) and _close(se, v["ais_stderr"])
+        assert _close(width.rstrip("]"), v["bdmc_width"])
+        units = dict(part.split(": ") for part in cells[4].split(", "))
+        sub = {"z": "z", "z₁": "z1", "z₂": "z2"}
+        assert {sub[k]: int(u.split("/")[0]) for k, u in units.items()} == v["active_units"]
+        assert {sub[k]: int(u.split("/")[1]) for k, u in units.items()} == v["sites"]

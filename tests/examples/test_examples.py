@@ -39,8 +39,12 @@ SMOKE: dict[str, tuple[list[str], list[str], str]] = {
                               "--nuts-points", "0"],
                              ["vae_posteriors.png", "vae_gaps.png", "vae_theta_fixed.png",
                               "check_trained_vae.json"], "theta fixed: KL"),
+    "semi_supervised_digits.py": (["--epochs", "1", "--k", "3"],
+                                  ["semi_supervised_digits.json", "m2/figures/style.png"],
+                                  "supervised only (same classifier)"),
 }
-SLOW = {"check_trained_vae.py", "toy_ppca.py", "toy_nonlinear.py", "hierarchical_vs_single.py"}
+SLOW = {"check_trained_vae.py", "toy_ppca.py", "toy_nonlinear.py", "hierarchical_vs_single.py",
+        "semi_supervised_digits.py"}
 
 
 def _tracked_state() -> str:

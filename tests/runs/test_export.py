@@ -55,8 +55,8 @@ def test_exported_weights_reproduce_evaluate_in_a_fresh_process(run, tmp_path, c
                           timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     there = json.loads(done.stdout)
-    assert there == {k: v for k, v in expected.items() if k not in ("split", "which", "epochs_done",
-                                                                "epochs", "finished")}
+    run_keys = ("split", "which", "epochs_done", "epochs", "finished", "context")
+    assert there == {k: v for k, v in expected.items() if k not in run_keys}
 
 
 def test_export_refuses_to_replace_without_overwrite_and_foreign_folders(run, tmp_path,

@@ -44,7 +44,7 @@ def test_m2_run_trains_evaluates_and_reports_classification(labelled_file, tmp_p
     assert {"train_kl/z", "train_kl/y", "train_classify"} <= set(rec)
     for name in ("reliability.png", "confusion.png"):
         assert (tmp_path / "run" / "figures" / name).is_file()
-    vae, saved, _ = load_run(tmp_path / "run")
+    vae, _, _ = load_run(tmp_path / "run")
     assert type(vae).__name__ == "SemiSupervisedVAE"
     again = pipeline.evaluate_run(tmp_path / "run", num_samples=3)
     assert again["classification"]["num_examples"] == 15
@@ -63,6 +63,8 @@ def test_training_labels_keep_the_spec_fraction(labelled_file):
     ("lab.npz", ["model.labelled_fraction=0"], r"labelled_fraction: expected a fraction"),
     ("lab.npz", ["model.labelled_fraction=1.5"], "labelled_fraction"),
     ("lab.npz", ["model.labelled_count=1000"], "labelled_count: expected an integer in"),
+    ("lab.npz", ["context.family=vector", "context.dim=2"],
+     "enumeration, which needs a discrete site"),
 ])
 def test_cli_refuses_bad_label_input_in_one_line(labelled_file, tmp_path, capsys, data, sets,
                                                  match):
@@ -77,3 +79,43 @@ def test_cli_refuses_bad_label_input_in_one_line(labelled_file, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and re.search(match, err[0]), err
     assert not (tmp_path / "run").exists()
+
+
+def test_check_of_an_m2_run_sums_the_label_out(labelled_file, tmp_path):
+    from pyrovae.runs.check import check_vae
+
+    spec = _spec(str(labelled_file / "lab.npz"), labelled_fraction=0.5)
+    pipeline.train_run(spec, tmp_path / "run", progress=False)
+    vae, saved, _ = load_run(tmp_path / "run")
+    _, train, _ = pipeline.load_data(saved)
+    x = train.x[:3]
+    report, grids = check_vae(vae, x, num_samples=50, ais_steps=10, ais_chains=4,
+                              bdmc_points=3, sbc_sims=30)
+    assert grids is None and report["classes"] == 3
+    gap = np.asarray(report["gap"])
+    assert np.allclose(gap, np.asarray(report["gap_label"]) + np.asarray(report["gap_code"]))
+    post = np.asarray(report["label_posterior"])
+    assert post.shape == (3, 3) and np.allclose(post.sum(-1), 1.0)
+    assert len(report["bdmc"]["width"]) == 3 and report["bdmc"]["classes"].tolist() == [0, 1, 2]
+    assert "failed" in report["sbc_label"] and "passed" in report["calibration"]
+    assert len(report["sbc"]["failed"]) == vae.latent_dim
+    s = report["summary"]
+    assert {"mean_gap_label", "mean_gap_code", "sbc_label_pit_failed", "label_ece",
+            "sbc_failed_dims"} <= set(s)
+
+
+def test_m2_run_resumes_bitwise(labelled_file, tmp_path):
+    """Two epochs in one go equal one epoch, then a resume to two: the masked labels, the
+    mixed minibatches and the enumeration are all reproducible."""
+    import torch
+
+    spec = _spec(str(labelled_file / "lab.npz"), labelled_fraction=0.3)
+    spec["train"]["checkpoint_every"] = 1
+    pipeline.train_run(spec, tmp_path / "whole", progress=False)
+    short = {**spec, "train": {**spec["train"], "epochs": 1}}
+    pipeline.train_run(short, tmp_path / "parts", progress=False)
+    pipeline.resume_run(tmp_path / "parts", spec, progress=False)
+    a, _, _ = load_run(tmp_path / "whole")
+    b, _, _ = load_run(tmp_path / "parts")
+    for (k, u), (_, v) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(u, v), k

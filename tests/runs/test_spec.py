@@ -35,6 +35,7 @@ def valid_value(p: Param, name: str, family: bool = False) -> st.SearchStrategy:
     strategies = {
         "positive_int": st.integers(1, 3),
         "nonneg_int": st.integers(0, 3),
+        "seed": st.integers(0, 3),
         "int": st.integers(-3, 3),
         "float": st.floats(-2.0, 2.0),
         "positive_float": st.floats(0.05, 3.0),
@@ -42,6 +43,7 @@ def valid_value(p: Param, name: str, family: bool = False) -> st.SearchStrategy:
         "unit_float": st.floats(0.0, 1.0),
         "bool": st.booleans(),
         "int_list": st.lists(st.integers(1, 8), max_size=2),
+        "unit_pair": st.lists(st.floats(0.0, 0.99), min_size=2, max_size=2),
     }
     if p.kind == "choice":
         s = st.sampled_from(p.choices)
@@ -104,6 +106,19 @@ def _make_consistent(raw: dict) -> None:
         if _family(raw, "prior") == "vamp":
             raw["prior"] = "normal"
         raw.pop("objective", None)  # only ELBO objectives sum a label out (own tests)
+    if _family(raw, "model") == "hierarchical":  # its own tests: tests/model/test_hierarchical.py
+        raw.pop("context", None)  # unconditional
+        if _family(raw, "prior") == "vamp":
+            raw["prior"] = "normal"  # vamp encodes to z1, the prior is on the top layer
+        raw.pop("objective", None)  # only ELBO objectives, Monte Carlo KL
+        if isinstance(raw["model"], dict) and "latent_dims" in raw["model"]:
+            dims = [*raw["model"]["latent_dims"], 2, 2]
+            raw["model"]["latent_dims"] = dims[:max(2, len(raw["model"]["latent_dims"]))]
+        if isinstance(prior, dict) and prior.get("flow") == "affine_coupling":
+            entry = raw["model"] if isinstance(raw["model"], dict) else {"family": "hierarchical"}
+            dims = entry.get("latent_dims", [32, 16])
+            entry["latent_dims"] = [*dims[:-1], max(dims[-1], 2)]  # the top layer's prior
+            raw["model"] = entry
     if _family(raw, "prior") == "vamp":
         raw.pop("context", None)  # vamp has no context (its own test)
     objective = raw.get("objective")
@@ -146,6 +161,9 @@ def _bad_values(p: Param) -> st.SearchStrategy:
     by_kind = {
         "positive_int": st.one_of(st.integers(max_value=0), st.sampled_from([1.5, True, "3"])),
         "nonneg_int": st.one_of(st.integers(max_value=-1), st.sampled_from([2.5, False])),
+        "unit_pair": st.sampled_from([[0.9], [0.9, 1.0], [-0.5, 0.5], "0.9", [0.1, 0.2, 0.3]]),
+        "seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32),
+                          st.sampled_from([2.5, False])),
         "int": st.sampled_from([1.5, True, math.nan, "1"]),
         "float": st.sampled_from([math.nan, math.inf, -math.inf, True, "0.5", 10**400]),
         "positive_float": st.one_of(
@@ -210,7 +228,8 @@ def invalid_raw_spec(draw) -> tuple[dict, str]:
         raw[key] = draw(st.sampled_from([5, 1.5, ["normal"], True, None]))
         if raw[key] is None:
             raw[key] = {"components": 3}  # a mapping without 'family'
-            return raw, f"{key}.family"
+            # a network mapping without 'family' is an MLP (the old form): its key is named
+            return raw, f"{key}.components" if key in ("encoder", "decoder") else f"{key}.family"
         return raw, key
     if kind == "family_name":
         raw[key] = {"family": draw(st.one_of(

@@ -21,8 +21,8 @@ import torch
 
 import pyrovae
 from pyrovae.errors import PyrovaeError
+from pyrovae.estimators.standard import standard_loss
 from pyrovae.training.distributed import DistributedTrainer, ShardLoss, shard_bounds
-from pyrovae.training.engines import trace_elbo_standard
 from pyrovae.training.objectives import (
     TraceELBOMCObjective,
     TraceELBOObjective,
@@ -57,7 +57,8 @@ def test_shares_add_up_to_the_single_process_loss(objective, batch, world):
 
     torch.manual_seed(1)
     if objective.family == "trace_elbo_mc":
-        ref = trace_elbo_standard(vae, x, N, beta, objective.num_particles)
+        ref = standard_loss(vae, x, num_data=N, kl_weight=beta,
+                            num_particles=objective.num_particles).loss
     else:
         ref = objective.fast_loss(vae, x, N, beta)
     ref_grads = grads(ref)
@@ -85,7 +86,10 @@ def _free_port() -> int:
 
 
 SETS = ["data.name=digits", "train.epochs=2", "train.batch_size=101", "train.seed=3",
-        "kl_weight.family=linear", "kl_weight.warmup_epochs=1"]
+        "kl_weight.family=linear", "kl_weight.warmup_epochs=1",
+        # the run's optimiser and schedule, the same as one process's
+        "train.optimizer=adamw", "train.weight_decay=0.05", "train.lr_schedule=exponential",
+        "train.lr_gamma=0.5"]
 
 
 @pytest.mark.slow

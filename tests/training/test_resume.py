@@ -171,8 +171,17 @@ def test_interrupted_before_first_periodic_checkpoint_resumes_from_epoch_0(
         {"likelihood": {"family": "gaussian", "sigma": "calibrated"}, "data": "real"},
         {"objective": {"family": "renyi_elbo", "num_particles": 3}},
         {"prior": {"family": "mixture", "components": 3}},
+        # the schedule's rate changes at the resumed epoch (epoch 2): the resumed run
+        # must train that epoch at the new rate, in every engine
+        {"engine": "fast", "optimizer": "adamw", "weight_decay": 0.05, "lr_schedule": "step",
+         "lr_step": 2, "lr_gamma": 0.5},
+        {"engine": "pyro", "optimizer": "adamw", "weight_decay": 0.05, "lr_schedule": "step",
+         "lr_step": 2, "lr_gamma": 0.5, "betas": (0.8, 0.95)},
+        {"engine": "pyro", "clip_norm": 0.5, "lr_schedule": "exponential", "lr_gamma": 0.7},
+        {"engine": "fast", "lr_schedule": "cosine"},
     ],
-    ids=["fast", "pyro", "fast-clip", "pyro-clip", "calibrated-sigma", "renyi", "mixture"],
+    ids=["fast", "pyro", "fast-clip", "pyro-clip", "calibrated-sigma", "renyi", "mixture",
+         "fast-adamw-step", "pyro-adamw-step", "pyro-clip-exponential", "fast-cosine"],
 )
 def test_trainer_state_round_trip_is_bitwise(tmp_path, options):
     """state_dict -> checkpoint file -> a fresh Trainer (other init, other RNG) -> same end."""
@@ -351,3 +360,19 @@ def test_cli_resume(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err, err
         assert "Traceback" not in err
+
+
+def test_train_threads_are_the_runs_and_resume_compares_with_them(tmp_path):
+    """A run trained with train.threads records that count; resuming it with the same
+    spec trains with it again, so no thread-count warning (warnings are errors here),
+    whatever torch's own count in the resuming process."""
+    data = _data(tmp_path / "x.npy")
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    spec = _spec(data, epochs=2, threads=want)
+    pipeline.train_run(spec, tmp_path / "r", progress=False)
+    assert _final(tmp_path / "r")["num_threads"] == want
+    assert torch.get_num_threads() == before  # restored after the run
+    pipeline.resume_run(tmp_path / "r", {**spec, "train": {**spec["train"], "epochs": 3}},
+                        progress=False)
+    assert _final(tmp_path / "r")["num_threads"] == want and torch.get_num_threads() == before

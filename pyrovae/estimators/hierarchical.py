@@ -1,0 +1,168 @@
+"""The ELBO and the importance weights of a VAE with several stochastic layers (the
+``hierarchical`` kind, :mod:`pyrovae.model.hierarchical`).
+
+With the bottom-up guide q(z_1 | x) ∏_l q(z_{l+1} | z_l) and the model
+p(z_L) ∏_l p(z_l | z_{l+1}) p(x | z_1), one draw (z_1, …, z_L) ~ q per particle gives
+
+    reconstruction   R(x)      = log p(x | z_1)
+    KL of site l     KL_l(x)   = log q(z_l | z_{l−1} or x) − log p(z_l | z_{l+1})
+                                 (z_{L+1} absent: log p(z_L), the top prior)
+    ELBO_β(x)        = R(x) − β Σ_l KL_l(x)
+
+each averaged over the particles.  The KL terms are Monte Carlo (per site, since
+q(z_{l+1} | z_l) and p(z_l | z_{l+1}) are conditional on other sites' draws they have no
+closed form); their sum is a Monte Carlo estimate of KL(q(z | x) ‖ p(z)) over all sites.
+The minibatch loss −(N/B) Σ_i ELBO_β(x_i) draws z_1, then z_2, … in the order the guide
+does, so it equals Pyro's ``Trace_ELBO`` on the same draws (value and gradients;
+``tests/model/test_hierarchical.py``).  The record of terms: ``reconstruction``,
+``kl`` (the sum) and ``kl/z1`` … ``kl/zL``.  β (the KL weight) scales every site's term;
+free bits (λ > 0, fast engine only) floor every dimension of every site
+(:func:`layer_free_bits`).
+
+Importance weights of log p(x) draw (z_1, …, z_L) jointly from the guide:
+log w = log p(x, z_1, …, z_L) − log q(z_1, …, z_L | x); their mean is an unbiased
+estimate of p(x), so the IWAE bound, ESS and k̂ of :mod:`pyrovae.estimators.importance`
+apply unchanged.
+
+References:
+    Burda, Grosse & Salakhutdinov (2016), *Importance Weighted Autoencoders* (§5, the
+    two-stochastic-layer model and its bounds).
+    Kingma & Welling (2014), *Auto-Encoding Variational Bayes*.
+    Kingma et al. (2016), *Improved Variational Inference with Inverse Autoregressive
+    Flow* (free bits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pyrovae.errors import PyrovaeError
+from pyrovae.estimators.elbo import MinibatchLoss, draw
+
+__all__ = ["LayerTerms", "layer_free_bits", "layer_log_weights", "layer_minibatch_loss",
+           "layer_terms"]
+
+
+@dataclass(frozen=True)
+class LayerTerms:
+    """Per-example terms of a hierarchical minibatch (shape (B,), differentiable):
+    ``reconstruction`` and ``kl`` per site name (``{"z1": …, "z2": …}``)."""
+
+    reconstruction: torch.Tensor
+    kl_sites: dict[str, torch.Tensor]
+
+    @property
+    def kl(self) -> torch.Tensor:
+        """Σ_l KL_l per example."""
+        return sum(self.kl_sites.values())  # type: ignore[return-value]
+
+    def elbo(self, kl_weight: float = 1.0) -> torch.Tensor:
+        """R − β Σ_l KL_l per example."""
+        return self.reconstruction - kl_weight * self.kl
+
+
+def _draws(vae: Any, x: torch.Tensor, sample: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One pass down the guide and up the model: ``log p(x | z_1)`` (shape
+    ``(*particles, n)``) and, per site, ``(q, p, z)``: its guide and model distributions
+    and its draw; ``sample(q)`` draws z_1, the upper sites are reparameterised."""
+    names = vae.site_names
+    q = vae.encode(x)
+    z = sample(q)
+    zs, qs = [z], [q]
+    for layer in range(1, len(names)):
+        q = vae.layer_guide(layer, zs[-1])
+        zs.append(q.rsample() if q.has_rsample else q.sample())
+        qs.append(q)
+    ps = [vae.layer_prior(layer, zs[layer]) for layer in range(1, len(names))]
+    ps.append(vae.prior_dist())
+    log_px = vae.decode(zs[0], x).log_prob(x)
+    return log_px, {name: (qs[i], ps[i], zs[i]) for i, name in enumerate(names)}
+
+
+def _per_dim_log_prob(d: Any, z: torch.Tensor, what: str) -> torch.Tensor:
+    """log-density per latent dimension of a factorised distribution (free bits)."""
+    if isinstance(d, torch.distributions.Independent) and d.reinterpreted_batch_ndims == 1 \
+            and not isinstance(d.base_dist, (torch.distributions.Independent,
+                                              torch.distributions.TransformedDistribution)):
+        return d.base_dist.log_prob(z)
+    raise PyrovaeError(f"objective.free_bits: needs {what} that factorises over latent "
+                       f"dimensions, got {type(d).__name__}")
+
+
+def layer_terms(vae: Any, x: torch.Tensor, *, num_particles: int = 1) -> LayerTerms:
+    """The terms of each row of ``x`` from ``num_particles`` reparameterised draws of
+    the guide (z_1 first, then up the layers, as the guide draws them)."""
+    x = vae.as_event(x)
+    log_px, sites = _draws(vae, x, lambda q: draw(q, num_particles))
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        return t.mean(0) if num_particles > 1 else t
+
+    kl = {name: mean(q.log_prob(z) - p.log_prob(z)) for name, (q, p, z) in sites.items()}
+    return LayerTerms(mean(log_px), kl)
+
+
+def layer_free_bits(vae: Any, x: torch.Tensor, free_bits: float, *,
+                    num_particles: int = 1) -> tuple[LayerTerms, torch.Tensor]:
+    """The terms of :func:`layer_terms` and the free-bits KL Σ_l Σ_j max(λ, KL_{l,j}),
+    KL_{l,j} the minibatch-mean Monte Carlo KL of dimension j of site l (Kingma et al.
+    2016, one group per dimension of every layer): a dimension under λ nats gets no
+    gradient from its KL, so the upper layers are not pushed onto their prior.  Needs
+    a guide and a top prior that factorise over dimensions (the layers between are
+    diagonal Gaussians)."""
+    x = vae.as_event(x)
+    log_px, sites = _draws(vae, x, lambda q: draw(q, num_particles))
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        return t.mean(0) if num_particles > 1 else t
+
+    floored = x.new_zeros(())
+    kl = {}
+    for name, (q, p, z) in sites.items():
+        per_dim = (_per_dim_log_prob(q, z, "a guide q(z1|x)")
+                   - _per_dim_log_prob(p, z, "a top prior p(zL)"))
+        kl[name] = mean(per_dim.sum(-1))
+        floored = floored + per_dim.reshape(-1, per_dim.shape[-1]).mean(0).clamp(
+            min=free_bits).sum()
+    return LayerTerms(mean(log_px), kl), floored
+
+
+def layer_minibatch_loss(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
+                         kl_weight: float, *, num_particles: int = 1, kl: str = "mc",
+                         free_bits: float = 0.0) -> MinibatchLoss:
+    """−(N/B) Σ_i ELBO_β(x_i): the loss of a minibatch of B rows out of N; equal to
+    Pyro's ``Trace_ELBO`` on the same draws.  The KL terms are Monte Carlo whatever
+    ``kl`` says (``"analytic"`` is refused: the conditional sites have no closed form).
+    ``free_bits`` λ > 0: the KL part is N·β·Σ_l Σ_j max(λ, KL_{l,j})
+    (:func:`layer_free_bits`; the recorded terms stay the plain Monte Carlo KLs)."""
+    if y is not None:
+        raise PyrovaeError("y: model: hierarchical is unconditional (no context); pass no y")
+    if kl == "analytic":
+        raise PyrovaeError("objective.kl: 'analytic' is not available for model: hierarchical "
+                           "(its KL terms are conditional on other sites: Monte Carlo; use "
+                           "auto or mc)")
+    if free_bits > 0:
+        t, floored = layer_free_bits(vae, x, free_bits, num_particles=num_particles)
+        loss = -(t.reconstruction.sum() * (num_data / x.shape[0])
+                 - kl_weight * floored * num_data)
+    else:
+        t = layer_terms(vae, x, num_particles=num_particles)
+        loss = -t.elbo(kl_weight).sum() * (num_data / x.shape[0])
+    terms = {"reconstruction": t.reconstruction.detach().sum(), "kl": t.kl.detach().sum()}
+    terms.update({f"kl/{name}": v.detach().sum() for name, v in t.kl_sites.items()})
+    return MinibatchLoss(loss, terms, False)
+
+
+def layer_log_weights(vae: Any, x: torch.Tensor, num_samples: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(log_w, reconstruction, kl)``: importance log-weights ``(num_samples, n)`` of
+    log p(x) with (z_1, …, z_L) drawn jointly from the guide, and the ELBO's terms per
+    example (Monte Carlo over the same draws), so that ``reconstruction − kl`` is the
+    ELBO estimate."""
+    x = vae.as_event(x)
+    log_px, sites = _draws(vae, x, lambda q: q.sample((num_samples,)))
+    ratio = sum(q.log_prob(z) - p.log_prob(z) for q, p, z in sites.values())
+    return log_px - ratio, log_px.mean(0), ratio.mean(0)  # type: ignore[union-attr]
