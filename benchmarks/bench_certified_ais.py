@@ -14,6 +14,12 @@ deviations (0.3: overconfident, the common failure of a trained VAE's encoder; o
 The CPU is shared: read the seconds beside the printed load.
 
     python benchmarks/bench_certified_ais.py --points 32
+
+Measured (``--points 16 --time-limit 600``, CPU, 2 threads, load 0.8–2.0): the default
+T = 200 is 2.32 ± 0.45 nats/point low (BDMC width 5.97); the search went T = 200, 400,
+800, 1600, 3200 (widths 4.98, 2.37, 0.27, 0.33, 0.00 ± 0.08) in 162 s and stopped at
+the target; at T = 3200 frozen AIS is 0.08 ± 0.08 nats/point from exact (max 0.64),
+3,571 s per 1,000 points (both rounds) against 114 s at the default budget.
 """
 
 from __future__ import annotations
