@@ -2,6 +2,8 @@
 
     pyrovae check TOY_NAME [--out DIR]   a toy problem with exact answers (default checks/TOY)
     pyrovae check RUN_DIR [--out DIR]    a trained run (held-out points of its data)
+    pyrovae check RUN_DIR --certified    AIS and BDMC with frozen kernels, T doubled until
+                                         the BDMC width is under --target-width
 
 Writes ``DIR/report.json`` and PNG figures through
 :mod:`pyrovae.runs.outputs` (locked, staged, swapped in when complete); an
@@ -51,6 +53,16 @@ def register(sub: Any) -> argparse.ArgumentParser:
                    help="simulated points for the BDMC sandwich, 0 to skip (default 16)")
     p.add_argument("--sbc-sims", type=int, default=200, metavar="N",
                    help="simulations for SBC of the guide, 0 to skip (default 200)")
+    p.add_argument("--certified", action="store_true",
+                   help="run folders: AIS and BDMC in the two-round frozen-kernel mode "
+                   "(unbiased weights), T starting at --ais-steps and doubled until the "
+                   "BDMC width on simulated data is under --target-width")
+    p.add_argument("--target-width", type=float, default=0.2, metavar="W",
+                   help="with --certified: the BDMC width to reach, nats (default 0.2)")
+    p.add_argument("--max-ais-steps", type=int, default=6400, metavar="T",
+                   help="with --certified: the largest T tried (default 6400)")
+    p.add_argument("--ais-time-limit", type=float, default=None, metavar="S",
+                   help="with --certified: seconds for the budget search (default none)")
     p.add_argument("--collapse-points", type=int, default=500, metavar="N",
                    help="held-out points for the collapse diagnostics (default 500)")
     p.add_argument("--y", metavar="Y",
@@ -83,10 +95,30 @@ def run(args: argparse.Namespace) -> int:
         if v < low or (flag == "sbc_sims" and 0 < v < 10):
             raise PyrovaeError(f"--{flag.replace('_', '-')}: expected an integer >= "
                                f"{10 if flag == 'sbc_sims' else low}, got {v}")
+    import math
+
+    certified = getattr(args, "certified", False)
+    if certified:
+        if not (math.isfinite(args.target_width) and args.target_width > 0):
+            raise PyrovaeError(f"--target-width: expected a positive number, got "
+                               f"{args.target_width}")
+        if args.max_ais_steps < args.ais_steps:
+            raise PyrovaeError(f"--max-ais-steps: expected an integer >= --ais-steps "
+                               f"({args.ais_steps}), got {args.max_ais_steps}")
+        if args.ais_time_limit is not None and not (math.isfinite(args.ais_time_limit)
+                                                    and args.ais_time_limit > 0):
+            raise PyrovaeError(f"--ais-time-limit: expected a positive number of seconds, "
+                               f"got {args.ais_time_limit}")
+        if args.bdmc_points < 1:
+            raise PyrovaeError("--certified: the budget is chosen by BDMC; --bdmc-points "
+                               "must be >= 1")
     from pyrovae.runs.outputs import check_run_into, check_toy_into
 
     target = args.target
     if target in TOYS or target == "gaussian_mle":
+        if certified:
+            raise PyrovaeError("--certified: applies to a run folder; a toy problem's "
+                               "check compares with exact answers already")
         if args.out is not None and not args.out.strip():
             raise PyrovaeError("--out: expected a folder name, got an empty string")
         if args.y is not None:
@@ -101,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
             target, args.out, overwrite=args.overwrite, points=args.points,
             samples=args.samples, seed=args.seed, quick=args.quick, ais_steps=args.ais_steps,
             ais_chains=args.ais_chains, bdmc_points=args.bdmc_points, sbc_sims=args.sbc_sims,
-            collapse_points=args.collapse_points, progress=args.progress, y=args.y)
+            collapse_points=args.collapse_points, progress=args.progress, y=args.y,
+            certified=certified, target_width=args.target_width,
+            max_ais_steps=args.max_ais_steps, ais_time_limit=args.ais_time_limit)
     else:
         import difflib
 
@@ -135,5 +169,7 @@ def _print_summary(report: dict, out: Path) -> None:
         print(f"  quantity: {context['quantity']}, y {context['chosen']}; each log_px "
               "below is given y")
     for k, v in s.items():
-        if v is not None:
+        if k == "certified":  # a whole line: "certified: AIS (frozen kernels, T=…) …"
+            print(f"  {v}")
+        elif v is not None:
             print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")

@@ -14,6 +14,7 @@ module              idea
 ``reference``       NUTS reference draws and the ArviZ export (the one ArviZ module)
 ``ais``             annealed importance sampling: log p(x) at any latent dimension
 ``bdmc``            bidirectional Monte Carlo: a sandwich that certifies AIS
+``certified``       frozen-kernel AIS at a T doubled until the BDMC width is small
 ``sbc``             simulation-based calibration of the guide (rank ECDF bands)
 ``collapse``        active units, KL per dimension, rate, distortion, I_q(x; z)
 ``enumerate``       a discrete latent summed out: log p(x), ELBO, KL and identity per
@@ -33,6 +34,7 @@ from __future__ import annotations
 from pyrovae.posterior.ais import AISResult
 from pyrovae.posterior.amortization import amortization_gap, gap_split
 from pyrovae.posterior.bdmc import BDMCResult
+from pyrovae.posterior.certified import CertifiedAIS, certified_ais
 from pyrovae.posterior.collapse import collapse_callback, collapse_diagnostics
 from pyrovae.posterior.exact import (
     Estimate,
@@ -54,6 +56,7 @@ from pyrovae.quadrature import GridPosterior, grid_posterior
 __all__ = [
     "AISResult",
     "BDMCResult",
+    "CertifiedAIS",
     "Estimate",
     "GridPosterior",
     "LocalGuide",
@@ -63,6 +66,7 @@ __all__ = [
     "Target",
     "amortization_gap",
     "as_target",
+    "certified_ais",
     "check_identity",
     "collapse_callback",
     "collapse_diagnostics",

@@ -27,9 +27,18 @@ Details:
 * HMC step sizes are adapted *per data point and per intermediate distribution*
   toward ``target_accept`` from the acceptance rate averaged over the chains (as in
   Wu et al. 2017); a few warm-up transitions at β₀ (which leave π₀ invariant) set
-  the first step size.  Adapting from the chains' own history is the standard,
-  very slightly biased practice; :func:`ais` with ``step_sizes=`` given runs with
-  fixed kernels (BDMC's reverse chains do, see :mod:`pyrovae.posterior.bdmc`);
+  the first step size.  Adapting from the chains' own history is the standard
+  practice, but it makes the kernels depend on the run they weight, so E[w] = p_θ(x)
+  no longer holds exactly; :func:`ais` with ``step_sizes=`` given runs with fixed
+  kernels (BDMC's reverse chains do, see :mod:`pyrovae.posterior.bdmc`);
+* ``frozen=True`` is the *two-round* mode for certified numbers: a first run adapts
+  the step sizes (and records the diagonal mass matrix), then a fresh run with a new
+  seed derived from ``seed`` (:func:`frozen_seed`) anneals with those kernels frozen.
+  Conditionally on the first run every kernel is fixed in advance and leaves its f_βₜ
+  invariant, so the second run's weights satisfy E[w] = p_θ(x) exactly (Neal 2001) and
+  ``log mean(w)`` is a stochastic lower bound in the strict sense; the result's
+  ``mode`` says ``"frozen"`` (``"adaptive"``: one adapting run; ``"fixed"``: the
+  caller's ``step_sizes``);
 * constrained latents (a toy's support) are sampled in the unconstrained space
   u = T⁻¹(z), with log|det ∂z/∂u| added to both π₀ and the joint;
 * all chains × data points move at once (a chunk of ``chunk_size`` points at a
@@ -49,6 +58,7 @@ References:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -111,30 +121,47 @@ class AISResult:
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
     final_z: torch.Tensor | None = None  #: (C, N, d), when asked for
+    #: how the kernels were set: "adaptive" (adapted during this run), "fixed" (the
+    #: caller's step sizes) or "frozen" (two rounds: adapted in a first run, frozen here)
+    mode: str = "adaptive"
+    inv_mass: torch.Tensor | None = None  #: (N, d) diagonal inverse mass, when preconditioned
 
     def estimate(self) -> Estimate:
         """log p(x) and its standard error as an :class:`~pyrovae.posterior.exact.Estimate`."""
         s = self.settings
+        name = "ais" if self.mode == "adaptive" else f"ais-{self.mode}"
         return Estimate(self.log_px, self.stderr,
-                        f"ais[{s.get('start')},T={s.get('num_steps')},C={s.get('num_chains')}]")
+                        f"{name}[{s.get('start')},T={s.get('num_steps')},C={s.get('num_chains')}]")
 
     def as_dict(self) -> dict:
         """The per-point results and settings as a dict (for reports)."""
         return {
             "log_px": self.log_px, "stderr": self.stderr, "ess": self.ess,
             "acceptance": self.acceptance, "settings": self.settings,
-            "seconds": self.seconds,
+            "seconds": self.seconds, "mode": self.mode,
         }
+
+
+def frozen_seed(seed: int) -> int:
+    """The seed of the second (frozen-kernel) run of ``ais(..., frozen=True, seed=seed)``:
+    a deterministic function of ``seed`` (31 bits of SHA-256 of a tagged string),
+    unrelated to ``seed + k`` for small k, so the second run's random stream shares
+    nothing with the adaptation run's nor with BDMC's ``seed + 1``, ``seed + 2``."""
+    digest = hashlib.sha256(f"pyrovae-ais-frozen:{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
 
 
 class _Annealer:
     """The density pieces in the unconstrained space for one chunk of data."""
 
-    def __init__(self, target: Target, x: torch.Tensor, start: str, precondition: bool) -> None:
+    def __init__(self, target: Target, x: torch.Tensor, start: str, precondition: bool,
+                 inv_mass: torch.Tensor | None = None) -> None:
         self.target, self.x, self.start = target, x, start
         self.transform = biject_to(target.support)
         self.inv_mass = None  # diagonal inverse mass matrix (n, d): the guide's variances
-        if precondition and target.has_guide and target.support == constraints.real_vector:
+        if inv_mass is not None:  # given (a frozen kernel): used as it is
+            self.inv_mass = inv_mass.to(x.device)
+        elif precondition and target.has_guide and target.support == constraints.real_vector:
             with torch.no_grad():
                 q = target.guide_dist(x)
                 q = as_mvn(q) if q is not None else None
@@ -276,6 +303,8 @@ def ais(
     init_z: torch.Tensor | None = None,
     reverse: bool = False,
     step_sizes: torch.Tensor | None = None,
+    inv_mass: torch.Tensor | None = None,
+    frozen: bool = False,
     keep_z: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> AISResult:
@@ -302,35 +331,72 @@ def ais(
             −log mean(w_rev), a stochastic *upper* bound when ``init_z`` are exact
             posterior draws (Grosse et al. 2015).
         step_sizes: (T + 1, N) fixed HMC step size per β (no adaptation).
+        inv_mass: (N, d) fixed diagonal inverse mass matrix (instead of the guide's
+            variances); with ``step_sizes``, the kernels of an earlier run.
+        frozen: the two-round mode: adapt in a first run (seed ``seed``), then return a
+            fresh run (seed :func:`frozen_seed` (``seed``)) with that run's step sizes and
+            mass matrix frozen, whose weights are unbiased, E[w] = p_θ(x).  Costs two
+            runs; ``seconds`` counts both, ``settings["adapt_seed"]`` names the first.
         keep_z: also return the final states (C, N, d).
         progress: called with 1 after each intermediate distribution of each chunk
-            (a :class:`~pyrovae.progress.Progress` is told its total, T · chunks).
+            (of both rounds when ``frozen``; a :class:`~pyrovae.progress.Progress` is
+            told its total, T · chunks, twice that when ``frozen``).
 
     Returns:
-        :class:`AISResult`.
+        :class:`AISResult` (``mode`` "adaptive", "fixed" or "frozen").
 
     References:
         Neal (2001), *Annealed importance sampling*.
         Wu et al. (2017), *On the quantitative analysis of decoder-based generative models*.
     """
     target = as_target(model, guide)
+    if frozen:
+        if step_sizes is not None or inv_mass is not None:
+            raise PyrovaeError("ais frozen=True adapts its own kernels; do not pass "
+                               "step_sizes or inv_mass")
+        if reverse:
+            raise PyrovaeError("ais frozen=True is a forward mode; a reverse run takes the "
+                               "forward run's step_sizes and inv_mass")
+        common = {"num_steps": num_steps, "num_chains": num_chains, "start": start,
+                  "schedule_name": schedule_name, "leapfrog_steps": leapfrog_steps,
+                  "precondition": precondition, "target_accept": target_accept,
+                  "chunk_size": chunk_size, "init_z": init_z, "progress": progress}
+        expect(progress, 2 * num_steps * -(-x.shape[0] // chunk_size))  # both rounds
+        first = ais(target, x, step_size=step_size, adapt_rate=adapt_rate, warmup=warmup,
+                    seed=seed, **common)
+        common["precondition"] = first.inv_mass is not None  # the same kernels, exactly
+        second = ais(target, x, seed=frozen_seed(seed), step_sizes=first.step_size,
+                     inv_mass=first.inv_mass, keep_z=keep_z, **common)
+        second.mode = "frozen"
+        second.seconds += first.seconds
+        second.settings |= {"adapt_seed": seed, "mode": "frozen",
+                            "adapt_acceptance": float(first.acceptance.mean())}
+        return second
     if num_chains < 1 or leapfrog_steps < 1 or chunk_size < 1:
         raise PyrovaeError("ais: num_chains, leapfrog_steps and chunk_size must be positive")
     if not 0 < target_accept < 1:
         raise PyrovaeError(f"ais target_accept: expected a number in (0, 1), got {target_accept}")
     betas = schedule(schedule_name, num_steps)
+    n_all = x.shape[0]
+    if step_sizes is not None and tuple(step_sizes.shape) != (num_steps + 1, n_all):
+        raise PyrovaeError(f"ais step_sizes: expected shape ({num_steps + 1}, {n_all}) "
+                           f"(T + 1, N), got {tuple(step_sizes.shape)}")
+    if inv_mass is not None and (inv_mass.dim() != 2 or inv_mass.shape[0] != n_all):
+        raise PyrovaeError(f"ais inv_mass: expected shape ({n_all}, d), got "
+                           f"{tuple(inv_mass.shape)}")
     if reverse:
         betas = betas.flip(0)
         if init_z is None:
             raise PyrovaeError("ais reverse=True needs init_z (exact posterior draws)")
     t0 = time.perf_counter()
-    n_all = x.shape[0]
     expect(progress, num_steps * -(-n_all // chunk_size))
-    outs = []
+    outs, masses = [], []
     with seeded(seed, x, target):
         for lo in range(0, n_all, chunk_size):
             hi = min(lo + chunk_size, n_all)
-            an = _Annealer(target, x[lo:hi], start, precondition)
+            an = _Annealer(target, x[lo:hi], start, precondition,
+                           None if inv_mass is None else inv_mass[lo:hi])
+            masses.append(an.inv_mass)
             if init_z is None:
                 u = an.sample_start(num_chains)
             else:
@@ -354,11 +420,15 @@ def ais(
     acc_steps = torch.stack([o[3] for o in outs]).mean(0)
     settings = {"num_steps": num_steps, "num_chains": num_chains, "start": start,
                 "schedule": schedule_name, "leapfrog_steps": leapfrog_steps,
-                "target_accept": target_accept, "seed": seed, "reverse": reverse}
+                "target_accept": target_accept, "seed": seed, "reverse": reverse,
+                "mode": "adaptive" if step_sizes is None else "fixed"}
     return AISResult(
         log_px=value, stderr=est.stderr, ess=ess(logw, 0),
         acceptance=torch.cat([o[4] for o in outs]), acceptance_per_step=acc_steps,
         step_size=used, log_weights=logw, settings=settings,
         seconds=time.perf_counter() - t0,
         final_z=torch.cat([an.transform(o[1]) for o in outs], -2) if keep_z else None,
+        mode=settings["mode"],
+        inv_mass=(torch.cat([m.detach().cpu() for m in masses], 0)
+                  if masses and all(m is not None for m in masses) else None),
     )

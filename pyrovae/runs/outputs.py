@@ -161,7 +161,9 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
                    points: int, samples: int, seed: int, quick: bool, ais_steps: int,
                    ais_chains: int, bdmc_points: int, sbc_sims: int,
                    collapse_points: int, progress: bool | None = None,
-                   y: str | None = None) -> tuple[dict[str, Any], Path]:
+                   y: str | None = None, certified: bool = False, target_width: float = 0.2,
+                   max_ais_steps: int = 6400, ais_time_limit: float | None = None,
+                   ) -> tuple[dict[str, Any], Path]:
     """``pyrovae check RUN [--out DIR]``: the checks of a trained run on held-out points
     of its data (verified against the run's fingerprint), written to ``out``
     (default ``RUN/check``, under the run's own lock).  Returns ``(report, out)``.
@@ -171,7 +173,8 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
     A conditional run is checked for one context: ``y`` (the text of ``--y``: a class
     label, or the numbers of a context vector), by default the first held-out point's;
     for a label context the points checked are held-out points of that class.  Every
-    log p(x) of the report is then log p(x | y)."""
+    log p(x) of the report is then log p(x | y).  ``certified`` and the three budget
+    arguments after it are those of :func:`pyrovae.runs.check.check_vae`."""
     import torch
 
     from pyrovae.plots import posterior as P
@@ -210,6 +213,8 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
             sbc_sims=min(sbc_sims, 50) if quick and sbc_sims else sbc_sims,
             collapse_x=cx.to(dtype), progress=progress is not False,
             force_progress=bool(progress), y=context,
+            certified=certified, target_width=target_width, max_ais_steps=max_ais_steps,
+            ais_time_limit=ais_time_limit,
         )
         report = {"run": str(run_dir), "data": spec["data"],
                   "split": "test" if test else "train", **report}

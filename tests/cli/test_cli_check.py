@@ -159,3 +159,43 @@ def test_overwrite_swaps_at_the_end_and_keeps_the_old_report_on_failure(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]  # no staging left behind
     report = json.loads((out / "report.json").read_text())
     assert all(str(out) in v for v in report["figures"].values() if v)
+
+
+def test_check_certified_on_a_tiny_run(tmp_path, tiny_run, capsys):
+    """``--certified``: AIS and BDMC with frozen kernels at a T the BDMC width chose; the
+    report and the printed summary carry the certificate line."""
+    tiny_run(tmp_path)
+    run = tmp_path / "run"
+    assert main(["check", str(run), "--certified", "--quick", "--points", "2",
+                 "--samples", "100", "--ais-steps", "4", "--ais-chains", "4",
+                 "--bdmc-points", "4", "--target-width", "0.5", "--max-ais-steps", "16",
+                 "--sbc-sims", "0", "--collapse-points", "2"]) == 0
+    report = json.loads((run / "check" / "report.json").read_text())
+    cert = report["certified"]
+    steps = [h["num_steps"] for h in cert["history"]]
+    assert steps[0] == 4 and steps == [4 * 2**i for i in range(len(steps))]
+    assert cert["num_steps"] == steps[-1] <= 16 and cert["mode"] == "frozen"
+    assert cert["stopped"] in ("target", "max_steps")
+    assert cert["met"] == (cert["width"] + 2 * cert["width_stderr"] <= 0.5)
+    assert report["ais"]["mode"] == "frozen" and report["bdmc"]["mode"] == "frozen"
+    assert report["ais"]["settings"]["num_steps"] == cert["num_steps"]
+    assert len(report["bdmc"]["width"]) == 4
+    assert cert["line"].startswith(f"certified: AIS (frozen kernels, T={cert['num_steps']}")
+    assert "BDMC width" in cert["line"] and report["summary"]["certified"] == cert["line"]
+    assert f"\n  {cert['line']}\n" in capsys.readouterr().out
+
+
+def test_certified_flags_are_validated(tmp_path, tiny_run, capsys):
+    tiny_run(tmp_path)
+    run = str(tmp_path / "run")
+    for extra, message in ((["--target-width", "0"], "--target-width"),
+                           (["--target-width", "nan"], "--target-width"),
+                           (["--max-ais-steps", "10"], "--max-ais-steps"),
+                           (["--ais-time-limit", "0"], "--ais-time-limit"),
+                           (["--bdmc-points", "0"], "--bdmc-points")):
+        assert main(["check", run, "--certified", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert main(["check", "ppca", "--certified", "--out", str(tmp_path / "x")]) == 2
+    assert "applies to a run folder" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "run" / "check").exists()
