@@ -91,7 +91,8 @@ class CertifiedAIS:
         m, se = self.mean()
         verdict = "met" if self.met else f"NOT met, stopped by {self.stopped}"
         return (f"certified: AIS (frozen kernels, T={self.num_steps}, C={self.num_chains}) "
-                f"{m:.3f} ± {se:.3f} (mean of {self.ais.log_px.numel()} points), BDMC width {self.width:.3f} ± "
+                f"{m:.3f} ± {se:.3f} (mean of {self.ais.log_px.numel()} points), "
+                f"BDMC width {self.width:.3f} ± "
                 f"{self.width_stderr:.3f} on {self.bdmc.x.shape[0]} simulated points "
                 f"(target {self.target_width:g}, {verdict})")
 
