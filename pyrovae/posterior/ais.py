@@ -121,8 +121,8 @@ class AISResult:
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
     final_z: torch.Tensor | None = None  #: (C, N, d), when asked for
-    #: how the kernels were set: "adaptive" (adapted during this run), "fixed" (the
-    #: caller's step sizes) or "frozen" (two rounds: adapted in a first run, frozen here)
+    #: how the kernels were set, one of "adaptive" (adapted during this run), "fixed" (the
+    #: caller's step sizes) or "frozen" (two rounds, adapted in a first run, frozen here)
     mode: str = "adaptive"
     inv_mass: torch.Tensor | None = None  #: (N, d) diagonal inverse mass, when preconditioned
 

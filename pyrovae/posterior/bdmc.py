@@ -55,7 +55,7 @@ class BDMCResult:
 
     @property
     def mode(self) -> str:
-        """How the forward kernels were set: "adaptive" or "frozen" (two rounds)."""
+        """How the forward kernels were set, "adaptive" or "frozen" (two rounds)."""
         return self.forward.mode
 
     @property

@@ -73,7 +73,8 @@ class CertifiedAIS:
     met: bool  #: whether ``width`` + ``confidence_z`` × ``width_stderr`` ≤ ``target_width``
     stopped: str  #: "target", "max_steps" or "time_limit"
     confidence_z: float = 2.0  #: standard errors added to the width before comparing
-    history: list[dict] = field(default_factory=list)  #: per T tried: T, width, seconds
+    #: one row per T tried (T, width, seconds)
+    history: list[dict] = field(default_factory=list)
     search_seconds: float = 0.0  #: the BDMC rounds
     seconds: float = 0.0  #: the BDMC rounds and the final AIS
 
