@@ -11,7 +11,11 @@ same class (one per parameter, as stock SVI does) with :func:`pyro_optimizer`.
 * ``constant``:    f(e) = 1;
 * ``step``:        f(e) = γ^⌊e / s⌋         (``lr_gamma`` γ, ``lr_step`` s epochs);
 * ``exponential``: f(e) = γ^e;
-* ``cosine``:      f(e) = ½ (1 + cos(π e / E))  (E = ``epochs``; Loshchilov & Hutter 2017).
+* ``cosine``:      f(e) = ½ (1 + cos(π e / E))  (E = ``epochs``; Loshchilov & Hutter 2017);
+* ``burda``:       f(e) = 10^(−i/7) in stage i, which runs 3^i epochs (i = 0, 1, …: epochs
+  0, 1–3, 4–12, 13–39, …; stage i starts at epoch (3^i − 1)/2).  With ``lr`` 1e-3 and
+  ``epochs`` 3,280 (stages 0–7) it is the schedule of Burda et al. (2016) for MNIST
+  (:func:`burda_stage`, :func:`burda_epochs`).
 
 The trainer sets it at the start of every epoch (:func:`set_lr`), in every engine;
 being a function of the epoch alone, a resumed run follows it exactly.
@@ -20,6 +24,7 @@ References:
     Kingma & Ba (2015), *Adam: A Method for Stochastic Optimization*.
     Loshchilov & Hutter (2019), *Decoupled Weight Decay Regularization* (AdamW).
     Loshchilov & Hutter (2017), *SGDR: Stochastic Gradient Descent with Warm Restarts*.
+    Burda, Grosse & Salakhutdinov (2016), *Importance Weighted Autoencoders* (§5).
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "OptimChoice", "lr_at", "make_optimizer",
-           "pyro_optimizer", "set_lr"]
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "OptimChoice", "burda_epochs", "burda_stage",
+           "lr_at", "make_optimizer", "pyro_optimizer", "set_lr"]
 
 #: name -> torch optimiser class (each takes ``lr`` and ``weight_decay``).
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -40,12 +45,28 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
 }
 
+def burda_stage(epoch: int) -> int:
+    """The stage i of Burda et al.'s schedule that epoch ``epoch`` (from 0) belongs to:
+    stage i runs 3^i epochs, so it covers epochs (3^i − 1)/2 … (3^(i+1) − 1)/2 − 1."""
+    i = 0
+    while (3 ** (i + 1) - 1) // 2 <= epoch:
+        i += 1
+    return i
+
+
+def burda_epochs(stages: int) -> int:
+    """The epochs (passes) of the first ``stages`` stages of Burda et al.'s schedule,
+    Σ_{i<stages} 3^i = (3^stages − 1)/2 (8 stages: 3,280)."""
+    return (3 ** stages - 1) // 2
+
+
 #: The schedules by name, each the factor f(epoch, epochs, gamma, step) on the base rate.
 LR_SCHEDULES: dict[str, Callable[[int, int, float, int], float]] = {
     "constant": lambda e, n, g, s: 1.0,
     "step": lambda e, n, g, s: g ** (e // s),
     "exponential": lambda e, n, g, s: g ** e,
     "cosine": lambda e, n, g, s: 0.5 * (1.0 + math.cos(math.pi * min(e, n) / max(n, 1))),
+    "burda": lambda e, n, g, s: 10.0 ** (-burda_stage(e) / 7.0),
 }
 
 

@@ -536,8 +536,9 @@ def fit(
         optimizer, weight_decay, betas: ``"adam"`` or ``"adamw"``, its weight decay and
             its (β₁, β₂), in every engine (:mod:`pyrovae.training.optim`).
         lr_schedule, lr_gamma, lr_step: the learning rate per epoch: ``constant``,
-            ``step`` (×γ every ``lr_step`` epochs), ``exponential`` (×γ per epoch) or
-            ``cosine`` (to 0 at the last epoch).
+            ``step`` (×γ every ``lr_step`` epochs), ``exponential`` (×γ per epoch),
+            ``cosine`` (to 0 at the last epoch) or ``burda`` (×10^(−i/7) in stage i of
+            3^i epochs, Burda et al. 2016).
 
     Raises :class:`~pyrovae.errors.PyrovaeError` for bad arguments or data and
     :class:`DivergenceError` (a PyrovaeError) when training diverges; ``vae``

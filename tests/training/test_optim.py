@@ -76,3 +76,22 @@ def test_new_options_at_their_defaults_leave_the_spec_hash_unchanged():
                                  "lr_gamma", "lr_step", "threads")}
     assert spec_hash(spec) == spec_hash(old)
     assert spec_hash(normalize_spec({"train": {"optimizer": "adamw"}})) != spec_hash(spec)
+
+
+def test_burda_schedule_is_3_to_the_i_epochs_at_10_to_the_minus_i_over_7():
+    from pyrovae.training.optim import burda_epochs, burda_stage
+
+    assert [burda_stage(e) for e in range(14)] == [0, 1, 1, 1, *[2] * 9, 3]
+    assert burda_epochs(8) == 3280 and burda_epochs(4) == 40 and burda_epochs(0) == 0
+    assert burda_stage(3279) == 7 and burda_stage(3280) == 8
+    assert lr_at(0, lr=1e-3, schedule="burda") == 1e-3
+    assert lr_at(3, lr=1e-3, schedule="burda") == pytest.approx(1e-3 * 10 ** (-1 / 7))
+    assert lr_at(3279, lr=1e-3, schedule="burda") == pytest.approx(1e-3 * 10 ** (-1))
+    assert normalize_spec({"train": {"lr_schedule": "burda"}})["train"]["lr_schedule"] == "burda"
+
+
+def test_fit_follows_the_burda_schedule(binary_data):
+    h = fit(VAE(12, 2, encoder=[8]), binary_data, epochs=5, batch_size=20, lr=0.01,
+            lr_schedule="burda", progress=False, eval_every=0)
+    f = 10 ** (-1 / 7)
+    assert h["lr"] == pytest.approx([0.01, 0.01 * f, 0.01 * f, 0.01 * f, 0.01 * f ** 2])
