@@ -468,7 +468,7 @@ def check_toy(
     x = toy.sample(num_points, seed=seed)
     report: dict[str, Any] = {"toy": name, "model": toy.describe()}
     steps = 150 if quick else 1000
-    if name.startswith("ppca"):
+    if callable(getattr(toy, "to_linear_vae", None)):  # a linear-Gaussian toy: θ-fixed too
         from pyrovae.experiments.theta_fixed import theta_fixed
 
         vae = toy.to_linear_vae()
@@ -493,7 +493,7 @@ def check_toy(
         report["guide"] = "local diagonal Gaussian on the unconstrained z, fitted per point"
     ident = check_identity(target, x, num_samples=500 if quick else 4000)
     grids = ident.pop("grids")
-    if name.startswith("ppca"):  # closed forms through the PPCA the VAE encodes
+    if callable(getattr(toy, "to_linear_vae", None)):  # closed forms through its linear VAE
         from pyrovae.experiments.theta_fixed import ppca_exact
 
         lp, kl = ppca_exact(vae, x)
