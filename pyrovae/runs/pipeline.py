@@ -34,6 +34,7 @@ from pyrovae.model.vae import VAE
 from pyrovae.plots import latent, save_figure
 from pyrovae.plots import training as tplots
 from pyrovae.progress import Progress, from_flag
+from pyrovae.registry import REGISTRIES
 from pyrovae.runs import folder as runs
 from pyrovae.runs.budget import check_size
 from pyrovae.runs.spec import (
@@ -83,9 +84,9 @@ def build(spec_raw: dict[str, Any] | None, *, size_limit: float = 1.0
     _absolute_data_paths(spec)
     _, train, test = load_data(spec)
     if not (spec_raw or {}).get("likelihood"):
-        spec["likelihood"] = normalize_spec({"likelihood": default_likelihood(train.x)})[
-            "likelihood"
-        ]
+        # the one section the data decides: normalised alone, not the whole spec again
+        spec["likelihood"] = REGISTRIES["likelihood"].normalize(
+            default_likelihood(train.x), "likelihood")
     if spec["data_dim"] is None:
         spec["data_dim"] = train.data_dim
     elif spec["data_dim"] != train.data_dim:
@@ -253,19 +254,25 @@ def _name_users_folder(exc: BaseException, stage: Path, out: Path) -> BaseExcept
     return exc
 
 
-def data_identity(spec: dict[str, Any], train: Dataset) -> dict[str, Any]:
+def data_identity(spec: dict[str, Any], train: Dataset,
+                  data_fingerprint: str | None = None) -> dict[str, Any]:
     """What finds the training data again and tells whether it changed: the spec's
-    ``data`` entries (file paths absolute) and the SHA-256 fingerprint and shape."""
+    ``data`` entries (file paths absolute) and the SHA-256 fingerprint and shape
+    (``data_fingerprint``: one already computed for ``train.x``; the data is hashed once
+    per run)."""
+    fp = fingerprint(train.x) if data_fingerprint is None else data_fingerprint
     return {"name": spec["data"]["name"], "path": spec["data"]["path"],
-            "fingerprint": fingerprint(train.x), "shape": list(train.x.shape)}
+            "fingerprint": fp, "shape": list(train.x.shape)}
 
 
 def _start(folder: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer, train: Dataset,
            test: Dataset | None, *, replacing: Path | None = None) -> dict[str, Any]:
     """A new run in ``folder``: manifest first (our marker), then spec, then training."""
-    runs.write_manifest(folder, "training", data_identity(spec, train))
+    data = data_identity(spec, train)
+    runs.write_manifest(folder, "training", data)
     dump_spec(spec, folder / runs.SPEC_FILE)
-    return _train_and_finish(folder, spec, vae, trainer, train, test, replacing=replacing)
+    return _train_and_finish(folder, spec, vae, trainer, train, test, data,
+                             replacing=replacing)
 
 
 def resume_run(
@@ -308,7 +315,8 @@ def resume_run(
         if spec["train"]["epochs"] < done:
             raise PyrovaeError(f"train.epochs: {spec['train']['epochs']} is fewer than the "
                                f"{done} epochs {path} has already trained")
-        _check_same_data(path, state, spec, train)
+        data = data_identity(spec, train)
+        _check_same_data(path, state, spec, train, data["fingerprint"])
         if done == spec["train"]["epochs"] and (path / runs.METRICS_FILE).is_file():
             raise RunComplete(f"{path} is complete ({done} of {done} epochs, evaluated); to "
                               "train longer pass --epochs N above it; to evaluate again run "
@@ -331,7 +339,7 @@ def resume_run(
         _warn_thread_count(path, state, spec["train"]["threads"])
         if spec["train"]["epochs"] != saved["train"]["epochs"]:
             dump_spec(spec, path / runs.SPEC_FILE)
-        return _train_and_finish(path, spec, vae, trainer, train, test)
+        return _train_and_finish(path, spec, vae, trainer, train, test, data)
 
 
 def _restart_unfinished(path: Path, spec_raw: dict[str, Any] | None,
@@ -410,8 +418,8 @@ def _resume_spec(path: Path, saved: dict[str, Any], spec_raw: dict[str, Any] | N
 
 
 def _check_same_data(path: Path, state: dict[str, Any], spec: dict[str, Any],
-                     train: Dataset) -> None:
-    fp = fingerprint(train.x)
+                     train: Dataset, fp: str) -> None:
+    """A PyrovaeError unless ``fp`` (the fingerprint of ``train.x``) is the saved one."""
     if fp != state["data_fingerprint"]:
         was = state.get("data_shape")
         was = f"shape {tuple(was)}, " if isinstance(was, list) else ""
@@ -437,22 +445,23 @@ def _warn_thread_count(path: Path, state: dict[str, Any], train_threads: int | N
 
 
 def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
-                      train: Dataset, test: Dataset | None, *,
+                      train: Dataset, test: Dataset | None, data: dict[str, Any], *,
                       replacing: Path | None = None) -> dict[str, Any]:
     """:func:`_train_and_finish_threads` with ``train.threads`` threads (training and the
     final evaluation; torch's count restored afterwards)."""
     with num_threads(spec["train"]["threads"]):
-        return _train_and_finish_threads(out, spec, vae, trainer, train, test,
+        return _train_and_finish_threads(out, spec, vae, trainer, train, test, data,
                                          replacing=replacing)
 
 
 def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
-                              train: Dataset, test: Dataset | None, *,
+                              train: Dataset, test: Dataset | None, data: dict[str, Any], *,
                               replacing: Path | None = None) -> dict[str, Any]:
     """Train with history every epoch and checkpoints every ``checkpoint_every`` epochs
     and at the end (all atomic), the best held-out epoch's state in ``best.pt`` and
     periodic checkpoints in ``checkpoints/`` (the spec's ``checkpoint`` section), the
     spec's trackers logging each epoch; then evaluate and write metrics and figures.
+    ``data``: the training data's identity (:func:`data_identity`, hashed once per run);
     ``replacing``: the run folder ``out`` (a staging folder) will replace.
 
     Every file is written atomically and decided from the trainer's state alone (the
@@ -465,7 +474,6 @@ def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer
     every = spec["train"]["checkpoint_every"]
     policy = spec["checkpoint"]
     ckpt = out / runs.CHECKPOINT_FILE
-    data = data_identity(spec, train)
     best_rule = _best_rule(spec) if policy["keep_best"] and test is not None else None
 
     pending: dict[str, Any] = {}  # the best state not yet written
