@@ -10,7 +10,7 @@ import copy
 import os
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -499,6 +499,8 @@ def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer
 
     if trainer.epoch == 0:
         save_state()  # a run killed before its first periodic checkpoint can resume too
+    if getattr(vae, "label_latent", False) and test is not None:
+        trainer.callbacks.append(_held_out_accuracy(vae, test))  # before the history is saved
     trainer.callbacks.append(save)
     trainer.callbacks.extend(trackers_for(spec["track"], out, (replacing or out).name))
     try:
@@ -590,6 +592,20 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     require_finite(metrics, "the final evaluation")
     write_figures(out / runs.FIGURES_DIR, vae, history, train, test)
     return metrics
+
+
+def _held_out_accuracy(vae: VAE, test: Dataset) -> Callable[[Trainer, dict[str, Any]], None]:
+    """A callback adding ``test_accuracy`` (the held-out accuracy of q(y|x), a model whose
+    label is a latent) to every epoch's record that has a held-out evaluation: the
+    classifier's learning curve in the history, beside ``test_elbo``."""
+    labels = _labels_of(vae, test)
+
+    def record_accuracy(trainer: Trainer, record: dict[str, Any]) -> None:
+        if "test_elbo" in record:
+            probs = label_probabilities(vae, test.x)
+            record["test_accuracy"] = float((probs.argmax(-1) == labels).double().mean())
+
+    return record_accuracy
 
 
 def _classification(vae: VAE, data: Dataset) -> dict[str, Any]:
