@@ -153,9 +153,18 @@ def _labels_of(vae: VAE, data: Dataset) -> torch.Tensor:
                               allow_unlabelled=False)
 
 
+#: What builds a run's trainer from ``(spec, vae, train, test, progress=...)``, with
+#: the signature of :func:`trainer_for` (under torchrun, :mod:`pyrovae.runs.distributed`'s).
+TrainerFactory = Callable[..., Trainer]
+
+
 def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | None,
-                *, progress: bool = True, callbacks=()) -> Trainer:
-    return Trainer(
+                *, progress: bool = True, callbacks=(),
+                trainer_class: Callable[..., Trainer] = Trainer) -> Trainer:
+    """The trainer of a run: the spec's train section, objective, schedule and early
+    stopping, the data's context (``trainer_class``: :class:`Trainer`, or a callable
+    with its signature)."""
+    return trainer_class(
         vae, train.x, check_train_section(spec), test_data=None if test is None else test.x,
         y=training_labels(spec, vae, train),
         test_y=None if test is None else _context(vae, test),
@@ -213,6 +222,7 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     size_limit: float = 1.0,
+    make_trainer: TrainerFactory | None = None,
 ) -> dict[str, Any]:
     """Train the model a spec describes and write the run folder ``out``.
 
@@ -222,10 +232,12 @@ def train_run(
     ``overwrite=True``, and then the new run is built beside it and swapped in
     when it has finished: a new run that fails or is killed leaves the old one
     intact.  Returns the final metrics (also in ``out/metrics.json``).
+    ``make_trainer``: what builds the trainer (:data:`TrainerFactory`; default
+    :func:`trainer_for`; data-parallel under torchrun).
     """
     out = runs.replaceable_path(out)
     spec, vae, train, test = build(spec_raw, size_limit=size_limit)
-    trainer = trainer_for(spec, vae, train, test, progress=progress)
+    trainer = (make_trainer or trainer_for)(spec, vae, train, test, progress=progress)
     with runs.RunLock(out, "pyrovae train"):
         out, replace = runs.prepare_run_folder(out, overwrite=overwrite)
         if not replace:
@@ -281,6 +293,7 @@ def resume_run(
     *,
     progress: bool = True,
     size_limit: float = 1.0,
+    make_trainer: TrainerFactory | None = None,
 ) -> dict[str, Any]:
     """Continue the run in folder ``path`` from its last checkpoint and finish it.
 
@@ -291,7 +304,7 @@ def resume_run(
     parameters as an uninterrupted one (same machine and thread count).  An
     unfinished start (killed before its first checkpoint) starts again from its
     spec.  A run that is complete raises :class:`RunComplete`.  Returns the final
-    metrics.
+    metrics.  ``make_trainer``: as :func:`train_run`'s.
     """
     path = runs.own_path(path)
     if not path.is_dir():
@@ -307,7 +320,7 @@ def resume_run(
         runs.clean_leftovers(path, lambda folder: True if folder == path else
                              runs.folder_kind(folder) in ("empty", "unfinished", "run"))
         if kind == "unfinished":
-            return _restart_unfinished(path, spec_raw, progress, size_limit)
+            return _restart_unfinished(path, spec_raw, progress, size_limit, make_trainer)
         state, saved = _saved_state(path)
         spec, vae, train, test = _resume_spec(path, saved, spec_raw, size_limit)
         ckpt = path / runs.CHECKPOINT_FILE
@@ -328,7 +341,7 @@ def resume_run(
                               f"(best {es.monitor} at epoch {stop.best_epoch}); to evaluate "
                               "again run `pyrovae evaluate` (--which best)")
         runs.load_model_state(vae, state, ckpt)  # names, shapes and dtypes are the model's
-        trainer = trainer_for(spec, vae, train, test, progress=progress)
+        trainer = (make_trainer or trainer_for)(spec, vae, train, test, progress=progress)
         try:
             trainer.load_state_dict(state)
         except PyrovaeError as exc:
@@ -343,7 +356,8 @@ def resume_run(
 
 
 def _restart_unfinished(path: Path, spec_raw: dict[str, Any] | None,
-                        progress: bool, size_limit: float = 1.0) -> dict[str, Any]:
+                        progress: bool, size_limit: float = 1.0,
+                        make_trainer: TrainerFactory | None = None) -> dict[str, Any]:
     """Start again a run killed before its first checkpoint, from its (or the given) spec."""
     if spec_raw is None:
         if not (path / runs.SPEC_FILE).is_file():
@@ -351,7 +365,7 @@ def _restart_unfinished(path: Path, spec_raw: dict[str, Any] | None,
                                "with `pyrovae train --out` (and your config)")
         spec_raw = runs.read_spec(path / runs.SPEC_FILE)
     spec, vae, train, test = build(spec_raw, size_limit=size_limit)
-    trainer = trainer_for(spec, vae, train, test, progress=progress)
+    trainer = (make_trainer or trainer_for)(spec, vae, train, test, progress=progress)
     path, _ = runs.prepare_run_folder(path)
     return _start(path, spec, vae, trainer, train, test)
 

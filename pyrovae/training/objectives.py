@@ -67,6 +67,10 @@ class Objective:
         "num_particles": Param("positive_int", 1, doc="Monte Carlo samples per step"),
     }
     family: ClassVar[str] = ""
+    #: Whether data-parallel training (:mod:`pyrovae.training.distributed`) reproduces
+    #: this objective: its estimate is a sum over examples of terms from one guide draw
+    #: each (the ranks' shares add up to it).
+    supports_ddp: ClassVar[bool] = False
 
     def __init__(self, num_particles: int = 1) -> None:
         self.num_particles = num_particles
@@ -177,6 +181,8 @@ class _ELBOObjective(Objective):
     KL_j the minibatch-mean KL of dimension j (closed form where registered unless
     ``kl: mc``).
     """
+
+    supports_ddp: ClassVar[bool] = True
 
     def __init__(self, num_particles: int = 1, free_bits: float = 0.0, kl: str = "auto") -> None:
         super().__init__(num_particles)
