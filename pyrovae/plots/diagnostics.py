@@ -10,6 +10,7 @@ or :func:`~pyrovae.posterior.collapse.collapse_diagnostics`) and returns a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -72,6 +73,13 @@ def sbc_figure(sbc: dict, max_dims: int = 16, title: str = "SBC of q(z|x)") -> F
     return fig
 
 
+def _integer_ticks(ax: Any, n: int) -> None:
+    """Ticks at whole bar positions only (a dimension is never 0.5), at most about ten."""
+    step = max(1, int(np.ceil(n / 10)))
+    ticks = np.arange(0, n, step)
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+
+
 def collapse_figure(c: dict, title: str = "Posterior collapse") -> Figure:
     """Left: activity Cov_x(E_q[z_d]) per dimension (log scale) and the 0.01 threshold.
     Right: KL(q(z_d|x) ‖ p(z_d)) per dimension, with rate, distortion and I_q(x; z)."""
@@ -85,11 +93,14 @@ def collapse_figure(c: dict, title: str = "Posterior collapse") -> Figure:
     ax1.set_xlabel("latent dimension (sorted)")
     ax1.set_ylabel("Cov_x(E_q[z_d])")
     ax1.set_title(f"{c['active_units']} of {c['latent_dim']} units active", fontsize=9)
-    ax1.legend(fontsize=8)
+    _integer_ticks(ax1, len(act))
+    # the legend above the bars (outside the axes): it never covers one
+    ax1.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.08), frameon=False)
     if c.get("kl_per_dim") is not None:
         kl = _a(c["kl_per_dim"])
         ax2.bar(np.arange(len(kl)), kl[order], color="C1")
         ax2.set_xlabel("latent dimension (same order)")
+        _integer_ticks(ax2, len(kl))
         ax2.set_ylabel("KL per dimension [nats]")
     elif c.get("kl_per_site"):  # a model with several latent sites: the KL split per site
         names = list(c["kl_per_site"])
