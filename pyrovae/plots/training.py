@@ -28,8 +28,9 @@ def learning_curve(history: Any) -> Figure:
     if any("test_elbo" in r for r in recs):
         ax.plot(epochs, [r.get("test_elbo", np.nan) for r in recs],
                 label="held-out ELBO (end of epoch)")
-        fig.text(0.01, 0.01, "train averages the minibatches while the parameters moved, so "
-                 "it can lie below held-out", fontsize=7, color="0.35")
+        ax.text(0.99, 0.03, "train averages the minibatches while the parameters\nmoved, "
+                "so it can lie below held-out", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7, color="0.35")
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO per example (nats)")
     ax.grid(alpha=0.3)

@@ -53,4 +53,4 @@ def test_learning_curve_says_train_is_a_running_mean():
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "train ELBO (running mean over the epoch)" in labels
     assert "held-out ELBO (end of epoch)" in labels
-    assert any("can lie below held-out" in t.get_text() for t in fig.texts)
+    assert any("can lie below held-out" in t.get_text() for t in fig.axes[0].texts)
