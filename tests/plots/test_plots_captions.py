@@ -54,3 +54,35 @@ def test_learning_curve_says_train_is_a_running_mean():
     assert "train ELBO (running mean over the epoch)" in labels
     assert "held-out ELBO (end of epoch)" in labels
     assert any("can lie below held-out" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_khat_figure_says_what_khat_does_not_grade():
+    import torch
+
+    from pyrovae.plots.posterior import KHAT_CAVEAT, khat_figure
+
+    fig = khat_figure(torch.tensor([0.1, 0.9, 1.2, 0.3]))
+    assert fig.legends[0].get_title().get_text() == KHAT_CAVEAT
+    assert "IWAE" in KHAT_CAVEAT and "AIS" in KHAT_CAVEAT
+
+
+def _sbc(num_sims: int, failed: list[bool], p: list[float]) -> dict:
+    grid = np.linspace(0, 1, 20)
+    return {"num_sims": num_sims, "grid": grid, "ecdf_diff": np.zeros((len(failed), 20)),
+            "band_lower": -0.1 + 0 * grid, "band_upper": 0.1 + 0 * grid, "failed": failed,
+            "p_value": p, "alpha_familywise": 0.05, "labels": None}
+
+
+@pytest.mark.parametrize("num_sims, smoke", [(50, True), (500, False)])
+def test_sbc_figure_flags_by_the_band_not_the_p_value_and_names_a_smoke_test(num_sims, smoke):
+    """p = 0.01 inside the band is drawn passed and p = 0.07 outside it failed: each panel
+    says which side of the band it is on, the title says the flag is the band."""
+    from pyrovae.plots.diagnostics import sbc_figure
+
+    fig = sbc_figure(_sbc(num_sims, [False, True], [0.01, 0.07]))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles[0].startswith("z[0]: inside band (p=0.01)")
+    assert titles[1].startswith("z[1]: outside band (p=0.07)")
+    sup = fig._suptitle.get_text()
+    assert "the flag is the band" in sup and "simultaneous band" in sup
+    assert ("smoke test" in sup) is smoke
