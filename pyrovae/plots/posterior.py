@@ -249,7 +249,8 @@ def khat_figure(
 
 
 def gaps_figure(results: dict) -> Figure:
-    """Mean approximation and amortization gaps per guide family (stacked bars).
+    """Mean approximation and amortization gaps per guide family (stacked bars, each
+    topped by its total).
 
     ``results`` maps a label to :func:`pyrovae.posterior.amortization.amortization_gap`'s
     output (or any dict with ``approximation_gap`` and ``amortization_gap``)."""
@@ -261,9 +262,17 @@ def gaps_figure(results: dict) -> Figure:
     xs = np.arange(len(labels))
     ax.bar(xs, approx, color="C0", label="approximation gap  log p(x) − ELBO[q*]")
     ax.bar(xs, amort, bottom=approx, color="C1", label="amortization gap  ELBO[q*] − ELBO[q_φ]")
+    for x, a, b in zip(xs, approx, amort, strict=True):  # the total each bar adds up to
+        ax.annotate(f"{a + b:.3f}", (x, a + b), ha="center", va="bottom", fontsize=7,
+                    xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(xs, labels)
     ax.set_ylabel("nats per point")
-    ax.set_title("inference gap = approximation + amortization\n(Cremer et al. 2018)", fontsize=9)
+    ax.set_title("inference gap = approximation + amortization (Cremer et al. 2018)\n"
+                 "totals use this split's own Monte Carlo log p(x) and ELBO, so they can "
+                 "differ\nin the last digits from a mean gap printed from other estimates",
+                 fontsize=8)
     ax.set_xlim(-0.75, len(labels) - 0.25)
+    ax.set_ylim(0, max([a + b for a, b in zip(approx, amort, strict=True)] + [0.0]) * 1.15
+                or None)
     fig.legend(fontsize=7, loc="outside lower center", ncol=1, frameon=False)
     return fig

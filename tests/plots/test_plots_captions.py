@@ -86,3 +86,13 @@ def test_sbc_figure_flags_by_the_band_not_the_p_value_and_names_a_smoke_test(num
     sup = fig._suptitle.get_text()
     assert "the flag is the band" in sup and "simultaneous band" in sup
     assert ("smoke test" in sup) is smoke
+
+
+def test_gaps_bars_carry_their_total_and_say_why_it_can_differ():
+    from pyrovae.plots.posterior import gaps_figure
+
+    fig = gaps_figure({"diagonal": {"approximation_gap": np.array([0.1, 0.096]),
+                                    "amortization_gap": np.array([0.3, 0.324])}})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["0.410"]
+    assert "own Monte Carlo log p(x)" in ax.get_title()
