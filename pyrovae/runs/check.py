@@ -536,9 +536,28 @@ def check_toy(
         report["grid"] = [g.summary() for g in grids]
     figures["khat"] = _save(P.khat_figure(ps["khat"], title=rf"PSIS $\hat{{k}}$ ({name})"), folder,
                             f"{name}_khat.png")
+    report["summary"] = _toy_summary(report)
     report["figures"] = figures
     report["seconds"] = time.perf_counter() - t0
     return report
+
+
+def _toy_summary(report: dict) -> dict:
+    """The lines ``pyrovae check TOY`` prints: the identity's gap, KL and residual, the
+    θ-fixed result where there is one, and AIS (independent of the identity's route)."""
+    ident = report["identity"]
+    s: dict[str, Any] = {
+        "mean_gap": float(ident["gap"].mean()), "mean_kl": float(ident["kl"].mean()),
+        "max_abs_residual": float(ident["residual"].abs().max()),
+        "identity_ok": bool(ident["ok"].all()),
+    }
+    if "theta_fixed" in report:
+        s["theta_fixed_final_kl"] = report["theta_fixed"]["final_kl"]
+        s["theta_fixed_floor"] = report["theta_fixed"]["floor"]
+    a = report["ais"]
+    s["ais_log_px_mean"] = float(np.mean(np.asarray(a["log_px"])))
+    s["ais_minus_identity_max_abs"] = float(np.max(np.abs(np.asarray(a["minus_identity_log_px"]))))
+    return s
 
 
 def check_enumerated_toy(
