@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyrovae.plots.captions import captions_for
 from pyrovae.posterior.amortization import amortization_gap, gap_split
 from pyrovae.posterior.exact import check_identity, elbo, grid_posteriors, iwae
 from pyrovae.posterior.psis import psis_per_point
@@ -538,6 +539,7 @@ def check_toy(
                             f"{name}_khat.png")
     report["summary"] = _toy_summary(report)
     report["figures"] = figures
+    report["captions"] = captions_for(figures)
     report["seconds"] = time.perf_counter() - t0
     return report
 
@@ -658,6 +660,7 @@ def check_enumerated_toy(
         or "none",
     }
     report["figures"] = figures
+    report["captions"] = captions_for(figures)
     report["seconds"] = time.perf_counter() - t0
     return report
 

@@ -23,6 +23,14 @@ def test_check_toy_writes_report_and_figures(tmp_path, capsys):
     assert len(report["psis"]["khat"]) == 3
     for name in ("banana_posterior.png", "banana_khat.png"):
         assert (out / name).stat().st_size > 1000
+    # every figure the report lists carries its caption (the one source in plots.captions)
+    from pyrovae.plots.captions import caption
+
+    assert set(report["captions"]) == {k for k, v in report["figures"].items() if v}
+    assert all(report["captions"][k] == caption(report["figures"][k])
+               for k in report["captions"])
+    assert {"khat", "posterior"} <= set(report["captions"])  # each figure's caption
+    assert "IWAE" in report["captions"]["khat"] and "grid" in report["captions"]["posterior"]
     printed = capsys.readouterr().out
     assert "identity_ok: True" in printed
     # the AIS result of report.json is in the printed summary too
@@ -63,6 +71,12 @@ def test_check_mixture_sums_the_class_out_and_tells_the_wrong_guides(tmp_path, c
     assert not guides["flat_class"]["sbc"]["calibration"]["passed"]
     assert not guides["wide_z"]["sbc"]["ranks"]["passed"]
     assert (out / "mixture_reliability_flat_class.png").stat().st_size > 1000
+    # every figure the report lists carries its caption (the one source in plots.captions)
+    from pyrovae.plots.captions import caption
+
+    assert set(report["captions"]) == {k for k, v in report["figures"].items() if v}
+    assert all(report["captions"][k] == caption(report["figures"][k])
+               for k in report["captions"])
     printed = capsys.readouterr().out
     assert "identity_ok: True" in printed and "sbc_passed: exact" in printed
 

@@ -96,3 +96,19 @@ def test_gaps_bars_carry_their_total_and_say_why_it_can_differ():
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.texts] == ["0.410"]
     assert "own Monte Carlo log p(x)" in ax.get_title()
+
+
+def test_every_figure_a_run_or_check_writes_has_a_caption():
+    """Each file name the training run and the checks write (and a toy's prefixed ones)
+    resolves to a caption; an unknown name has none."""
+    from pyrovae.plots.captions import CAPTIONS, caption, captions_for
+
+    for name in ("learning_curve.png", "reconstructions.png", "samples.png", "latent_map.png",
+                 "latent_manifold.png", "reliability.png", "confusion.png", "style.png",
+                 "posterior.png", "khat.png", "gaps.png", "bdmc.png", "sbc.png", "collapse.png",
+                 "banana_posterior.png", "ppca_theta_fixed.png", "banana_khat.png",
+                 "gaussian_mle.png", "reliability_exact", "mixture_reliability_flat_class.png"):
+        assert caption(name), name
+    assert caption("ppca_theta_fixed.png") == CAPTIONS["theta_fixed"]
+    assert caption("nothing_like_it.png") is None
+    assert captions_for({"khat": "x/khat.png", "sbc": None}) == {"khat": CAPTIONS["khat"]}
