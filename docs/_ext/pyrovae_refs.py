@@ -231,7 +231,8 @@ def write_figures(outdir: Path) -> None:
     out = ["# Reading the figures", "",
            "What each figure that `pyrovae train` and `pyrovae check` write shows and how to "
            "read it. Generated at build time from `pyrovae.plots.captions.CAPTIONS`, the "
-           "same captions a check writes into its `report.json` (`captions`).", "",
+           "same captions a check writes into its `report.json` (`captions`) and a training "
+           "run into `figures/captions.json` beside its figures.", "",
            "| figure (file) | what it shows, how to read it |", "| --- | --- |"]
     out += [f"| `{name}.png` | {_md_cell(text)} |" for name, text in CAPTIONS.items()]
     (outdir / "figures.md").write_text("\n".join(out) + "\n", encoding="utf-8")

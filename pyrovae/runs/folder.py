@@ -52,6 +52,8 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "pyrovae-run.json"
 FIGURES_DIR = "figures"
+#: In ``figures/``: each figure's file stem to its caption (:mod:`pyrovae.plots.captions`).
+FIGURE_CAPTIONS_FILE = "captions.json"
 CHECK_DIR = "check"
 REPORT_FILE = "report.json"
 BEST_FILE = "best.pt"

@@ -33,6 +33,7 @@ from pyrovae.estimators.evaluate import evaluate, summary
 from pyrovae.model.vae import VAE
 from pyrovae.plots import latent, save_figure
 from pyrovae.plots import training as tplots
+from pyrovae.plots.captions import captions_for
 from pyrovae.progress import Progress, from_flag
 from pyrovae.registry import REGISTRIES
 from pyrovae.runs import folder as runs
@@ -677,6 +678,9 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
                                  title="samples from p(x | y), E[x|z, y], z ~ p(z); y: the "
                                  "contexts of the first held-out points")
         paths.append(save_figure(fig, folder / "samples.png"))
+    # what each figure shows and how to read it, beside the figures (a check: report.json)
+    pio.atomic_write_json(folder / runs.FIGURE_CAPTIONS_FILE,
+                          captions_for({p.stem: str(p) for p in paths}))
     return paths
 
 

@@ -112,3 +112,21 @@ def test_every_figure_a_run_or_check_writes_has_a_caption():
     assert caption("ppca_theta_fixed.png") == CAPTIONS["theta_fixed"]
     assert caption("nothing_like_it.png") is None
     assert captions_for({"khat": "x/khat.png", "sbc": None}) == {"khat": CAPTIONS["khat"]}
+
+
+def test_a_training_run_writes_the_caption_of_each_figure_beside_it(tmp_path):
+    """``figures/captions.json``: one caption per PNG the run wrote, the registry's own."""
+    import json
+
+    from pyrovae.plots.captions import caption
+    from pyrovae.runs import folder as runs
+    from pyrovae.runs import pipeline
+
+    spec = {"data": {"name": "digits"}, "latent_dim": 3, "encoder": {"hidden": [16]},
+            "train": {"epochs": 1, "batch_size": 256}, "eval": {"num_samples": 2}}
+    pipeline.train_run(spec, tmp_path / "run", progress=False)
+    figures = tmp_path / "run" / runs.FIGURES_DIR
+    caps = json.loads((figures / runs.FIGURE_CAPTIONS_FILE).read_text(encoding="utf-8"))
+    pngs = {p.stem for p in figures.glob("*.png")}
+    assert {"learning_curve", "latent_map", "samples"} <= pngs
+    assert caps == {stem: caption(stem) for stem in pngs}
