@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from pyrovae.errors import PyrovaeError
+
 __all__ = ["Progress", "expect", "format_seconds", "from_flag", "tick"]
 
 #: Where the lines go: a text stream, or a callable receiving each line.
@@ -95,9 +97,9 @@ class Progress:
                  enabled: bool = True, force: bool = False, final: bool = True,
                  clock: Callable[[], float] | None = None) -> None:
         if total is not None and (isinstance(total, bool) or int(total) != total or total < 0):
-            raise ValueError(f"progress total: expected a non-negative integer, got {total!r}")
+            raise PyrovaeError(f"progress total: expected a non-negative integer, got {total!r}")
         if interval is not None and not interval >= 0:
-            raise ValueError(f"progress interval: expected seconds >= 0, got {interval!r}")
+            raise PyrovaeError(f"progress interval: expected seconds >= 0, got {interval!r}")
         self.total = None if total is None else int(total)
         self.label = label
         self.sink: Sink = sys.stderr if sink is None else sink

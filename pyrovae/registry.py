@@ -88,16 +88,16 @@ class Param:
         size: str | None = None,
     ) -> None:
         if kind not in _KINDS:
-            raise ValueError(f"unknown Param kind {kind!r}")
+            raise PyrovaeError(f"unknown Param kind {kind!r}; known: {', '.join(sorted(_KINDS))}")
         if kind == "choice" and not choices:
-            raise ValueError("Param(kind='choice') needs choices")
+            raise PyrovaeError("Param(kind='choice') needs choices")
         self.kind = kind
         self.default = default
         self.doc = doc
         self.choices = tuple(choices) if choices else None
         self.nullable = nullable
         if size not in SIZE_ROLES:
-            raise ValueError(f"unknown Param size role {size!r}")
+            raise PyrovaeError(f"unknown Param size role {size!r}")
         self.size = size
 
     @property
@@ -240,9 +240,9 @@ class Registry:
 
         def deco(cls: type) -> type:
             if name in self._classes and self._classes[name] is not cls:
-                raise ValueError(f"{self.kind} family {name!r} is already registered")
+                raise PyrovaeError(f"{self.kind} family {name!r} is already registered")
             if not isinstance(getattr(cls, "params", None), Mapping):
-                raise TypeError(f"{cls.__name__} must declare `params: dict[str, Param]`")
+                raise PyrovaeError(f"{cls.__name__} must declare `params: dict[str, Param]`")
             cls.family = name
             self._classes[name] = cls
             return cls

@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     "posterior": 6, "toy": 6,
     "experiments": 7,
     "runs": 8,
-    "cli": 9, "__main__": 9,
+    "cli": 9, "__main__": 10,
 }
 
 

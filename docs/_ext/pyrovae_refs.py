@@ -12,6 +12,8 @@ At ``builder-inited`` it writes ``docs/_generated/``:
 * ``spec.md`` -- every spec key, its type, default and bounds, from the same ``Param``
   declarations the spec is validated with.
 * ``cli.md`` -- every subcommand's ``--help``, from the parser ``pyrovae`` runs.
+* ``figures.md`` -- what each figure shows and how to read it, from
+  :data:`pyrovae.plots.captions.CAPTIONS` (the captions a check's report carries).
 
 It also fails the build (a warning, and the site is built with ``-W``) when a public
 name has no docstring, and resolves references to re-exported names
@@ -222,6 +224,20 @@ def write_cli(outdir: Path) -> None:
     (outdir / "cli.md").write_text("\n".join(out), encoding="utf-8")
 
 
+# ------------------------------------------------------------------------ figures
+def write_figures(outdir: Path) -> None:
+    from pyrovae.plots.captions import CAPTIONS
+
+    out = ["# Reading the figures", "",
+           "What each figure that `pyrovae train` and `pyrovae check` write shows and how to "
+           "read it. Generated at build time from `pyrovae.plots.captions.CAPTIONS`, the "
+           "same captions a check writes into its `report.json` (`captions`) and a training "
+           "run into `figures/captions.json` beside its figures.", "",
+           "| figure (file) | what it shows, how to read it |", "| --- | --- |"]
+    out += [f"| `{name}.png` | {_md_cell(text)} |" for name, text in CAPTIONS.items()]
+    (outdir / "figures.md").write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
 # ------------------------------------------------------------------------ hooks
 def generate(app) -> None:
     outdir = Path(app.srcdir) / GENERATED
@@ -230,6 +246,7 @@ def generate(app) -> None:
     write_families(outdir)
     write_spec(outdir)
     write_cli(outdir)
+    write_figures(outdir)
 
 
 def check_docstring(app, what, name, obj, options, lines) -> None:

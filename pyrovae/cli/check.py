@@ -168,6 +168,9 @@ def _print_summary(report: dict, out: Path) -> None:
     if isinstance(context, dict):  # a conditional run: every log p(x) is given y
         print(f"  quantity: {context['quantity']}, y {context['chosen']}; each log_px "
               "below is given y")
+    nuts = report.get("nuts")
+    if isinstance(nuts, dict) and "mixing" in nuts:  # always said, not only in the JSON
+        print(f"  {nuts['mixing']}")
     for k, v in s.items():
         if k == "certified":  # a whole line: "certified: AIS (frozen kernels, T=…) …"
             print(f"  {v}")

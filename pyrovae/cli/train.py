@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrovae.errors import PyrovaeError
+from pyrovae.runs.distributed import is_launched, train_distributed
 from pyrovae.runs.folder import SPEC_FILE, read_spec
 from pyrovae.runs.pipeline import RunComplete, resume_run, train_run
 from pyrovae.runs.spec import apply_overrides, load_spec
@@ -53,7 +54,10 @@ def register(sub: Any) -> argparse.ArgumentParser:
         help="train a VAE and write a run folder",
         description="Train a VAE (digits, binarised, Bernoulli likelihood, 2-d latent by "
         "default) and write RUN/: spec.yaml, checkpoint.pt, history.json, metrics.json, "
-        "figures/.  --resume RUN continues a stopped run from its last checkpoint.",
+        "figures/.  --resume RUN continues a stopped run from its last checkpoint.  Under "
+        "torchrun (torchrun --nproc-per-node N -m pyrovae train --out RUN ...) the "
+        "processes train data-parallel, train.batch_size the global minibatch split over "
+        "them, and rank 0 writes the same run folder (the result equals one process).",
     )
     p.add_argument("--config", metavar="FILE", help="spec file (.yaml, .yml, .toml, .json)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
@@ -87,16 +91,12 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None and not args.resume.strip():
         raise PyrovaeError("--resume: expected a run folder, got an empty string")
     show = not args.quiet and args.progress is not False
+    if is_launched():  # one rank of a torchrun launch: rank 0 writes the run folder
+        return _run_distributed(args, sets, show)
     if args.resume:
         if args.out or args.overwrite:
             raise PyrovaeError("--resume continues RUN in place; it takes no --out or --overwrite")
-        if args.config:
-            raw = apply_overrides(load_spec(args.config), sets)
-        elif sets:  # changes relative to the run's own spec
-            own = Path(args.resume) / SPEC_FILE
-            raw = apply_overrides(read_spec(own) if own.is_file() else {}, sets)
-        else:
-            raw = None
+        raw = _resume_spec(args, sets)
         out = args.resume
         try:
             metrics = resume_run(out, raw, progress=show, size_limit=args.size_limit)
@@ -108,6 +108,45 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or default_out(raw)
         metrics = train_run(raw, out, overwrite=args.overwrite, progress=show,
                             size_limit=args.size_limit)
+    _report(out, metrics)
+    return 0
+
+
+def _run_distributed(args: argparse.Namespace, sets: list[str], show: bool) -> int:
+    """``pyrovae train`` as one torchrun rank (:mod:`pyrovae.runs.distributed`); only
+    rank 0 prints."""
+    if args.resume:
+        if args.out or args.overwrite:
+            raise PyrovaeError("--resume continues RUN in place; it takes no --out or --overwrite")
+        raw = _resume_spec(args, sets)
+        out = args.resume
+    else:
+        raw = apply_overrides(load_spec(args.config) if args.config else {}, sets)
+        out = args.out or default_out(raw)  # rank 0's name: the others write nothing
+    try:
+        metrics = train_distributed(raw, out, resume=bool(args.resume),
+                                    overwrite=args.overwrite, progress=show,
+                                    size_limit=args.size_limit)
+    except RunComplete as done:
+        print(done)
+        return 0
+    if metrics is not None:
+        _report(out, metrics)
+    return 0
+
+
+def _resume_spec(args: argparse.Namespace, sets: list[str]) -> dict[str, Any] | None:
+    """The spec a resume is given: the config file with the overrides, the run's own spec
+    with the overrides, or ``None`` (the run's own)."""
+    if args.config:
+        return apply_overrides(load_spec(args.config), sets)
+    if sets:  # changes relative to the run's own spec
+        own = Path(args.resume) / SPEC_FILE
+        return apply_overrides(read_spec(own) if own.is_file() else {}, sets)
+    return None
+
+
+def _report(out: str, metrics: dict[str, Any]) -> None:
     print(f"run folder: {out}")
     print(f"epochs: {metrics['epochs']}, training time: {metrics['seconds']:.1f} s")
     quantity = "log p(x | y)" if metrics.get("context") else "log p(x)"
@@ -119,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
                 f"± {m['log_likelihood_se']:.3f} (IWAE, K={m['num_samples']})  "
                 f"KL {m['kl']:.3f}  nats/example"
             )
-    return 0
 
 
 def default_out(raw: dict[str, Any]) -> str:

@@ -39,6 +39,12 @@ class Batch:
         return Batch(self.x.to(device), None if self.y is None else self.y.to(device))
 
 
+def shard_bounds(batch: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows [lo, hi) of a global minibatch of ``batch`` rows that rank ``rank`` of
+    ``world`` takes (contiguous; sizes differ by at most one; may be empty)."""
+    return rank * batch // world, (rank + 1) * batch // world
+
+
 class DataSource:
     """Base class of data sources; see the module docstring."""
 
@@ -55,10 +61,15 @@ class DataSource:
         return math.ceil(self.num_data / batch_size)
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
+        self, batch_size: int, generator: torch.Generator | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
         """Minibatches covering the data once: a permutation drawn from ``generator``,
-        or in order when it is ``None``.  The last batch may be smaller."""
+        or in order when it is ``None``.  The last batch may be smaller.
+
+        ``shard=(rank, world)``: of every global minibatch (the same permutation and
+        batches as without it) only the rows :func:`shard_bounds` gives ``rank``, the
+        only rows read (data-parallel training, as ``DistributedSampler``)."""
         raise NotImplementedError
 
     def head(self, n: int) -> Batch:
@@ -93,15 +104,18 @@ class TensorSource(DataSource):
         return Batch(self.x[idx], None if self.y is None else self.y[idx])
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
+        self, batch_size: int, generator: torch.Generator | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
-        if generator is None:
-            for start in range(0, self.num_data, batch_size):
-                yield self._take(slice(start, start + batch_size))
-            return
-        perm = torch.randperm(self.num_data, generator=generator).to(self.x.device)
-        for start in range(0, self.num_data, batch_size):
-            yield self._take(perm[start : start + batch_size])
+        n = self.num_data
+        perm = (None if generator is None
+                else torch.randperm(n, generator=generator).to(self.x.device))
+        for start in range(0, n, batch_size):
+            lo, hi = start, min(start + batch_size, n)
+            if shard is not None:
+                a, b = shard_bounds(hi - lo, *shard)
+                lo, hi = start + a, start + b
+            yield self._take(slice(lo, hi) if perm is None else perm[lo:hi])
 
     def head(self, n: int) -> Batch:
         return self._take(slice(0, min(n, self.num_data)))
@@ -229,12 +243,15 @@ class LoaderSource(DataSource):
             yield self._batch(items)
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
+        self, batch_size: int, generator: torch.Generator | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
         order = (torch.arange(self.num_data) if generator is None
                  else torch.randperm(self.num_data, generator=generator))
-        chunks = [order[s : s + batch_size].tolist() for s in range(0, self.num_data, batch_size)]
-        return self._load(chunks)
+        chunks = [order[s : s + batch_size] for s in range(0, self.num_data, batch_size)]
+        if shard is not None:
+            chunks = [c[slice(*shard_bounds(len(c), *shard))] for c in chunks]
+        return self._load([c.tolist() for c in chunks])
 
     def head(self, n: int) -> Batch:
         return next(iter(self._load([list(range(min(n, self.num_data)))])))

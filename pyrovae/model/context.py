@@ -34,6 +34,9 @@ class Context(nn.Module):
     params: ClassVar[dict[str, Param]] = {}
     family: ClassVar[str] = ""
     dim: int = 0
+    #: dimensions of one example's y (a label 0, a vector 1): a y with no more than
+    #: these is one context, shared by every draw of :meth:`VAE.sample`
+    example_ndim: ClassVar[int] = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,6 +83,8 @@ class LabelContext(Context):
 @CONTEXTS.register("vector")
 class VectorContext(Context):
     """A real vector y of length ``dim``, given to the networks as it is."""
+
+    example_ndim: ClassVar[int] = 1
 
     params: ClassVar[dict[str, Param]] = {
         "dim": Param("positive_int", 1, doc="length of y", size="width"),

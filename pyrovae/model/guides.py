@@ -49,6 +49,7 @@ class DiagonalNormalGuide(GuideFamily):
     Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
     """
 
+    factorised: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = {}
 
     def num_outputs(self) -> int:

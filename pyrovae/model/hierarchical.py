@@ -139,8 +139,8 @@ class HierarchicalVAE(VAE):
         dims = entry["latent_dims"]
         if not isinstance(prior, nn.Module):
             top = PRIORS.normalize(prior, "prior")
-            if top["family"] == "vamp":
-                raise PyrovaeError("prior.family: 'vamp' cannot be used with model: "
+            if PRIORS.get(top["family"]).encodes_inputs:
+                raise PyrovaeError(f"prior.family: {top['family']!r} cannot be used with model: "
                                    "hierarchical (it encodes pseudo-inputs to z1, the prior "
                                    "is on the top layer)")
             prior = PRIORS.build(top, "prior", latent_dim=dims[-1])
@@ -174,8 +174,9 @@ class HierarchicalVAE(VAE):
         if ctx.get("family") != "none":
             raise PyrovaeError(f"context: model: hierarchical is unconditional; leave context "
                                f"out, got {ctx}")
-        if spec["prior"]["family"] == "vamp":
-            raise PyrovaeError("prior.family: 'vamp' cannot be used with model: hierarchical "
+        if PRIORS.get(spec["prior"]["family"]).encodes_inputs:
+            raise PyrovaeError(f"prior.family: {spec['prior']['family']!r} cannot be used with "
+                               "model: hierarchical "
                                "(it encodes pseudo-inputs to z1, the prior is on the top layer)")
         spec["latent_dim"] = sum(spec["model"]["latent_dims"])
 

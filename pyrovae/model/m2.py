@@ -50,7 +50,7 @@ from pyrovae.data.labels import UNLABELLED, check_class_labels
 from pyrovae.errors import PyrovaeError
 from pyrovae.model.nets import ACTIVATIONS
 from pyrovae.model.vae import VAE, _kl_scale
-from pyrovae.registry import MODELS, NETWORKS, Param
+from pyrovae.registry import MODELS, NETWORKS, PRIORS, Param
 
 __all__ = ["UNLABELLED", "SemiSupervisedVAE"]
 
@@ -174,9 +174,10 @@ class SemiSupervisedVAE(VAE):
                 f"context: an m2 model conditions its networks on its own label "
                 f"({m['classes']} classes); leave context out or give "
                 f"{{family: label, classes: {m['classes']}}}, got {ctx}")
-        if spec["prior"]["family"] == "vamp":
-            raise PyrovaeError("prior.family: 'vamp' cannot be used with model: m2 "
-                               "(its networks are conditioned on the label)")
+        if PRIORS.get(spec["prior"]["family"]).encodes_inputs:
+            raise PyrovaeError(f"prior.family: {spec['prior']['family']!r} cannot be used with "
+                               "model: m2 (it encodes pseudo-inputs; the networks are "
+                               "conditioned on the label)")
         spec["context"] = want
 
     @classmethod

@@ -57,6 +57,9 @@ class LatentFamily(nn.Module):
 
     params: ClassVar[dict[str, Param]] = {}
     family: ClassVar[str] = ""
+    #: whether the distribution factorises over latent dimensions into one univariate
+    #: distribution per dimension (free bits needs it of the prior and of the guide)
+    factorised: ClassVar[bool] = False
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -65,6 +68,10 @@ class LatentFamily(nn.Module):
 
 class Prior(LatentFamily):
     """Base class: ``forward() -> p(z)`` with event shape ``(latent_dim,)``."""
+
+    #: whether p(z) is built by passing inputs through the VAE's encoder (the VampPrior),
+    #: which a conditional, semi-supervised or hierarchical model cannot do
+    encodes_inputs: ClassVar[bool] = False
 
     def forward(self) -> dist.TorchDistribution:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -83,6 +90,7 @@ class StandardNormalPrior(Prior):
     """Standard normal p(z) = N(0, I), the default prior of "The Intuitive VAE"
     (Break Yang, 2024)."""
 
+    factorised: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, latent_dim: int) -> None:
@@ -103,6 +111,7 @@ class LearnedNormalPrior(Prior):
     changes the KL term's geometry, not the model class.
     """
 
+    factorised: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = {
         "scale_init": Param("positive_float", 1.0, doc="initial σ of every dimension"),
     }
@@ -123,6 +132,7 @@ class LaplacePrior(Prior):
     Heavier tails than N(0, I) and a peak at 0, which favours sparse codes.
     """
 
+    factorised: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = {
         "scale": Param("positive_float", 1.0, doc="b (variance 2b²)"),
     }
@@ -140,6 +150,7 @@ class LaplacePrior(Prior):
 class StudentTPrior(Prior):
     """Student-t p(z) = ∏_d t_ν(z_d; 0, s): heavy tails; ν → ∞ recovers N(0, s²)."""
 
+    factorised: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = {
         "df": Param("positive_float", 3.0, doc="degrees of freedom ν"),
         "scale": Param("positive_float", 1.0, doc="scale s"),
@@ -212,6 +223,7 @@ class VampPrior(Prior):
     tree so the encoder's parameters are registered once (in the VAE).
     """
 
+    encodes_inputs: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = {
         "components": Param("positive_int", 50, doc="number of pseudo-inputs K", size="count"),
     }

@@ -148,9 +148,10 @@ class VAE(nn.Module):
         self.context = context if isinstance(context, Context) else CONTEXTS.build(
             s["context"], "context"
         )
-        if self.context.dim and s["prior"]["family"] == "vamp":
-            raise PyrovaeError("prior.family: 'vamp' encodes pseudo-inputs without a context; "
-                               "it cannot be used with a conditional VAE (context)")
+        if self.context.dim and self.prior.encodes_inputs:
+            raise PyrovaeError(f"prior.family: {self.prior.family!r} encodes pseudo-inputs "
+                               "without a context; it cannot be used with a conditional VAE "
+                               "(context)")
         sizes = {"event_shape": self.event_shape, "latent_dim": self.latent_dim,
                  "context_dim": self.context.dim}
         self.encoder = given["encoder"] if "encoder" in given else NETWORKS.build(
@@ -444,7 +445,7 @@ class VAE(nn.Module):
         """
         if y is not None:
             y = torch.as_tensor(y, device=self.param_device())
-            if y.ndim == 0 or (self.context.family == "vector" and y.ndim == 1):
+            if y.ndim <= self.context.example_ndim:
                 y = y.unsqueeze(0).expand(n, *y.shape)
             elif len(y) != n:
                 raise PyrovaeError(f"y: expected one context or {n} (one per draw), "

@@ -25,6 +25,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import distributions as D
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.plots.common import new_figure
 
 
@@ -38,7 +39,8 @@ def manifold_grid(
     """
     s = prior_samples.detach().cpu().double()
     if s.ndim != 2 or s.shape[1] != 2:
-        raise ValueError(f"manifold_grid needs samples of a 2-d latent, got shape {tuple(s.shape)}")
+        raise PyrovaeError("manifold_grid needs samples of a 2-d latent, got shape "
+                           f"{tuple(s.shape)}")
     q = torch.linspace(lo, hi, n, dtype=s.dtype)
     a1 = torch.quantile(s[:, 0], q).numpy()
     a2 = torch.quantile(s[:, 1], q).numpy()

@@ -13,14 +13,24 @@ from pyrovae.plots.common import new_figure
 
 
 def learning_curve(history: Any) -> Figure:
-    """Train and held-out ELBO per example against epoch (and β if it varies)."""
+    """Train and held-out ELBO per example against epoch (and β if it varies).
+
+    The train curve is the running mean over each epoch's minibatches, taken while the
+    parameters moved (and on dynamically binarised or otherwise augmented batches); the
+    held-out curve is computed once at the end of the epoch.  The train curve can
+    therefore lie below the held-out one without any underfitting; the figure says so."""
     fig = new_figure(6.5, 4.0)
     ax = fig.add_subplot()
     recs = [r for r in history.records if "train_elbo" in r]
     epochs = [r["epoch"] for r in recs]
-    ax.plot(epochs, [r["train_elbo"] for r in recs], label="train ELBO")
+    ax.plot(epochs, [r["train_elbo"] for r in recs],
+            label="train ELBO (running mean over the epoch)")
     if any("test_elbo" in r for r in recs):
-        ax.plot(epochs, [r.get("test_elbo", np.nan) for r in recs], label="held-out ELBO")
+        ax.plot(epochs, [r.get("test_elbo", np.nan) for r in recs],
+                label="held-out ELBO (end of epoch)")
+        ax.text(0.99, 0.03, "train averages the minibatches while the parameters\nmoved, "
+                "so it can lie below held-out", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7, color="0.35")
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO per example (nats)")
     ax.grid(alpha=0.3)
@@ -117,9 +127,13 @@ def latent_map(
         zc = z - z.mean(0)
         _, _, vt = np.linalg.svd(zc, full_matrices=False)
         z = zc @ vt[:2].T
-        title += " (first two principal components)"
-    elif z.shape[1] == 1:
+        title += f"\n{zc.shape[1]} dimensions projected on their first two principal components"
+        axes = ("PC₁ of E_q[z|x]", "PC₂ of E_q[z|x]")
+    else:
+        axes = ("z₁", "z₂")
+    if z.shape[1] == 1:
         z = np.concatenate([z, np.zeros_like(z)], axis=1)
+        axes = ("z₁", "")
     fig = new_figure(5.5, 4.8)
     ax = fig.add_subplot()
     if labels is None:
@@ -134,7 +148,7 @@ def latent_map(
         draw_components(ax, components)
         ax.legend(fontsize=7, loc="upper right")
         title += " and the prior's components"
-    ax.set_xlabel("z₁")
-    ax.set_ylabel("z₂")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     ax.set_title(title, fontsize=9)
     return fig

@@ -109,9 +109,35 @@ def to_inference_data(nuts: np.ndarray, guide: np.ndarray | None = None):
     return idata
 
 
+#: The convergence a NUTS reference must show before anything is compared with it
+#: (Vehtari et al. 2021: rank-normalised R̂ below 1.01, bulk ESS above 100).
+MAX_RHAT = 1.01
+MIN_BULK_ESS = 100.0
+
+
+def mixing_verdict(max_rhat: float, min_ess: float) -> tuple[bool, str]:
+    """Whether a NUTS reference mixed (:data:`MAX_RHAT`, :data:`MIN_BULK_ESS`), and one line
+    saying so, naming the figures; comparisons with a reference that did not mix are
+    unreliable.
+
+    References:
+        Vehtari, Gelman, Simpson, Carpenter & Bürkner (2021), *Rank-normalization,
+        folding, and localization: an improved R̂ for assessing convergence of MCMC*.
+        Bayesian Analysis.
+    """
+    mixed = bool(max_rhat <= MAX_RHAT and min_ess >= MIN_BULK_ESS)
+    figures = f"max R̂ {max_rhat:.3f}, min bulk ESS {min_ess:.0f}"
+    if mixed:
+        return True, f"NUTS reference mixed ({figures})"
+    return False, (f"NUTS reference did NOT mix ({figures}; wanted R̂ ≤ {MAX_RHAT} and ESS ≥ "
+                   f"{MIN_BULK_ESS:.0f}): the comparisons with it are unreliable; run more "
+                   "warm-up or draws")
+
+
 def compare_moments(idata) -> dict:
     """Per point and latent coordinate: NUTS mean/sd with r-hat and bulk ESS, the
-    guide's mean/sd, and the differences in units of the NUTS sd."""
+    guide's mean/sd, and the differences in units of the NUTS sd; ``mixed`` and
+    ``mixing`` (:func:`mixing_verdict`) say whether the reference can be trusted."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rhat = az.rhat(idata.posterior)["z"].values
@@ -123,6 +149,7 @@ def compare_moments(idata) -> dict:
         "nuts_mean": p_mean, "nuts_sd": p_sd, "rhat": rhat, "ess_bulk": ess,
         "max_rhat": float(np.nanmax(rhat)), "min_ess": float(np.nanmin(ess)),
     }
+    out["mixed"], out["mixing"] = mixing_verdict(out["max_rhat"], out["min_ess"])
     if "guide" in idata.groups():
         g = idata.guide["z"].values
         g_mean, g_sd = g.mean(axis=(0, 1)), g.std(axis=(0, 1))

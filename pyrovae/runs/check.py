@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyrovae.plots.captions import captions_for
 from pyrovae.posterior.amortization import amortization_gap, gap_split
 from pyrovae.posterior.exact import check_identity, elbo, grid_posteriors, iwae
 from pyrovae.posterior.psis import psis_per_point
@@ -468,7 +469,7 @@ def check_toy(
     x = toy.sample(num_points, seed=seed)
     report: dict[str, Any] = {"toy": name, "model": toy.describe()}
     steps = 150 if quick else 1000
-    if name.startswith("ppca"):
+    if callable(getattr(toy, "to_linear_vae", None)):  # a linear-Gaussian toy: θ-fixed too
         from pyrovae.experiments.theta_fixed import theta_fixed
 
         vae = toy.to_linear_vae()
@@ -493,7 +494,7 @@ def check_toy(
         report["guide"] = "local diagonal Gaussian on the unconstrained z, fitted per point"
     ident = check_identity(target, x, num_samples=500 if quick else 4000)
     grids = ident.pop("grids")
-    if name.startswith("ppca"):  # closed forms through the PPCA the VAE encodes
+    if callable(getattr(toy, "to_linear_vae", None)):  # closed forms through its linear VAE
         from pyrovae.experiments.theta_fixed import ppca_exact
 
         lp, kl = ppca_exact(vae, x)
@@ -536,9 +537,29 @@ def check_toy(
         report["grid"] = [g.summary() for g in grids]
     figures["khat"] = _save(P.khat_figure(ps["khat"], title=rf"PSIS $\hat{{k}}$ ({name})"), folder,
                             f"{name}_khat.png")
+    report["summary"] = _toy_summary(report)
     report["figures"] = figures
+    report["captions"] = captions_for(figures)
     report["seconds"] = time.perf_counter() - t0
     return report
+
+
+def _toy_summary(report: dict) -> dict:
+    """The lines ``pyrovae check TOY`` prints: the identity's gap, KL and residual, the
+    θ-fixed result where there is one, and AIS (independent of the identity's route)."""
+    ident = report["identity"]
+    s: dict[str, Any] = {
+        "mean_gap": float(ident["gap"].mean()), "mean_kl": float(ident["kl"].mean()),
+        "max_abs_residual": float(ident["residual"].abs().max()),
+        "identity_ok": bool(ident["ok"].all()),
+    }
+    if "theta_fixed" in report:
+        s["theta_fixed_final_kl"] = report["theta_fixed"]["final_kl"]
+        s["theta_fixed_floor"] = report["theta_fixed"]["floor"]
+    a = report["ais"]
+    s["ais_log_px_mean"] = float(np.mean(np.asarray(a["log_px"])))
+    s["ais_minus_identity_max_abs"] = float(np.max(np.abs(np.asarray(a["minus_identity_log_px"]))))
+    return s
 
 
 def check_enumerated_toy(
@@ -639,6 +660,7 @@ def check_enumerated_toy(
         or "none",
     }
     report["figures"] = figures
+    report["captions"] = captions_for(figures)
     report["seconds"] = time.perf_counter() - t0
     return report
 

@@ -52,6 +52,8 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "pyrovae-run.json"
 FIGURES_DIR = "figures"
+#: In ``figures/``: each figure's file stem to its caption (:mod:`pyrovae.plots.captions`).
+FIGURE_CAPTIONS_FILE = "captions.json"
 CHECK_DIR = "check"
 REPORT_FILE = "report.json"
 BEST_FILE = "best.pt"
@@ -612,17 +614,23 @@ def verify_binding(path: Path, state: dict[str, Any], spec: dict[str, Any],
     if not isinstance(saved, dict) or not isinstance(state.get("data_fingerprint"), str):
         raise PyrovaeError(f"{ckpt}: not a run checkpoint (it holds no spec or no data "
                            "fingerprint)")
-    try:
-        saved = normalize_spec(saved)
-    except PyrovaeError as exc:
-        raise PyrovaeError(f"{ckpt}: its spec is not valid any more ({exc})") from None
     bound = state.get("spec_hash")
-    if isinstance(bound, str) and bound != bound_spec_hash(saved):
-        raise PyrovaeError(f"{ckpt}: its spec does not match the spec hash it holds")
-    if bound_spec_hash(saved) != bound_spec_hash(spec):
-        diff = spec_diff(saved, spec, ignore=("train.epochs",), names=("checkpoint", "spec.yaml"))
-        raise PyrovaeError(f"{path / SPEC_FILE} is not the spec {ckpt.name} was trained with "
-                           f"({diff or 'it differs'}); restore it, or train again")
+    try:  # the checkpoint's spec as written hashes to the run's: no second normalisation
+        same = isinstance(bound, str) and bound == bound_spec_hash(saved) == bound_spec_hash(spec)
+    except (TypeError, ValueError):  # not plain JSON: normalised (and refused) below
+        same = False
+    if not same:
+        try:
+            saved = normalize_spec(saved)
+        except PyrovaeError as exc:
+            raise PyrovaeError(f"{ckpt}: its spec is not valid any more ({exc})") from None
+        if isinstance(bound, str) and bound != bound_spec_hash(saved):
+            raise PyrovaeError(f"{ckpt}: its spec does not match the spec hash it holds")
+        if bound_spec_hash(saved) != bound_spec_hash(spec):
+            diff = spec_diff(saved, spec, ignore=("train.epochs",),
+                             names=("checkpoint", "spec.yaml"))
+            raise PyrovaeError(f"{path / SPEC_FILE} is not the spec {ckpt.name} was trained "
+                               f"with ({diff or 'it differs'}); restore it, or train again")
     manifest = read_manifest(path) or {}
     fp = (manifest.get("data") or {}).get("fingerprint") if isinstance(manifest, dict) else None
     if fp is not None and fp != state["data_fingerprint"]:

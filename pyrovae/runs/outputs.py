@@ -23,6 +23,7 @@ from typing import Any
 
 from pyrovae import io as pio
 from pyrovae.errors import PyrovaeError
+from pyrovae.plots.captions import captions_for
 from pyrovae.registry import check_seed
 from pyrovae.runs import folder as runs
 
@@ -241,6 +242,7 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
                                                    report["amortization"]}), stage, "gaps.png")
         figures.update(diagnostic_figures(report, stage))
         report["figures"] = figures
+        report["captions"] = captions_for(figures)
         written = write_report(report, stage, out)
         if default and spec["track"]:  # the run's dashboards get the check's numbers too
             from pyrovae.training.tracking import log_report

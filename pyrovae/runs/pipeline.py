@@ -10,7 +10,7 @@ import copy
 import os
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ from pyrovae.estimators.evaluate import evaluate, summary
 from pyrovae.model.vae import VAE
 from pyrovae.plots import latent, save_figure
 from pyrovae.plots import training as tplots
+from pyrovae.plots.captions import captions_for
 from pyrovae.progress import Progress, from_flag
+from pyrovae.registry import REGISTRIES
 from pyrovae.runs import folder as runs
 from pyrovae.runs.budget import check_size
 from pyrovae.runs.spec import (
@@ -83,9 +85,9 @@ def build(spec_raw: dict[str, Any] | None, *, size_limit: float = 1.0
     _absolute_data_paths(spec)
     _, train, test = load_data(spec)
     if not (spec_raw or {}).get("likelihood"):
-        spec["likelihood"] = normalize_spec({"likelihood": default_likelihood(train.x)})[
-            "likelihood"
-        ]
+        # the one section the data decides: normalised alone, not the whole spec again
+        spec["likelihood"] = REGISTRIES["likelihood"].normalize(
+            default_likelihood(train.x), "likelihood")
     if spec["data_dim"] is None:
         spec["data_dim"] = train.data_dim
     elif spec["data_dim"] != train.data_dim:
@@ -152,9 +154,18 @@ def _labels_of(vae: VAE, data: Dataset) -> torch.Tensor:
                               allow_unlabelled=False)
 
 
+#: What builds a run's trainer from ``(spec, vae, train, test, progress=...)``, with
+#: the signature of :func:`trainer_for` (under torchrun, :mod:`pyrovae.runs.distributed`'s).
+TrainerFactory = Callable[..., Trainer]
+
+
 def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | None,
-                *, progress: bool = True, callbacks=()) -> Trainer:
-    return Trainer(
+                *, progress: bool = True, callbacks=(),
+                trainer_class: Callable[..., Trainer] = Trainer) -> Trainer:
+    """The trainer of a run: the spec's train section, objective, schedule and early
+    stopping, the data's context (``trainer_class``: :class:`Trainer`, or a callable
+    with its signature)."""
+    return trainer_class(
         vae, train.x, check_train_section(spec), test_data=None if test is None else test.x,
         y=training_labels(spec, vae, train),
         test_y=None if test is None else _context(vae, test),
@@ -212,6 +223,7 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     size_limit: float = 1.0,
+    make_trainer: TrainerFactory | None = None,
 ) -> dict[str, Any]:
     """Train the model a spec describes and write the run folder ``out``.
 
@@ -221,10 +233,12 @@ def train_run(
     ``overwrite=True``, and then the new run is built beside it and swapped in
     when it has finished: a new run that fails or is killed leaves the old one
     intact.  Returns the final metrics (also in ``out/metrics.json``).
+    ``make_trainer``: what builds the trainer (:data:`TrainerFactory`; default
+    :func:`trainer_for`; data-parallel under torchrun).
     """
     out = runs.replaceable_path(out)
     spec, vae, train, test = build(spec_raw, size_limit=size_limit)
-    trainer = trainer_for(spec, vae, train, test, progress=progress)
+    trainer = (make_trainer or trainer_for)(spec, vae, train, test, progress=progress)
     with runs.RunLock(out, "pyrovae train"):
         out, replace = runs.prepare_run_folder(out, overwrite=overwrite)
         if not replace:
@@ -253,19 +267,25 @@ def _name_users_folder(exc: BaseException, stage: Path, out: Path) -> BaseExcept
     return exc
 
 
-def data_identity(spec: dict[str, Any], train: Dataset) -> dict[str, Any]:
+def data_identity(spec: dict[str, Any], train: Dataset,
+                  data_fingerprint: str | None = None) -> dict[str, Any]:
     """What finds the training data again and tells whether it changed: the spec's
-    ``data`` entries (file paths absolute) and the SHA-256 fingerprint and shape."""
+    ``data`` entries (file paths absolute) and the SHA-256 fingerprint and shape
+    (``data_fingerprint``: one already computed for ``train.x``; the data is hashed once
+    per run)."""
+    fp = fingerprint(train.x) if data_fingerprint is None else data_fingerprint
     return {"name": spec["data"]["name"], "path": spec["data"]["path"],
-            "fingerprint": fingerprint(train.x), "shape": list(train.x.shape)}
+            "fingerprint": fp, "shape": list(train.x.shape)}
 
 
 def _start(folder: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer, train: Dataset,
            test: Dataset | None, *, replacing: Path | None = None) -> dict[str, Any]:
     """A new run in ``folder``: manifest first (our marker), then spec, then training."""
-    runs.write_manifest(folder, "training", data_identity(spec, train))
+    data = data_identity(spec, train)
+    runs.write_manifest(folder, "training", data)
     dump_spec(spec, folder / runs.SPEC_FILE)
-    return _train_and_finish(folder, spec, vae, trainer, train, test, replacing=replacing)
+    return _train_and_finish(folder, spec, vae, trainer, train, test, data,
+                             replacing=replacing)
 
 
 def resume_run(
@@ -274,6 +294,7 @@ def resume_run(
     *,
     progress: bool = True,
     size_limit: float = 1.0,
+    make_trainer: TrainerFactory | None = None,
 ) -> dict[str, Any]:
     """Continue the run in folder ``path`` from its last checkpoint and finish it.
 
@@ -284,7 +305,7 @@ def resume_run(
     parameters as an uninterrupted one (same machine and thread count).  An
     unfinished start (killed before its first checkpoint) starts again from its
     spec.  A run that is complete raises :class:`RunComplete`.  Returns the final
-    metrics.
+    metrics.  ``make_trainer``: as :func:`train_run`'s.
     """
     path = runs.own_path(path)
     if not path.is_dir():
@@ -300,7 +321,7 @@ def resume_run(
         runs.clean_leftovers(path, lambda folder: True if folder == path else
                              runs.folder_kind(folder) in ("empty", "unfinished", "run"))
         if kind == "unfinished":
-            return _restart_unfinished(path, spec_raw, progress, size_limit)
+            return _restart_unfinished(path, spec_raw, progress, size_limit, make_trainer)
         state, saved = _saved_state(path)
         spec, vae, train, test = _resume_spec(path, saved, spec_raw, size_limit)
         ckpt = path / runs.CHECKPOINT_FILE
@@ -308,7 +329,8 @@ def resume_run(
         if spec["train"]["epochs"] < done:
             raise PyrovaeError(f"train.epochs: {spec['train']['epochs']} is fewer than the "
                                f"{done} epochs {path} has already trained")
-        _check_same_data(path, state, spec, train)
+        data = data_identity(spec, train)
+        _check_same_data(path, state, spec, train, data["fingerprint"])
         if done == spec["train"]["epochs"] and (path / runs.METRICS_FILE).is_file():
             raise RunComplete(f"{path} is complete ({done} of {done} epochs, evaluated); to "
                               "train longer pass --epochs N above it; to evaluate again run "
@@ -320,7 +342,7 @@ def resume_run(
                               f"(best {es.monitor} at epoch {stop.best_epoch}); to evaluate "
                               "again run `pyrovae evaluate` (--which best)")
         runs.load_model_state(vae, state, ckpt)  # names, shapes and dtypes are the model's
-        trainer = trainer_for(spec, vae, train, test, progress=progress)
+        trainer = (make_trainer or trainer_for)(spec, vae, train, test, progress=progress)
         try:
             trainer.load_state_dict(state)
         except PyrovaeError as exc:
@@ -331,11 +353,12 @@ def resume_run(
         _warn_thread_count(path, state, spec["train"]["threads"])
         if spec["train"]["epochs"] != saved["train"]["epochs"]:
             dump_spec(spec, path / runs.SPEC_FILE)
-        return _train_and_finish(path, spec, vae, trainer, train, test)
+        return _train_and_finish(path, spec, vae, trainer, train, test, data)
 
 
 def _restart_unfinished(path: Path, spec_raw: dict[str, Any] | None,
-                        progress: bool, size_limit: float = 1.0) -> dict[str, Any]:
+                        progress: bool, size_limit: float = 1.0,
+                        make_trainer: TrainerFactory | None = None) -> dict[str, Any]:
     """Start again a run killed before its first checkpoint, from its (or the given) spec."""
     if spec_raw is None:
         if not (path / runs.SPEC_FILE).is_file():
@@ -343,7 +366,7 @@ def _restart_unfinished(path: Path, spec_raw: dict[str, Any] | None,
                                "with `pyrovae train --out` (and your config)")
         spec_raw = runs.read_spec(path / runs.SPEC_FILE)
     spec, vae, train, test = build(spec_raw, size_limit=size_limit)
-    trainer = trainer_for(spec, vae, train, test, progress=progress)
+    trainer = (make_trainer or trainer_for)(spec, vae, train, test, progress=progress)
     path, _ = runs.prepare_run_folder(path)
     return _start(path, spec, vae, trainer, train, test)
 
@@ -410,8 +433,8 @@ def _resume_spec(path: Path, saved: dict[str, Any], spec_raw: dict[str, Any] | N
 
 
 def _check_same_data(path: Path, state: dict[str, Any], spec: dict[str, Any],
-                     train: Dataset) -> None:
-    fp = fingerprint(train.x)
+                     train: Dataset, fp: str) -> None:
+    """A PyrovaeError unless ``fp`` (the fingerprint of ``train.x``) is the saved one."""
     if fp != state["data_fingerprint"]:
         was = state.get("data_shape")
         was = f"shape {tuple(was)}, " if isinstance(was, list) else ""
@@ -437,22 +460,23 @@ def _warn_thread_count(path: Path, state: dict[str, Any], train_threads: int | N
 
 
 def _train_and_finish(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
-                      train: Dataset, test: Dataset | None, *,
+                      train: Dataset, test: Dataset | None, data: dict[str, Any], *,
                       replacing: Path | None = None) -> dict[str, Any]:
     """:func:`_train_and_finish_threads` with ``train.threads`` threads (training and the
     final evaluation; torch's count restored afterwards)."""
     with num_threads(spec["train"]["threads"]):
-        return _train_and_finish_threads(out, spec, vae, trainer, train, test,
+        return _train_and_finish_threads(out, spec, vae, trainer, train, test, data,
                                          replacing=replacing)
 
 
 def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer: Trainer,
-                              train: Dataset, test: Dataset | None, *,
+                              train: Dataset, test: Dataset | None, data: dict[str, Any], *,
                               replacing: Path | None = None) -> dict[str, Any]:
     """Train with history every epoch and checkpoints every ``checkpoint_every`` epochs
     and at the end (all atomic), the best held-out epoch's state in ``best.pt`` and
     periodic checkpoints in ``checkpoints/`` (the spec's ``checkpoint`` section), the
     spec's trackers logging each epoch; then evaluate and write metrics and figures.
+    ``data``: the training data's identity (:func:`data_identity`, hashed once per run);
     ``replacing``: the run folder ``out`` (a staging folder) will replace.
 
     Every file is written atomically and decided from the trainer's state alone (the
@@ -465,7 +489,6 @@ def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer
     every = spec["train"]["checkpoint_every"]
     policy = spec["checkpoint"]
     ckpt = out / runs.CHECKPOINT_FILE
-    data = data_identity(spec, train)
     best_rule = _best_rule(spec) if policy["keep_best"] and test is not None else None
 
     pending: dict[str, Any] = {}  # the best state not yet written
@@ -491,6 +514,8 @@ def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer
 
     if trainer.epoch == 0:
         save_state()  # a run killed before its first periodic checkpoint can resume too
+    if getattr(vae, "label_latent", False) and test is not None:
+        trainer.callbacks.append(_held_out_accuracy(vae, test))  # before the history is saved
     trainer.callbacks.append(save)
     trainer.callbacks.extend(trackers_for(spec["track"], out, (replacing or out).name))
     try:
@@ -584,6 +609,20 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     return metrics
 
 
+def _held_out_accuracy(vae: VAE, test: Dataset) -> Callable[[Trainer, dict[str, Any]], None]:
+    """A callback adding ``test_accuracy`` (the held-out accuracy of q(y|x), a model whose
+    label is a latent) to every epoch's record that has a held-out evaluation: the
+    classifier's learning curve in the history, beside ``test_elbo``."""
+    labels = _labels_of(vae, test)
+
+    def record_accuracy(trainer: Trainer, record: dict[str, Any]) -> None:
+        if "test_elbo" in record:
+            probs = label_probabilities(vae, test.x)
+            record["test_accuracy"] = float((probs.argmax(-1) == labels).double().mean())
+
+    return record_accuracy
+
+
 def _classification(vae: VAE, data: Dataset) -> dict[str, Any]:
     """Accuracy, ECE, NLL, reliability and confusion of q(y|x) on ``data``'s labels."""
     return classification_metrics(label_probabilities(vae, data.x), _labels_of(vae, data))
@@ -639,6 +678,9 @@ def write_figures(folder: Path, vae: VAE, history: Any, train: Dataset,
                                  title="samples from p(x | y), E[x|z, y], z ~ p(z); y: the "
                                  "contexts of the first held-out points")
         paths.append(save_figure(fig, folder / "samples.png"))
+    # what each figure shows and how to read it, beside the figures (a check: report.json)
+    pio.atomic_write_json(folder / runs.FIGURE_CAPTIONS_FILE,
+                          captions_for({p.stem: str(p) for p in paths}))
     return paths
 
 

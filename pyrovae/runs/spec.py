@@ -204,10 +204,9 @@ def check_combinations(spec: Mapping[str, Any]) -> None:
     """Cross-section checks of a normalized spec (each error names the key path)."""
     from pyrovae.estimators.kinds import KIND_ESTIMATORS
     from pyrovae.training.objectives import (
-        FREE_BITS_GUIDES,
-        FREE_BITS_NEEDS,
-        FREE_BITS_PRIORS,
         _ELBOObjective,
+        free_bits_families,
+        free_bits_needs,
     )
 
     free_bits = spec["objective"].get("free_bits") or 0.0
@@ -231,12 +230,10 @@ def check_combinations(spec: Mapping[str, Any]) -> None:
                 "objective.free_bits: needs train.engine: fast (poutine.scale, used by the "
                 "pyro engine, cannot express max(λ, KL_j) per latent dimension)"
             )
-        if (
-            spec["prior"]["family"] not in FREE_BITS_PRIORS
-            or spec["guide"]["family"] not in FREE_BITS_GUIDES
-        ):
+        priors, guides = free_bits_families()
+        if spec["prior"]["family"] not in priors or spec["guide"]["family"] not in guides:
             raise PyrovaeError(
-                f"objective.free_bits: needs {FREE_BITS_NEEDS}; got prior "
+                f"objective.free_bits: needs {free_bits_needs()}; got prior "
                 f"{spec['prior']['family']!r} and guide {spec['guide']['family']!r}"
             )
 

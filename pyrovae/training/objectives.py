@@ -51,7 +51,7 @@ from pyrovae.estimators.elbo import MinibatchLoss, draw, minibatch_loss, terms_f
 from pyrovae.estimators.kinds import kind_estimator
 from pyrovae.estimators.kl import KL_KINDS, closed_form_kl_or_none, kl_term
 from pyrovae.estimators.standard import standard_families, standard_loss
-from pyrovae.registry import OBJECTIVES, SCHEDULES, Param
+from pyrovae.registry import GUIDES, OBJECTIVES, PRIORS, SCHEDULES, Param
 
 if TYPE_CHECKING:
     from pyrovae.model.vae import VAE
@@ -67,6 +67,10 @@ class Objective:
         "num_particles": Param("positive_int", 1, doc="Monte Carlo samples per step"),
     }
     family: ClassVar[str] = ""
+    #: Whether data-parallel training (:mod:`pyrovae.training.distributed`) reproduces
+    #: this objective: its estimate is a sum over examples of terms from one guide draw
+    #: each (the ranks' shares add up to it).
+    supports_ddp: ClassVar[bool] = False
 
     def __init__(self, num_particles: int = 1) -> None:
         self.num_particles = num_particles
@@ -107,22 +111,23 @@ class Objective:
             )
         return fn(vae, x, y, num_data, kl_weight).loss
 
-    def fast_loss(
-        self, vae: VAE, x: torch.Tensor, num_data: int, kl_weight: float
-    ) -> torch.Tensor | None:
-        """Positional form of :meth:`differentiable_loss` (``None`` without a direct form)."""
-        fn = self.loss_fn(vae)
-        return None if fn is None else fn(vae, x, None, num_data, kl_weight).loss
+
+def free_bits_families() -> tuple[list[str], list[str]]:
+    """The registered prior and guide families whose distributions factorise over latent
+    dimensions (their class declares ``factorised = True``): free bits needs both."""
+    return ([n for n in PRIORS.names() if PRIORS.get(n).factorised],
+            [n for n in GUIDES.names() if GUIDES.get(n).factorised])
 
 
-#: Families whose distributions factorise over latent dimensions (free bits needs both).
-FREE_BITS_PRIORS = ("normal", "normal_learned", "laplace", "student_t")
-FREE_BITS_GUIDES = ("diagonal_normal",)
-#: What free bits needs from the guide and the prior (see ``free_bits_term``).
-FREE_BITS_NEEDS = (
-    "a guide and a prior that factorise over latent dimensions "
-    "(guide diagonal_normal; prior normal, normal_learned, laplace or student_t)"
-)
+def free_bits_needs() -> str:
+    """What free bits needs from the guide and the prior, one phrase naming the families."""
+    priors, guides = free_bits_families()
+
+    def either(names: list[str]) -> str:
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+    return ("a guide and a prior that factorise over latent dimensions "
+            f"(guide {either(guides)}; prior {either(priors)})")
 
 
 def _per_dim(d: dist.Distribution) -> dist.Distribution | None:
@@ -151,7 +156,7 @@ def free_bits_term(
     """
     q1, p1 = _per_dim(q), _per_dim(prior)
     if q1 is None or p1 is None:
-        raise PyrovaeError(f"objective.free_bits: needs {FREE_BITS_NEEDS}")
+        raise PyrovaeError(f"objective.free_bits: needs {free_bits_needs()}")
     kl = closed_form_kl_or_none(q1, p1) if closed_form else None  # (batch, latent_dim)
     if kl is None:
         kl = q1.log_prob(z) - p1.log_prob(z)  # (particles?, batch, latent_dim)
@@ -176,6 +181,8 @@ class _ELBOObjective(Objective):
     KL_j the minibatch-mean KL of dimension j (closed form where registered unless
     ``kl: mc``).
     """
+
+    supports_ddp: ClassVar[bool] = True
 
     def __init__(self, num_particles: int = 1, free_bits: float = 0.0, kl: str = "auto") -> None:
         super().__init__(num_particles)

@@ -42,7 +42,7 @@ import pyro
 import torch
 
 from pyrovae.data import as_source
-from pyrovae.data.source import DataSource, TensorSource
+from pyrovae.data.source import Batch, DataSource, TensorSource
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate
 from pyrovae.progress import Progress
@@ -298,12 +298,11 @@ class Trainer:
         sums = torch.zeros(1, device=self.device)
         beta = 1.0
         engine, device = self.engine, self.device
-        for batch in self.source.batches(self.batch_size, generator=self.shuffle):
+        for batch in self._batches():
             if batch.x.device != device:
                 batch = batch.to(device)
-            xb = self.vae.likelihood.prepare_batch(_as_event(self.vae, batch.x, "data"))
             beta = self.schedule.weight(self.step, self.steps_per_epoch)
-            loss = engine.step(xb, self.num_data, beta, y=batch.y)
+            loss = self._step(engine, batch, beta)
             if self._tick is not None:
                 self._tick(1)
             terms = engine.last_terms
@@ -317,6 +316,15 @@ class Trainer:
         values.update({k: t / self.num_data for k, t in zip(names or [], totals[1:],
                                                             strict=True)})
         return values, beta
+
+    def _batches(self) -> Iterable[Batch]:
+        """The epoch's minibatches, shuffled by the trainer's generator."""
+        return self.source.batches(self.batch_size, generator=self.shuffle)
+
+    def _step(self, engine: Any, batch: Batch, beta: float) -> torch.Tensor:
+        """One optimiser step on ``batch`` (prepared, e.g. binarised); its loss."""
+        xb = self.vae.likelihood.prepare_batch(_as_event(self.vae, batch.x, "data"))
+        return engine.step(xb, self.num_data, beta, y=batch.y)
 
     def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
         """The epoch's sums over all workers (one process: itself)."""

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.progress import Progress, expect, format_seconds, from_flag
 
 
@@ -115,7 +116,7 @@ def test_from_flag_maps_the_command_line_switches():
     forced(1)
     assert off.getvalue() == "x: 1/1 (100%)  elapsed 0s\n"
     expect(None, 3)  # None and plain callables are left alone
-    with pytest.raises(ValueError, match="total"):
+    with pytest.raises(PyrovaeError, match="total"):
         Progress(-1)
 
 

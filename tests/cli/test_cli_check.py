@@ -23,7 +23,20 @@ def test_check_toy_writes_report_and_figures(tmp_path, capsys):
     assert len(report["psis"]["khat"]) == 3
     for name in ("banana_posterior.png", "banana_khat.png"):
         assert (out / name).stat().st_size > 1000
-    assert "identity_ok: True" in capsys.readouterr().out
+    # every figure the report lists carries its caption (the one source in plots.captions)
+    from pyrovae.plots.captions import caption
+
+    assert set(report["captions"]) == {k for k, v in report["figures"].items() if v}
+    assert all(report["captions"][k] == caption(report["figures"][k])
+               for k in report["captions"])
+    assert {"khat", "posterior"} <= set(report["captions"])  # each figure's caption
+    assert "IWAE" in report["captions"]["khat"] and "grid" in report["captions"]["posterior"]
+    printed = capsys.readouterr().out
+    assert "identity_ok: True" in printed
+    # the AIS result of report.json is in the printed summary too
+    mean_ais = sum(report["ais"]["log_px"]) / 3
+    assert f"ais_log_px_mean: {mean_ais:.4f}" in printed
+    assert report["summary"]["ais_log_px_mean"] == pytest.approx(mean_ais)
 
 
 def test_check_hierarchical_toy_two_sites_theta_fixed_to_the_floor(tmp_path):
@@ -58,6 +71,12 @@ def test_check_mixture_sums_the_class_out_and_tells_the_wrong_guides(tmp_path, c
     assert not guides["flat_class"]["sbc"]["calibration"]["passed"]
     assert not guides["wide_z"]["sbc"]["ranks"]["passed"]
     assert (out / "mixture_reliability_flat_class.png").stat().st_size > 1000
+    # every figure the report lists carries its caption (the one source in plots.captions)
+    from pyrovae.plots.captions import caption
+
+    assert set(report["captions"]) == {k for k, v in report["figures"].items() if v}
+    assert all(report["captions"][k] == caption(report["figures"][k])
+               for k in report["captions"])
     printed = capsys.readouterr().out
     assert "identity_ok: True" in printed and "sbc_passed: exact" in printed
 
@@ -199,3 +218,21 @@ def test_certified_flags_are_validated(tmp_path, tiny_run, capsys):
     assert main(["check", "ppca", "--certified", "--out", str(tmp_path / "x")]) == 2
     assert "applies to a run folder" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "run" / "check").exists()
+
+
+@pytest.mark.parametrize("rhat, ess, mixed", [(1.005, 400.0, True), (1.07, 18.0, False),
+                                              (1.005, 50.0, False)])
+def test_a_nuts_reference_that_did_not_mix_is_said_in_the_printed_summary(
+        tmp_path, capsys, rhat, ess, mixed):
+    """R̂ 1.07 and ESS 18 (seen on `square`) were in the JSON only; now one printed line says
+    the reference did not mix and that comparisons with it are unreliable."""
+    from pyrovae.cli.check import _print_summary
+    from pyrovae.posterior.reference import mixing_verdict
+
+    ok, line = mixing_verdict(rhat, ess)
+    assert ok is mixed
+    _print_summary({"summary": {"mean_gap": 0.1}, "nuts": {"mixed": ok, "mixing": line}},
+                   tmp_path)
+    printed = capsys.readouterr().out
+    assert line in printed
+    assert ("did NOT mix" in printed and "unreliable" in printed) is (not mixed)

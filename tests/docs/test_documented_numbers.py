@@ -131,3 +131,21 @@ def test_readme_hierarchical_table_matches_its_json() -> None:
         sub = {"z": "z", "z₁": "z1", "z₂": "z2"}
         assert {sub[k]: int(u.split("/")[0]) for k, u in units.items()} == v["active_units"]
         assert {sub[k]: int(u.split("/")[1]) for k, u in units.items()} == v["sites"]
+
+
+def test_readme_mnist_m2_table_matches_its_json() -> None:
+    """README's MNIST label sweep quotes docs/figures/semi_supervised_mnist.json, written by
+    `python examples/semi_supervised_mnist.py`, beside the published accuracies it holds."""
+    data = json.loads((ROOT / "docs" / "figures" / "semi_supervised_mnist.json").read_text())
+    rows = {k.replace(",", ""): v for k, v in
+            _rows((ROOT / "README.md").read_text(), "| labels | epochs | test accuracy").items()}
+    by_count = {str(r["labels"]): r for r in data["rows"]}
+    assert set(rows) == set(by_count)
+    for count, cells in rows.items():
+        r = by_count[count]
+        assert int(cells[0]) == r["epochs"]
+        assert _close(cells[1], r["accuracy"]) and _close(cells[2], r["ece"])
+        mean, se = cells[3].split(" ± ")
+        assert _close(mean, r["log_px"]) and _close(se, r["log_px_se"])
+        for cell, key in zip(cells[4:6], ("pyro_tutorial", "kingma_m2"), strict=True):
+            assert (cell == "–") == (r[key] is None) and (r[key] is None or _close(cell, r[key]))

@@ -136,7 +136,8 @@ def train_both_engines(vae: VAE, x: torch.Tensor, steps: int = 4) -> list[float]
     opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
     for objective in (TraceELBOMCObjective(), TraceELBOObjective()):
         for _ in range(steps):
-            loss = objective.fast_loss(vae, vae.likelihood.prepare_batch(x), len(x), 1.0)
+            loss = objective.differentiable_loss(
+                    vae, vae.likelihood.prepare_batch(x), num_data=len(x), kl_weight=1.0)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -191,12 +192,12 @@ def test_family_deepcopies_after_a_step(case):
     kind, entry = case
     vae = build(kind, entry)
     x = vae.likelihood.prepare_batch(data_for(vae, kind, entry, n=8))
-    TraceELBOObjective().fast_loss(vae, x, 8, 1.0).backward()
+    TraceELBOObjective().differentiable_loss(vae, x, num_data=8, kl_weight=1.0).backward()
     twin = copy.deepcopy(vae)
     torch.manual_seed(0)
-    a = TraceELBOObjective().fast_loss(vae, x, 8, 1.0)
+    a = TraceELBOObjective().differentiable_loss(vae, x, num_data=8, kl_weight=1.0)
     torch.manual_seed(0)
-    b = TraceELBOObjective().fast_loss(twin, x, 8, 1.0)
+    b = TraceELBOObjective().differentiable_loss(twin, x, num_data=8, kl_weight=1.0)
     assert a.item() == pytest.approx(b.item(), rel=1e-6)
 
 
@@ -217,3 +218,41 @@ def test_density_over_z_integrates_to_one(case):
             log_density = q.log_prob(zz[:, None, :].expand(-1, 1, 2))
     mass = log_density.exp().sum().item() * (axis[1] - axis[0]).item() ** 2
     assert mass == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in ("prior", "guide")], ids=_id)
+def test_declared_factorisation_is_the_distributions(case):
+    """A family's ``factorised`` flag (what free bits reads) says what its distribution is:
+    True exactly when p(z) or q(z|x) is one univariate distribution per latent dimension,
+    whose per-dimension log densities sum to the joint one."""
+    from pyrovae.training.objectives import _per_dim, free_bits_families
+
+    kind, entry = case
+    vae = build(kind, entry)
+    x = data_for(vae, kind, entry, n=3)
+    with torch.no_grad():
+        d = vae.prior_dist() if kind == "prior" else vae.encode(x)
+        z = d.sample()
+        per_dim = _per_dim(d)
+    declared = type(getattr(vae, MODULE[kind])).factorised
+    assert declared == (per_dim is not None)
+    if declared:
+        assert torch.allclose(per_dim.log_prob(z).sum(-1), d.log_prob(z), atol=1e-5)
+    names = free_bits_families()[0 if kind == "prior" else 1]
+    assert (_family(entry) in names) == declared
+
+
+def test_a_prior_that_encodes_inputs_is_refused_by_conditional_and_structured_models():
+    """``encodes_inputs`` (declared by the VampPrior class) is what the conditional VAE,
+    M2 and the hierarchical kind refuse, each in one line naming the family."""
+    from pyrovae.errors import PyrovaeError
+    from pyrovae.registry import PRIORS
+
+    assert [n for n in PRIORS.names() if PRIORS.get(n).encodes_inputs] == ["vamp"]
+    base = {"data_dim": D, "latent_dim": L, "encoder": {"hidden": [8]},
+            "decoder": {"hidden": [8]}, "prior": {"family": "vamp", "components": 2}}
+    for extra in ({"context": {"family": "label", "classes": 3}},
+                  {"model": {"family": "m2", "classes": 3}},
+                  {"model": {"family": "hierarchical", "latent_dims": [2, 2]}}):
+        with pytest.raises(PyrovaeError, match="'vamp'"):
+            VAE.from_spec({**base, **extra})

@@ -100,7 +100,7 @@ def test_vamp_prior_is_the_mean_of_encoded_pseudo_inputs(guide):
     direct = torch.logsumexp(per_k, 0) - math.log(5)
     assert torch.allclose(vae.prior_dist().log_prob(z), direct, atol=1e-4)
     # gradients reach the pseudo-inputs through the encoder
-    loss = TraceELBOObjective().fast_loss(vae, binary_data(8), 8, 1.0)
+    loss = TraceELBOObjective().differentiable_loss(vae, binary_data(8), num_data=8, kl_weight=1.0)
     loss.backward()
     assert vae.prior.pseudo_inputs.grad.abs().sum() > 0
 

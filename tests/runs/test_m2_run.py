@@ -42,6 +42,11 @@ def test_m2_run_trains_evaluates_and_reports_classification(labelled_file, tmp_p
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     rec = history["records"][-1] if isinstance(history, dict) else history[-1]
     assert {"train_kl/z", "train_kl/y", "train_classify"} <= set(rec)
+    # the classifier's learning curve: held-out accuracy every evaluated epoch, the last
+    # one the final metrics' (the same q(y|x) on the same held-out rows)
+    curve = [r["test_accuracy"] for r in history["records"]]
+    assert len(curve) == 2 and all(0.0 <= a <= 1.0 for a in curve)
+    assert curve[-1] == pytest.approx(c["accuracy"], abs=1e-12)
     for name in ("reliability.png", "confusion.png"):
         assert (tmp_path / "run" / "figures" / name).is_file()
     vae, _, _ = load_run(tmp_path / "run")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pyrovae import VAE, PyrovaeError, apply_overrides, load_spec, normalize_spec
 from pyrovae.registry import REGISTRIES, Param
 from pyrovae.runs.spec import MODEL_KEYS, SECTIONS
-from pyrovae.training.objectives import FREE_BITS_GUIDES, FREE_BITS_PRIORS
+from pyrovae.training.objectives import free_bits_families
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 SETTINGS = settings(
@@ -124,8 +124,8 @@ def _make_consistent(raw: dict) -> None:
     objective = raw.get("objective")
     if isinstance(objective, dict) and objective.get("free_bits"):
         ok = (
-            _family(raw, "prior") in FREE_BITS_PRIORS
-            and _family(raw, "guide") in FREE_BITS_GUIDES
+            _family(raw, "prior") in free_bits_families()[0]
+            and _family(raw, "guide") in free_bits_families()[1]
             and raw.get("train", {}).get("engine", "fast") == "fast"
         )
         if not ok:

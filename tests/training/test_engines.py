@@ -1,6 +1,6 @@
 """The fast engine is stock Pyro's Trace_ELBO, computed directly.
 
-* the fast loss (the generic ``fast_loss`` and the tensor kernel for the stock
+* the fast loss (the generic ``differentiable_loss`` and the tensor kernel for the stock
   families) has the value and gradients of ``Trace_ELBO().differentiable_loss``
   on the same draw;
 * the fast and pyro engines reach the same parameters from the same init and seed;
@@ -88,7 +88,8 @@ def test_fast_losses_equal_stock_trace_elbo(num_data, kl_weight):
         vae, lambda: pyro.infer.Trace_ELBO().differentiable_loss(vae.model, vae.guide, x, **kwargs)
     )
     generic = _loss_and_grads(
-        vae, lambda: TraceELBOObjective(kl="mc").fast_loss(vae, x, num_data, kl_weight)
+        vae, lambda: TraceELBOObjective(kl="mc").differentiable_loss(
+                vae, x, num_data=num_data, kl_weight=kl_weight)
     )
     kernel = _loss_and_grads(vae, lambda: trace_elbo_standard(vae, x, num_data, kl_weight))
     _assert_same(stock, generic)
@@ -99,7 +100,8 @@ def test_fast_losses_equal_stock_trace_elbo(num_data, kl_weight):
             vae.model, vae.guide, x, **kwargs)
     )
     default = _loss_and_grads(
-        vae, lambda: TraceELBOObjective().fast_loss(vae, x, num_data, kl_weight)
+        vae, lambda: TraceELBOObjective().differentiable_loss(
+                vae, x, num_data=num_data, kl_weight=kl_weight)
     )
     assert standard_kernel(vae, TraceELBOObjective()) is not None
     _assert_same(meanfield, default)

@@ -76,7 +76,8 @@ def test_fast_loss_equals_stock_pyro_value_and_gradients(name, pyro_elbo, combo)
             vae.model, vae.guide, x, num_data=N_DATA, kl_weight=BETA
         ),
     )
-    fast = loss_and_grads(vae, lambda: objective.fast_loss(vae, x, N_DATA, BETA))
+    fast = loss_and_grads(vae, lambda: objective.differentiable_loss(
+            vae, x, num_data=N_DATA, kl_weight=BETA))
     assert_same(stock, fast)
 
 
@@ -123,7 +124,8 @@ def test_renyi_fast_loss_equals_pyro_renyi_on_full_batches():
     torch.manual_seed(123)
     stock_value = elbo.loss_and_grads(vae.model, vae.guide, x, num_data=BATCH, kl_weight=BETA)
     stock_grads = {n: p.grad.clone() for n, p in vae.named_parameters() if p.grad is not None}
-    fast = loss_and_grads(vae, lambda: objective.fast_loss(vae, x, BATCH, BETA))
+    fast = loss_and_grads(vae, lambda: objective.differentiable_loss(
+            vae, x, num_data=BATCH, kl_weight=BETA))
     assert_same((torch.tensor(stock_value), stock_grads), fast)
 
 
@@ -132,17 +134,18 @@ def test_iwae_with_one_particle_is_the_elbo_and_tightens_with_more():
     x = batch()
     iwae1 = OBJECTIVES.build({"family": "renyi_elbo", "num_particles": 1})
     torch.manual_seed(5)
-    a = iwae1.fast_loss(vae, x, N_DATA, 1.0)
+    a = iwae1.differentiable_loss(vae, x, num_data=N_DATA, kl_weight=1.0)
     torch.manual_seed(5)
-    b = OBJECTIVES.build("trace_elbo_mc").fast_loss(vae, x, N_DATA, 1.0)
+    b = OBJECTIVES.build("trace_elbo_mc").differentiable_loss(
+            vae, x, num_data=N_DATA, kl_weight=1.0)
     assert a.item() == pytest.approx(b.item(), rel=1e-6)
     # on average over draws, the K=50 bound is tighter (smaller loss) than the ELBO
     with torch.no_grad():
         torch.manual_seed(0)
-        elbo = torch.stack([b.new_tensor(OBJECTIVES.build("trace_elbo").fast_loss(
-            vae, x, N_DATA, 1.0).item()) for _ in range(50)]).mean()
-        iwae = OBJECTIVES.build({"family": "renyi_elbo", "num_particles": 50}).fast_loss(
-            vae, x, N_DATA, 1.0)
+        elbo = torch.stack([b.new_tensor(OBJECTIVES.build("trace_elbo").differentiable_loss(
+                vae, x, num_data=N_DATA, kl_weight=1.0).item()) for _ in range(50)]).mean()
+        iwae = OBJECTIVES.build({"family": "renyi_elbo", "num_particles": 50}).differentiable_loss(
+                vae, x, num_data=N_DATA, kl_weight=1.0)
     assert iwae < elbo
 
 
@@ -152,9 +155,9 @@ def test_renyi_minibatch_scaling_is_outside_the_logsumexp():
     x = batch()
     objective = OBJECTIVES.build({"family": "renyi_elbo", "num_particles": 3})
     torch.manual_seed(9)
-    full = objective.fast_loss(vae, x, BATCH, 1.0)
+    full = objective.differentiable_loss(vae, x, num_data=BATCH, kl_weight=1.0)
     torch.manual_seed(9)
-    scaled = objective.fast_loss(vae, x, N_DATA, 1.0)
+    scaled = objective.differentiable_loss(vae, x, num_data=N_DATA, kl_weight=1.0)
     assert scaled.item() == pytest.approx(full.item() * N_DATA / BATCH, rel=1e-6)
 
 
@@ -168,7 +171,7 @@ def test_tracegraph_runs_stock_svi_and_equals_trace_elbo_value():
     x = batch()
     objective = OBJECTIVES.build("tracegraph_elbo")
     assert isinstance(objective.elbo(), pyro.infer.TraceGraph_ELBO)
-    assert objective.fast_loss(vae, x, N_DATA, BETA) is None
+    assert objective.loss_fn(vae) is None  # no direct form
     engine = make_engine("fast", vae, objective, lr=1e-2)
     assert engine.name == "pyro"  # no direct form: stock SVI
     losses = [engine.step(x, N_DATA, BETA).item() for _ in range(3)]
@@ -212,7 +215,7 @@ def test_free_bits_loss_is_reconstruction_plus_floored_per_dimension_kl(name):
     lam = 0.2
     objective = OBJECTIVES.build({"family": name, "free_bits": lam})
     torch.manual_seed(11)
-    loss = objective.fast_loss(vae, x, N_DATA, BETA)
+    loss = objective.differentiable_loss(vae, x, num_data=N_DATA, kl_weight=BETA)
     torch.manual_seed(11)
     q = vae.encode(x)
     z = q.rsample()
@@ -231,7 +234,8 @@ def test_free_bits_above_every_kl_leaves_only_reconstruction_gradients_for_the_e
     vae = build()
     x = batch()
     big = OBJECTIVES.build({"family": "trace_meanfield_elbo", "free_bits": 100.0})
-    _, g_fb = loss_and_grads(vae, lambda: big.fast_loss(vae, x, N_DATA, 1.0))
+    _, g_fb = loss_and_grads(vae, lambda: big.differentiable_loss(
+            vae, x, num_data=N_DATA, kl_weight=1.0))
 
     def reconstruction_only():
         q = vae.encode(x)
@@ -243,7 +247,8 @@ def test_free_bits_above_every_kl_leaves_only_reconstruction_gradients_for_the_e
         assert torch.allclose(g_fb[name], g_rec[name], atol=1e-5), name
     # whereas without free bits the KL pulls on the encoder
     plain = OBJECTIVES.build("trace_meanfield_elbo")
-    _, g_plain = loss_and_grads(vae, lambda: plain.fast_loss(vae, x, N_DATA, 1.0))
+    _, g_plain = loss_and_grads(vae, lambda: plain.differentiable_loss(
+            vae, x, num_data=N_DATA, kl_weight=1.0))
     assert not torch.allclose(g_plain["encoder.2.weight"], g_rec["encoder.2.weight"])
 
 
@@ -260,7 +265,7 @@ def test_free_bits_is_refused_where_it_cannot_be_honest():
     # a model built outside a spec is refused at the first step, by name
     vae = build(prior="mixture")
     with pytest.raises(PyrovaeError, match=r"objective\.free_bits"):
-        OBJECTIVES.build(fb).fast_loss(vae, batch(), N_DATA, 1.0)
+        OBJECTIVES.build(fb).differentiable_loss(vae, batch(), num_data=N_DATA, kl_weight=1.0)
     assert normalize_spec({"objective": fb})["objective"]["free_bits"] == 0.5
 
 
