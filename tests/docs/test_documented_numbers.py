@@ -149,3 +149,31 @@ def test_readme_mnist_m2_table_matches_its_json() -> None:
         assert _close(mean, r["log_px"]) and _close(se, r["log_px_se"])
         for cell, key in zip(cells[4:6], ("pyro_tutorial", "kingma_m2"), strict=True):
             assert (cell == "–") == (r[key] is None) and (r[key] is None or _close(cell, r[key]))
+
+
+def test_readme_mnist_table_matches_bench_mnist_json() -> None:
+    """README's full-MNIST table quotes docs/figures/bench_mnist.json (bench_mnist.py)."""
+    report = json.loads((ROOT / "docs" / "figures" / "bench_mnist.json").read_text())
+    rows = _rows((ROOT / "README.md").read_text(), "| model | passes | test ELBO | IWAE-5000")
+    names = {"VAE (1 layer)": "vae", "IWAE k=5 (1 layer)": "iwae5",
+             "IWAE k=50 (1 layer)": "iwae50", "VAE (2 layers)": "hvae"}
+    assert set(rows) == set(names)
+    for label, key in names.items():
+        st = report["models"][key]
+        f = st["final"]
+        cells = rows[label]
+        assert int(cells[0]) == st["epochs"]
+        for cell, value in ((cells[1], f["iwae"]["test_elbo"]),
+                            (cells[2], f["iwae"]["test_iwae"]),
+                            (cells[3].rstrip("%"), 100 * f["iwae"]["khat_share"]),
+                            (cells[5], f["gaps"]["approximation_gap"]),
+                            (cells[6], f["gaps"]["amortization_gap"]),
+                            (cells[8], st["train_wall_s"]), (cells[9], st["train_cpu_s"])):
+            assert _close(cell, value), (label, cell, value)
+        ais, rest = cells[4].split(" ± ")
+        se, width = rest.rstrip("]").split(" [")
+        assert _close(ais, f["ais"]["log_px"]) and _close(se, f["ais"]["stderr"])
+        assert _close(width, f["ais"]["width"])
+        assert int(cells[7]) == f["active_units"]["total"]
+        pub = st["published"]
+        assert cells[10] == "—" if pub is None else _close(cells[10], pub)
