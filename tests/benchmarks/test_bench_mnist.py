@@ -126,6 +126,10 @@ def test_the_report_schema(bench, data, tmp_path):
                 "history", "seconds_per_1000"} <= f["ais"].keys()
         assert f["ais"]["mode"] == "frozen" and len(f["ais"]["per_point"]) == 4
         assert {"approximation_gap", "amortization_gap", "inference_gap"} <= f["gaps"].keys()
+        # AIS beside IWAE on the same images (a subset's mean is not the 1,000's)
+        ia = f["iwae_ais"]
+        assert ia["points"] == len(f["ais"]["per_point"])
+        assert ia["ais_minus_iwae"] == pytest.approx(f["ais"]["log_px"] - ia["test_iwae"])
         assert f["gaps"]["approximation_gap"] + f["gaps"]["amortization_gap"] == \
             pytest.approx(f["gaps"]["inference_gap"])
         assert f["active_units"]["total"] == sum(f["active_units"]["per_site"].values())
