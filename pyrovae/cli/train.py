@@ -93,19 +93,14 @@ def run(args: argparse.Namespace) -> int:
     show = not args.quiet and args.progress is not False
     if is_launched():  # one rank of a torchrun launch: rank 0 writes the run folder
         return _run_distributed(args, sets, show)
+    raw, out = _spec_and_folder(args, sets)
     if args.resume:
-        if args.out or args.overwrite:
-            raise PyrovaeError("--resume continues RUN in place; it takes no --out or --overwrite")
-        raw = _resume_spec(args, sets)
-        out = args.resume
         try:
             metrics = resume_run(out, raw, progress=show, size_limit=args.size_limit)
         except RunComplete as done:
             print(done)
             return 0
     else:
-        raw = apply_overrides(load_spec(args.config) if args.config else {}, sets)
-        out = args.out or default_out(raw)
         metrics = train_run(raw, out, overwrite=args.overwrite, progress=show,
                             size_limit=args.size_limit)
     _report(out, metrics)
@@ -115,14 +110,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_distributed(args: argparse.Namespace, sets: list[str], show: bool) -> int:
     """``pyrovae train`` as one torchrun rank (:mod:`pyrovae.runs.distributed`); only
     rank 0 prints."""
-    if args.resume:
-        if args.out or args.overwrite:
-            raise PyrovaeError("--resume continues RUN in place; it takes no --out or --overwrite")
-        raw = _resume_spec(args, sets)
-        out = args.resume
-    else:
-        raw = apply_overrides(load_spec(args.config) if args.config else {}, sets)
-        out = args.out or default_out(raw)  # rank 0's name: the others write nothing
+    raw, out = _spec_and_folder(args, sets)  # rank 0's folder: the others write nothing
     try:
         metrics = train_distributed(raw, out, resume=bool(args.resume),
                                     overwrite=args.overwrite, progress=show,
@@ -133,6 +121,18 @@ def _run_distributed(args: argparse.Namespace, sets: list[str], show: bool) -> i
     if metrics is not None:
         _report(out, metrics)
     return 0
+
+
+def _spec_and_folder(args: argparse.Namespace,
+                     sets: list[str]) -> tuple[dict[str, Any] | None, str]:
+    """The raw spec and the run folder of a start (``--out``, or a name from the spec) or
+    of a ``--resume`` (the run itself, which takes no ``--out`` or ``--overwrite``)."""
+    if args.resume:
+        if args.out or args.overwrite:
+            raise PyrovaeError("--resume continues RUN in place; it takes no --out or --overwrite")
+        return _resume_spec(args, sets), args.resume
+    raw = apply_overrides(load_spec(args.config) if args.config else {}, sets)
+    return raw, args.out or default_out(raw)
 
 
 def _resume_spec(args: argparse.Namespace, sets: list[str]) -> dict[str, Any] | None:
