@@ -19,11 +19,12 @@ and validates every parameter, naming the key path on error
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from pyrovae.errors import PyrovaeError
 
@@ -331,3 +332,106 @@ REGISTRIES: dict[str, Registry] = {
 
 
 _SEED = Param("seed", 0)
+
+
+# --- Typed settings: a section of options declared once, by a frozen dataclass's fields ---
+#
+# Each field is declared by its Param with `declared`; the Param is the field's
+# metadata, so a section's schema ({key: Param}, `params_of`), the CLI flags, `pyrovae
+# families` and the docs reference are read off the class, and the object a function
+# receives is the validated, typed value (training.config.TrainConfig, data.config.DataConfig,
+# runs.sections.EvalConfig / CheckpointPolicy / CheckBudget, training.stopping.EarlyStopping).
+
+S = TypeVar("S", bound="Section")
+
+
+def declared(param: Param) -> Any:
+    """A dataclass field declared by ``param``: its default is the Param's (a list default
+    through a factory) and the Param (kind, default, doc) is its metadata."""
+    meta = {"param": param}
+    if isinstance(param.default, list):
+        default = list(param.default)
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=param.default, metadata=meta)
+
+
+def params_of(cls: type) -> dict[str, Param]:
+    """A section class's options as ``name -> Param``, in field order."""
+    return {f.name: f.metadata["param"] for f in dataclasses.fields(cls)
+            if "param" in f.metadata}
+
+
+def plain(value: Any) -> Any:
+    """NumPy / torch scalars as Python numbers (``np.int64(3)`` is a fine epoch count)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, float):
+        return float(value)
+    return value
+
+
+class Section:
+    """Base of the typed sections (frozen dataclasses whose fields are :func:`declared`).
+
+    Subclasses set ``section`` (the spec key, for messages: ``"data"`` gives
+    ``data.split_seed: ...``; empty: the bare field name) and may override :meth:`check`
+    for rules that involve several fields. Fields listed in ``unchecked`` are left to
+    the subclass (e.g. a device, parsed by torch)."""
+
+    section: ClassVar[str] = ""
+    unchecked: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        self._validate(self._label)
+
+    @classmethod
+    def _label(cls, name: str) -> str:
+        return f"{cls.section}.{name}" if cls.section else name
+
+    def _validate(self, label: Callable[[str], str]) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if "param" not in f.metadata or f.name in self.unchecked:
+                continue
+            value = f.metadata["param"].validate(plain(getattr(self, f.name)), label(f.name))
+            object.__setattr__(self, f.name, value)
+        self.check(label)
+
+    def check(self, label: Callable[[str], str]) -> None:
+        """Rules across fields (a PyrovaeError naming ``label(field)``); none by default."""
+
+    @classmethod
+    def build(cls: type[S], values: Mapping[str, Any],
+              label: Callable[[str], str] | None = None) -> S:
+        """The section from ``values`` (absent keys: their defaults), validated once, the
+        errors naming each option as ``label(name)`` (default: ``section.name``);
+        an unknown key is an error too."""
+        label = label or cls._label
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        for key in values:
+            if key not in names:
+                raise PyrovaeError(f"{label(str(key))}: unknown option; known options: "
+                                   f"{', '.join(names)}")
+        obj = object.__new__(cls)
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in values:
+                value = values[f.name]
+            elif f.default is not dataclasses.MISSING:
+                value = f.default
+            else:
+                value = f.default_factory()  # type: ignore[misc]
+            object.__setattr__(obj, f.name, value)
+        obj._validate(label)
+        return obj
+
+    @classmethod
+    def from_section(cls: type[S], section: Mapping[str, Any]) -> S:
+        """From a spec's section (keys that are not options of this class are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in section.items() if k in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as ``name -> value`` (keyword arguments of the consumer)."""
+        return {f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)}  # type: ignore[arg-type]

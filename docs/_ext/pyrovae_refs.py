@@ -199,6 +199,13 @@ def write_spec(outdir: Path) -> None:
     for section, params in run_spec.SECTIONS.items():
         out += [f"## `{section}`", ""]
         out += _param_rows(params)
+    from pyrovae.runs import sections
+
+    out += ["## The budget of `pyrovae check`", "",
+            "Not a spec section: the options of `pyrovae check` (the flag `--ais-steps` is "
+            "`ais_steps`), declared once by `pyrovae.runs.sections.CheckBudget`, whose "
+            "fields also give `pyrovae.runs.check.check_vae` its defaults.", ""]
+    out += _param_rows(sections.CHECK_PARAMS)
     bounds = {k: getattr(run_spec, k) for k in dir(run_spec) if k.startswith("MAX_")}
     if bounds:
         out += ["## Upper bounds", "", "Counts are also bounded above (a clear error, not an "

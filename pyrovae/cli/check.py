@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from pyrovae.errors import PyrovaeError
+from pyrovae.runs.sections import CHECK_PARAMS, CheckBudget
 
 REPORT = "report.json"
+_METAVARS = {"samples": "S", "seed": "S", "ais_steps": "T", "ais_chains": "C",
+             "target_width": "W", "max_ais_steps": "T", "ais_time_limit": "S"}
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
@@ -38,33 +41,7 @@ def register(sub: Any) -> argparse.ArgumentParser:
                    help="output folder (default for a run: RUN/check; for a toy: "
                    "checks/TOY in the working directory)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--points", type=int, default=6, metavar="N",
-                   help="number of (held-out) data points to check (default 6)")
-    p.add_argument("--samples", type=int, default=2000, metavar="S",
-                   help="Monte Carlo / importance samples per point (default 2000)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
-    p.add_argument("--quick", action="store_true",
-                   help="fewer optimisation steps and samples, no NUTS (a smoke test)")
-    p.add_argument("--ais-steps", type=int, default=200, metavar="T",
-                   help="AIS intermediate distributions (default 200)")
-    p.add_argument("--ais-chains", type=int, default=32, metavar="C",
-                   help="AIS chains per data point (default 32)")
-    p.add_argument("--bdmc-points", type=int, default=16, metavar="N",
-                   help="simulated points for the BDMC sandwich, 0 to skip (default 16)")
-    p.add_argument("--sbc-sims", type=int, default=200, metavar="N",
-                   help="simulations for SBC of the guide, 0 to skip (default 200)")
-    p.add_argument("--certified", action="store_true",
-                   help="run folders: AIS and BDMC in the two-round frozen-kernel mode "
-                   "(unbiased weights), T starting at --ais-steps and doubled until the "
-                   "BDMC width on simulated data is under --target-width")
-    p.add_argument("--target-width", type=float, default=0.2, metavar="W",
-                   help="with --certified: the BDMC width to reach, nats (default 0.2)")
-    p.add_argument("--max-ais-steps", type=int, default=6400, metavar="T",
-                   help="with --certified: the largest T tried (default 6400)")
-    p.add_argument("--ais-time-limit", type=float, default=None, metavar="S",
-                   help="with --certified: seconds for the budget search (default none)")
-    p.add_argument("--collapse-points", type=int, default=500, metavar="N",
-                   help="held-out points for the collapse diagnostics (default 500)")
+    add_budget_flags(p)
     p.add_argument("--y", metavar="Y",
                    help="a conditional run's context to check: a class label (e.g. 3; the "
                    "points checked are held-out points of that class) or a context vector "
@@ -77,46 +54,37 @@ def register(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+def add_budget_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of :class:`~pyrovae.runs.sections.CheckBudget` (``ais_steps``
+    is ``--ais-steps``): its type, default and help read off the option's
+    :class:`~pyrovae.registry.Param`; a ``bool`` option is a switch."""
+    for name, p in CHECK_PARAMS.items():
+        flag = f"--{name.replace('_', '-')}"
+        if p.kind == "bool":
+            parser.add_argument(flag, dest=name, action="store_true", help=p.doc)
+            continue
+        kind = int if p.kind.endswith("int") or p.kind == "seed" else float
+        shown = "none" if p.default is None else p.default
+        parser.add_argument(flag, dest=name, type=kind, default=p.default,
+                            metavar=_METAVARS.get(name, "N"), help=f"{p.doc} (default {shown})")
+
+
+def budget_of(args: argparse.Namespace) -> CheckBudget:
+    """The flags as a :class:`~pyrovae.runs.sections.CheckBudget`, validated once, each
+    error naming its flag (``--ais-steps: expected a positive integer, got 0``)."""
+    return CheckBudget.build({name: getattr(args, name) for name in CHECK_PARAMS},
+                             lambda name: f"--{name.replace('_', '-')}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pyrovae.toy import TOYS
 
-    if args.points < 1:
-        raise PyrovaeError(f"--points: expected a positive integer, got {args.points}")
-    from pyrovae.registry import check_seed
-    from pyrovae.runs.spec import MAX_NUM_SAMPLES
-
-    if not 100 <= args.samples <= MAX_NUM_SAMPLES:  # the one samples bound (h12)
-        raise PyrovaeError(f"--samples: expected an integer in [100, {MAX_NUM_SAMPLES}], "
-                           f"got {args.samples if args.samples < 10**30 else 'a huge number'}")
-    check_seed(args.seed, "--seed")
-    for flag, low in (("ais_steps", 1), ("ais_chains", 1), ("bdmc_points", 0), ("sbc_sims", 0),
-                      ("collapse_points", 2)):
-        v = getattr(args, flag, low)
-        if v < low or (flag == "sbc_sims" and 0 < v < 10):
-            raise PyrovaeError(f"--{flag.replace('_', '-')}: expected an integer >= "
-                               f"{10 if flag == 'sbc_sims' else low}, got {v}")
-    import math
-
-    certified = getattr(args, "certified", False)
-    if certified:
-        if not (math.isfinite(args.target_width) and args.target_width > 0):
-            raise PyrovaeError(f"--target-width: expected a positive number, got "
-                               f"{args.target_width}")
-        if args.max_ais_steps < args.ais_steps:
-            raise PyrovaeError(f"--max-ais-steps: expected an integer >= --ais-steps "
-                               f"({args.ais_steps}), got {args.max_ais_steps}")
-        if args.ais_time_limit is not None and not (math.isfinite(args.ais_time_limit)
-                                                    and args.ais_time_limit > 0):
-            raise PyrovaeError(f"--ais-time-limit: expected a positive number of seconds, "
-                               f"got {args.ais_time_limit}")
-        if args.bdmc_points < 1:
-            raise PyrovaeError("--certified: the budget is chosen by BDMC; --bdmc-points "
-                               "must be >= 1")
+    budget = budget_of(args)
     from pyrovae.runs.outputs import check_run_into, check_toy_into
 
     target = args.target
     if target in TOYS or target == "gaussian_mle":
-        if certified:
+        if budget.certified:
             raise PyrovaeError("--certified: applies to a run folder; a toy problem's "
                                "check compares with exact answers already")
         if args.out is not None and not args.out.strip():
@@ -124,18 +92,13 @@ def run(args: argparse.Namespace) -> int:
         if args.y is not None:
             raise PyrovaeError(f"--y: toy problem {target!r} is unconditional; drop --y")
         out = Path(args.out) if args.out is not None else Path("checks") / target
-        report = check_toy_into(target, out, overwrite=args.overwrite, num_points=args.points,
-                                seed=args.seed, quick=args.quick, progress=args.progress)
+        report = check_toy_into(target, out, overwrite=args.overwrite, num_points=budget.points,
+                                seed=budget.seed, quick=budget.quick, progress=args.progress)
     elif Path(target).is_dir():
         if args.out is not None and not args.out.strip():
             raise PyrovaeError("--out: expected a folder name, got an empty string")
-        report, out = check_run_into(
-            target, args.out, overwrite=args.overwrite, points=args.points,
-            samples=args.samples, seed=args.seed, quick=args.quick, ais_steps=args.ais_steps,
-            ais_chains=args.ais_chains, bdmc_points=args.bdmc_points, sbc_sims=args.sbc_sims,
-            collapse_points=args.collapse_points, progress=args.progress, y=args.y,
-            certified=certified, target_width=args.target_width,
-            max_ais_steps=args.max_ais_steps, ais_time_limit=args.ais_time_limit)
+        report, out = check_run_into(target, args.out, budget, overwrite=args.overwrite,
+                                     progress=args.progress, y=args.y)
     else:
         import difflib
 

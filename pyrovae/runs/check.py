@@ -22,6 +22,7 @@ from pyrovae.posterior.amortization import amortization_gap, gap_split
 from pyrovae.posterior.exact import check_identity, elbo, grid_posteriors, iwae
 from pyrovae.posterior.psis import psis_per_point
 from pyrovae.posterior.target import as_target
+from pyrovae.runs.sections import CheckBudget
 
 
 def jsonable(obj: Any) -> Any:
@@ -99,22 +100,22 @@ def check_vae(
     vae,
     x: torch.Tensor,
     *,
-    num_samples: int = 2000,
+    num_samples: int = CheckBudget.samples,
     amortization_steps: int = 500,
     nuts_points: int = 0,
-    seed: int = 0,
-    ais_steps: int = 200,
-    ais_chains: int = 32,
-    bdmc_points: int = 16,
-    sbc_sims: int = 200,
+    seed: int = CheckBudget.seed,
+    ais_steps: int = CheckBudget.ais_steps,
+    ais_chains: int = CheckBudget.ais_chains,
+    bdmc_points: int = CheckBudget.bdmc_points,
+    sbc_sims: int = CheckBudget.sbc_sims,
     collapse_x: torch.Tensor | None = None,
     progress: bool = False,
     force_progress: bool = False,
     y: torch.Tensor | None = None,
-    certified: bool = False,
-    target_width: float = 0.2,
-    max_ais_steps: int = 6400,
-    ais_time_limit: float | None = None,
+    certified: bool = CheckBudget.certified,
+    target_width: float = CheckBudget.target_width,
+    max_ais_steps: int = CheckBudget.max_ais_steps,
+    ais_time_limit: float | None = CheckBudget.ais_time_limit,
 ) -> tuple[dict, list | None]:
     """Every check on a trained VAE, for each row of ``x``, at any latent dimension.
 
@@ -288,12 +289,12 @@ def check_label_vae(
     vae,
     x: torch.Tensor,
     *,
-    num_samples: int = 2000,
-    seed: int = 0,
-    ais_steps: int = 200,
-    ais_chains: int = 32,
-    bdmc_points: int = 16,
-    sbc_sims: int = 200,
+    num_samples: int = CheckBudget.samples,
+    seed: int = CheckBudget.seed,
+    ais_steps: int = CheckBudget.ais_steps,
+    ais_chains: int = CheckBudget.ais_chains,
+    bdmc_points: int = CheckBudget.bdmc_points,
+    sbc_sims: int = CheckBudget.sbc_sims,
     progress: bool = False,
     force_progress: bool = False,
 ) -> dict:

@@ -26,6 +26,7 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.plots.captions import captions_for
 from pyrovae.registry import check_seed
 from pyrovae.runs import folder as runs
+from pyrovae.runs.sections import CheckBudget
 
 REPORT = runs.REPORT_FILE
 
@@ -158,12 +159,9 @@ def check_toy_into(name: str, out: str | Path, *, overwrite: bool, num_points: i
         return write_report(report, stage, Path(out))
 
 
-def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bool,
-                   points: int, samples: int, seed: int, quick: bool, ais_steps: int,
-                   ais_chains: int, bdmc_points: int, sbc_sims: int,
-                   collapse_points: int, progress: bool | None = None,
-                   y: str | None = None, certified: bool = False, target_width: float = 0.2,
-                   max_ais_steps: int = 6400, ais_time_limit: float | None = None,
+def check_run_into(run_dir: str | Path, out: str | Path | None,
+                   budget: CheckBudget | None = None, *, overwrite: bool = False,
+                   progress: bool | None = None, y: str | None = None,
                    ) -> tuple[dict[str, Any], Path]:
     """``pyrovae check RUN [--out DIR]``: the checks of a trained run on held-out points
     of its data (verified against the run's fingerprint), written to ``out``
@@ -174,8 +172,9 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
     A conditional run is checked for one context: ``y`` (the text of ``--y``: a class
     label, or the numbers of a context vector), by default the first held-out point's;
     for a label context the points checked are held-out points of that class.  Every
-    log p(x) of the report is then log p(x | y).  ``certified`` and the three budget
-    arguments after it are those of :func:`pyrovae.runs.check.check_vae`."""
+    log p(x) of the report is then log p(x | y).  ``budget``: what the checks spend
+    (:class:`~pyrovae.runs.sections.CheckBudget`; None: its defaults), passed on to
+    :func:`pyrovae.runs.check.check_vae`."""
     import torch
 
     from pyrovae.plots import posterior as P
@@ -195,7 +194,8 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
         _, train, test = load_run_data(run_dir, spec)
         data = test if test is not None else train
         dtype = next(vae.parameters()).dtype
-        xs, cx = data.x, data.x[:collapse_points]
+        b = budget if budget is not None else CheckBudget()
+        xs, cx = data.x, data.x[:b.collapse_points]
         context = _check_context(vae, y, data)
         if context is not None and vae.context.family == "label" and data.y is not None:
             same = torch.as_tensor(data.y) == int(context[0])
@@ -204,18 +204,18 @@ def check_run_into(run_dir: str | Path, out: str | Path | None, *, overwrite: bo
                                    f"{'test' if test is not None else 'train'} split has "
                                    "this label")
             xs = data.x[same]
-            cx = xs[:collapse_points]
-        x = xs[:points].to(dtype)
+            cx = xs[:b.collapse_points]
+        x = xs[:b.points].to(dtype)
         report, grids = check_vae(
-            vae, x, num_samples=samples, amortization_steps=100 if quick else 500,
-            nuts_points=0 if quick else min(3, len(x)), seed=seed,
-            ais_steps=min(ais_steps, 50) if quick else ais_steps, ais_chains=ais_chains,
-            bdmc_points=bdmc_points,
-            sbc_sims=min(sbc_sims, 50) if quick and sbc_sims else sbc_sims,
+            vae, x, num_samples=b.samples, amortization_steps=100 if b.quick else 500,
+            nuts_points=0 if b.quick else min(3, len(x)), seed=b.seed,
+            ais_steps=min(b.ais_steps, 50) if b.quick else b.ais_steps,
+            ais_chains=b.ais_chains, bdmc_points=b.bdmc_points,
+            sbc_sims=min(b.sbc_sims, 50) if b.quick and b.sbc_sims else b.sbc_sims,
             collapse_x=cx.to(dtype), progress=progress is not False,
             force_progress=bool(progress), y=context,
-            certified=certified, target_width=target_width, max_ais_steps=max_ais_steps,
-            ais_time_limit=ais_time_limit,
+            certified=b.certified, target_width=b.target_width,
+            max_ais_steps=b.max_ais_steps, ais_time_limit=b.ais_time_limit,
         )
         report = {"run": str(run_dir), "data": spec["data"],
                   "split": "test" if test else "train", **report}

@@ -27,6 +27,7 @@ from pyrovae.data import (
     mask_labels,
     train_test_split,
 )
+from pyrovae.data.config import DataConfig
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.classification import classification_metrics, label_probabilities
 from pyrovae.estimators.evaluate import evaluate, summary
@@ -38,6 +39,7 @@ from pyrovae.progress import Progress, from_flag
 from pyrovae.registry import REGISTRIES
 from pyrovae.runs import folder as runs
 from pyrovae.runs.budget import check_size
+from pyrovae.runs.sections import CheckpointPolicy, EvalConfig
 from pyrovae.runs.spec import (
     bound_spec_hash,
     check_num_samples,
@@ -53,9 +55,9 @@ from pyrovae.training.trainer import STATE_KEYS, DivergenceError, TrainConfig, T
 
 def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
     """``(full, train, test)`` as the spec's ``data`` section describes (seeded split)."""
-    d = spec["data"]
-    full = load_dataset(d["name"], path=d["path"], transform=d["transform"], header=d["header"])
-    train, test = train_test_split(full, d["test_fraction"], d["split_seed"])
+    d = DataConfig.from_section(spec["data"])
+    full = load_dataset(d.name, path=d.path, transform=d.transform, header=d.header)
+    train, test = train_test_split(full, d.test_fraction, d.split_seed)
     return full, train, test
 
 
@@ -487,9 +489,9 @@ def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer
     killed in between loses nothing, since its resume replays those epochs from
     ``checkpoint.pt`` and reaches the same best state again."""
     every = spec["train"]["checkpoint_every"]
-    policy = spec["checkpoint"]
+    policy = CheckpointPolicy.from_section(spec["checkpoint"])
     ckpt = out / runs.CHECKPOINT_FILE
-    best_rule = _best_rule(spec) if policy["keep_best"] and test is not None else None
+    best_rule = _best_rule(spec) if policy.keep_best and test is not None else None
 
     pending: dict[str, Any] = {}  # the best state not yet written
 
@@ -507,8 +509,8 @@ def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer
         if best_rule is not None and best_rule.monitor in record \
                 and best_rule.decide(trainer.history.records).best_epoch == epoch:
             pending["best"] = state_now()  # copies of the tensors
-        if policy["every"] and epoch % policy["every"] == 0:
-            save_periodic(out, epoch, policy["keep"], save_state)
+        if policy.every and epoch % policy.every == 0:
+            save_periodic(out, epoch, policy.keep, save_state)
         if epoch % every == 0 or epoch == trainer.epochs:
             save_state()
 
@@ -573,7 +575,7 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     the rule that picked ``best.pt`` (its epoch and value are recorded); ``progress``:
     each evaluation's progress on stderr (a line at most every 10 s off a terminal)."""
     vae.cpu()
-    k = spec["eval"]["num_samples"]
+    k = EvalConfig.from_section(spec["eval"]).num_samples
 
     def shown(split: str) -> Progress | None:
         return Progress(label=f"evaluate {split} (K={k})", force=True) if progress else None

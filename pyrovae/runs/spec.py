@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from pyrovae import io as pio
+from pyrovae.data.config import DATA_PARAMS
 from pyrovae.errors import PyrovaeError
 from pyrovae.model.spec import (
     MODEL_FAMILY_DEFAULTS,
@@ -39,7 +40,13 @@ from pyrovae.model.spec import (
     model_class,
     normalize_model_key,
 )
-from pyrovae.registry import REGISTRIES, Param, validate_section
+from pyrovae.registry import REGISTRIES, Param, params_of, validate_section
+from pyrovae.runs.sections import (
+    MAX_NUM_SAMPLES,
+    CheckpointPolicy,
+    EvalConfig,
+    check_num_samples,
+)
 
 # Importing the objectives module fills the objective and schedule registries.
 from pyrovae.training import objectives as _objectives  # noqa: F401
@@ -51,9 +58,6 @@ __all__ = ["MAX_NUM_SAMPLES", "MAX_SEED", "MODEL_KEYS", "SECTIONS", "apply_overr
            "bound_spec_hash", "check_num_samples", "dump_spec", "load_spec", "normalize_spec",
            "spec_hash"]
 
-#: The one bound on importance / Monte Carlo samples per example, the same for
-#: ``eval.num_samples``, ``evaluate -k`` and ``check --samples`` (checked before any work).
-MAX_NUM_SAMPLES = 1_000_000
 #: The most Monte Carlo particles per training step (``objective.num_particles``).
 MAX_NUM_PARTICLES = 10_000
 #: Largest seed (``train.seed``, ``data.split_seed``): seeds are 32-bit (the one constant,
@@ -61,14 +65,6 @@ MAX_NUM_PARTICLES = 10_000
 MAX_SEED = SEED_MAX
 #: Largest value of any other integer in a spec (sizes, counts, epochs).
 MAX_COUNT = 2**31 - 1
-
-
-def check_num_samples(value: int, what: str) -> int:
-    """``value`` if it is an integer in [1, :data:`MAX_NUM_SAMPLES`], else a PyrovaeError."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUM_SAMPLES:
-        raise PyrovaeError(f"{what}: expected an integer in [1, {MAX_NUM_SAMPLES}], "
-                           f"got {pio.short(value)}")
-    return value
 
 
 #: Plain (non-family) sections and their parameters.
@@ -79,30 +75,12 @@ RUN_SECTIONS: dict[str, dict[str, Param]] = {
         **TRAIN_PARAMS,  # declared once, by the fields of training.config.TrainConfig
         "checkpoint_every": Param("positive_int", 10, doc="epochs between checkpoints"),
     },
-    "data": {
-        "name": Param("str", "digits", doc="digits, mnist5k, mnist (IDX folder) or a file path"),
-        "path": Param("str", None, nullable=True, doc="folder or file for mnist / file data"),
-        "transform": Param(
-            "choice", None, nullable=True, choices=("binarize", "unit", "none"),
-            doc="binarize (x/max > 0.5), unit (x/max), none; null = the data set's default",
-        ),
-        "header": Param("bool", False, doc="a .csv file's first row holds column names"),
-        "test_fraction": Param("unit_float", 0.2, doc="held-out fraction"),
-        "split_seed": Param("seed", 0, doc="seed of the train/test split"),
-    },
-    "eval": {
-        "num_samples": Param("positive_int", 1000, doc="K of the IWAE log-likelihood"),
-    },
+    "data": DATA_PARAMS,  # declared by the fields of data.config.DataConfig
+    "eval": params_of(EvalConfig),
     # stop when the held-out ELBO stops improving (training.stopping.EarlyStopping)
     "early_stopping": EARLY_STOPPING_PARAMS,
     # what the run folder keeps beside checkpoint.pt (written every train.checkpoint_every)
-    "checkpoint": {
-        "every": Param("nonneg_int", 0, doc="epochs between the periodic checkpoints kept in "
-                                            "checkpoints/ (0: none)"),
-        "keep": Param("positive_int", 3, doc="periodic checkpoints kept (the last k)"),
-        "keep_best": Param("bool", True, doc="keep best.pt, the best held-out epoch's "
-                                             "state (needs held-out data)"),
-    },
+    "checkpoint": params_of(CheckpointPolicy),
 }
 
 #: ``track``: the trackers a run logs to as it trains (training.tracking.TRACKERS).

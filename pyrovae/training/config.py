@@ -6,24 +6,18 @@ the docs' spec reference and ``pyrovae families`` are built from it."""
 from __future__ import annotations
 
 import contextlib
-import numbers
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.registry import SEED_MAX, Param, check_seed
+from pyrovae.registry import SEED_MAX, Param, Section, check_seed, declared, params_of
 from pyrovae.training.optim import LR_SCHEDULES, OPTIMIZERS
 
 __all__ = ["SEED_MAX", "TRAIN_PARAMS", "TrainConfig", "check_seed", "num_threads",
            "parse_device"]
-
-def _option(param: Param) -> Any:
-    """A :class:`TrainConfig` field declared by its :class:`~pyrovae.registry.Param`: the
-    field's default is the Param's, and the Param (kind, default, doc) is its metadata."""
-    return field(default=param.default, metadata={"param": param})
 
 
 def parse_device(device: Any) -> torch.device | None:
@@ -72,64 +66,50 @@ def num_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _plain(value: Any) -> Any:
-    """NumPy / torch scalars as Python numbers (``np.int64(3)`` is a fine epoch count)."""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, float):
-        return float(value)
-    return value
-
-
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """The training options, each declared once, here: a field's metadata is its
     :class:`~pyrovae.registry.Param` (kind, default, doc), from which :data:`TRAIN_PARAMS`,
     the spec's ``train`` section, ``pyrovae families``/the docs' spec reference and
     :func:`~pyrovae.training.trainer.fit`'s defaults all come (a test keeps them equal).
     Validated on creation (a PyrovaeError names the option)."""
 
-    epochs: int = _option(Param("positive_int", 300, doc="passes over the training set"))
-    batch_size: int = _option(Param("positive_int", 128, doc="minibatch size"))
-    lr: float = _option(Param("positive_float", 1e-3, doc="Adam learning rate"))
-    seed: int = _option(Param("seed", 0, doc="random seed (init, minibatches, samples)"))
-    engine: str = _option(Param(
+    epochs: int = declared(Param("positive_int", 300, doc="passes over the training set"))
+    batch_size: int = declared(Param("positive_int", 128, doc="minibatch size"))
+    lr: float = declared(Param("positive_float", 1e-3, doc="Adam learning rate"))
+    seed: int = declared(Param("seed", 0, doc="random seed (init, minibatches, samples)"))
+    engine: str = declared(Param(
         "choice", "fast", choices=("fast", "pyro"),
         doc="fast: the ELBO estimator computed directly; pyro: stock SVI"))
-    clip_norm: float | None = _option(Param("positive_float", None, nullable=True,
+    clip_norm: float | None = declared(Param("positive_float", None, nullable=True,
                                             doc="gradient-norm clip"))
-    eval_every: int | None = _option(Param(
+    eval_every: int | None = declared(Param(
         "nonneg_int", 1, nullable=True,
         doc="epochs between held-out ELBO evaluations (0 or null: never)"))
-    device: str | torch.device | None = _option(Param(
+    device: str | torch.device | None = declared(Param(
         "str", None, nullable=True,
         doc="torch device, e.g. cpu or cuda; null: where the model's parameters are"))
-    optimizer: str = _option(Param("choice", "adam", choices=tuple(OPTIMIZERS),
+    optimizer: str = declared(Param("choice", "adam", choices=tuple(OPTIMIZERS),
                                    doc="the optimiser (training.optim.OPTIMIZERS)"))
-    weight_decay: float = _option(Param("nonneg_float", 0.0,
+    weight_decay: float = declared(Param("nonneg_float", 0.0,
                                         doc="weight decay (AdamW: decoupled)"))
-    betas: tuple[float, float] | list[float] = _option(Param(
+    betas: tuple[float, float] | list[float] = declared(Param(
         "unit_pair", (0.9, 0.999), doc="(β₁, β₂): decay rates of Adam's moment estimates"))
-    lr_schedule: str = _option(Param(
+    lr_schedule: str = declared(Param(
         "choice", "constant", choices=tuple(LR_SCHEDULES),
         doc="learning rate per epoch (training.optim.LR_SCHEDULES)"))
-    lr_gamma: float = _option(Param("positive_float", 0.1,
+    lr_gamma: float = declared(Param("positive_float", 0.1,
                                     doc="factor of the step and exponential schedules"))
-    lr_step: int = _option(Param("positive_int", 10, doc="epochs per step of 'step'"))
-    threads: int | None = _option(Param(
+    lr_step: int = declared(Param("positive_int", 10, doc="epochs per step of 'step'"))
+    threads: int | None = declared(Param(
         "positive_int", None, nullable=True,
         doc="CPU threads of torch's intra-op pool while training (torch.set_num_threads; "
             "restored afterwards); null: torch's default"))
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            if f.name == "device":
-                continue
-            value = _plain(getattr(self, f.name))
-            value = f.metadata["param"].validate(value, f.name)
-            object.__setattr__(self, f.name, value)
+    unchecked = ("device",)  # parsed by torch (parse_device), not by its Param
+
+    def check(self, label: Callable[[str], str]) -> None:
+        """The device exists on this machine."""
         parse_device(self.device)
 
     @property
@@ -137,15 +117,10 @@ class TrainConfig:
         """``device`` parsed to a :class:`torch.device` (None: where the model is)."""
         return parse_device(self.device)
 
-    @classmethod
-    def from_section(cls, section: Mapping[str, Any]) -> TrainConfig:
-        """From a spec's ``train`` section (keys other than the options are ignored)."""
-        return cls(**{f.name: section[f.name] for f in fields(cls) if f.name in section})
-
     def as_kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of :func:`~pyrovae.training.trainer.fit`."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return self.as_dict()
 
 
 #: The training options as parameters, ``name -> Param``, read off :class:`TrainConfig`.
-TRAIN_PARAMS: dict[str, Param] = {f.name: f.metadata["param"] for f in fields(TrainConfig)}
+TRAIN_PARAMS: dict[str, Param] = params_of(TrainConfig)

@@ -18,21 +18,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.registry import Param
-
-#: The options as spec parameters (the spec's ``early_stopping`` section).
-EARLY_STOPPING_PARAMS: dict[str, Param] = {
-    "enabled": Param("bool", False, doc="stop when the monitored metric stops improving"),
-    "monitor": Param("str", "test_elbo", doc="history key watched (test_elbo: held-out ELBO)"),
-    "mode": Param("choice", "max", choices=("max", "min"), doc="max: higher is better"),
-    "patience": Param("positive_int", 10,
-                      doc="evaluations in a row without improvement before stopping"),
-    "min_delta": Param("nonneg_float", 0.0, doc="smallest change that counts as improvement"),
-}
+from pyrovae.registry import Param, Section, declared, params_of
 
 
 @dataclass(frozen=True)
@@ -47,7 +37,7 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class EarlyStopping:
+class EarlyStopping(Section):
     """Stop training when ``monitor`` has not improved by more than ``min_delta`` for
     ``patience`` evaluations (see the module's rule).
 
@@ -68,23 +58,24 @@ class EarlyStopping:
         Prechelt (1998). Early Stopping — But When? Neural Networks: Tricks of the Trade.
     """
 
-    monitor: str = "test_elbo"
-    patience: int = 10
-    min_delta: float = 0.0
-    mode: str = "max"
+    section = "early_stopping"
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = EARLY_STOPPING_PARAMS[f.name].validate(getattr(self, f.name),
-                                                           f"early_stopping.{f.name}")
-            object.__setattr__(self, f.name, value)
+    monitor: str = declared(Param("str", "test_elbo",
+                                  doc="history key watched (test_elbo: held-out ELBO)"))
+    patience: int = declared(Param(
+        "positive_int", 10, doc="evaluations in a row without improvement before stopping"))
+    min_delta: float = declared(Param("nonneg_float", 0.0,
+                                      doc="smallest change that counts as improvement"))
+    mode: str = declared(Param("choice", "max", choices=("max", "min"),
+                               doc="max: higher is better"))
 
     @classmethod
-    def from_section(cls, section: Mapping[str, Any]) -> EarlyStopping | None:
+    def from_section(cls, section: Mapping[str, Any]) -> EarlyStopping | None:  # type: ignore[override]
         """From the spec's ``early_stopping`` section; None when it is not enabled."""
         if not section.get("enabled"):
             return None
-        return cls(**{f.name: section[f.name] for f in fields(cls) if f.name in section})
+        return cls(**{k: v for k, v in section.items() if k in EARLY_STOPPING_PARAMS
+                      and k != "enabled"})
 
     def _better(self, value: float, than: float, delta: float) -> bool:
         return value > than + delta if self.mode == "max" else value < than - delta
@@ -104,6 +95,14 @@ class EarlyStopping:
             else:
                 since += 1
         return Decision(best_epoch, best_value, since, since >= self.patience)
+
+
+#: The options as spec parameters (the spec's ``early_stopping`` section): ``enabled``
+#: and the fields of :class:`EarlyStopping`, which declare them.
+EARLY_STOPPING_PARAMS: dict[str, Param] = {
+    "enabled": Param("bool", False, doc="stop when the monitored metric stops improving"),
+    **params_of(EarlyStopping),
+}
 
 
 def as_early_stopping(value: Any) -> EarlyStopping | None:
