@@ -23,6 +23,7 @@ import dataclasses
 import inspect
 import math
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -49,7 +50,12 @@ _KINDS: dict[str, str] = {
     "int_list": "a list of positive integers",
     "unit_pair": "two numbers in [0, 1)",
     "choice": "one of {choices}",
+    "device": "a torch device name (cpu, cuda, cuda:N or mps)",
 }
+
+#: The device names a ``device`` Param accepts (whether it exists on this machine is
+#: checked where it is used: :func:`pyrovae.training.config.parse_device`).
+_DEVICE = re.compile(r"(cpu|cuda|mps)(:[0-9]{1,4})?")
 
 
 #: The parts a declared value may play in a model's size (``Param(size=...)``).
@@ -62,7 +68,7 @@ class Param:
 
     Args:
         kind: one of ``int, positive_int, nonneg_int, seed, float, positive_float,
-            nonneg_float, unit_float, bool, str, int_list, unit_pair, choice``
+            nonneg_float, unit_float, bool, str, int_list, unit_pair, choice, device``
             (``unit_pair``: two numbers in [0, 1), e.g. Adam's betas; a list once
             validated).
         default: the default value; omit it for a required parameter.
@@ -184,6 +190,8 @@ def _convert(kind: str, v: Any, choices: tuple | None) -> tuple[bool, Any]:
         if not all(ok and 0.0 <= item < 1.0 for ok, item in pair):
             return False, None
         return True, [item for _, item in pair]
+    if kind == "device":
+        return (True, v) if isinstance(v, str) and _DEVICE.fullmatch(v) else (False, None)
     if kind == "choice":
         return (True, v) if any(v == c and type(v) is type(c) for c in choices) else (False, None)
     raise AssertionError(kind)

@@ -87,7 +87,7 @@ class TrainConfig(Section):
         "nonneg_int", 1, nullable=True,
         doc="epochs between held-out ELBO evaluations (0 or null: never)"))
     device: str | torch.device | None = declared(Param(
-        "str", None, nullable=True,
+        "device", None, nullable=True,
         doc="torch device, e.g. cpu or cuda; null: where the model's parameters are"))
     optimizer: str = declared(Param("choice", "adam", choices=tuple(OPTIMIZERS),
                                    doc="the optimiser (training.optim.OPTIMIZERS)"))

@@ -128,3 +128,21 @@ def test_check_flags_and_check_vae_defaults_are_the_budget_fields():
                                "--max-ais-steps", "70", "--ais-time-limit", "3.5"])
     b = budget_of(given)
     assert (b.ais_steps, b.certified, b.max_ais_steps, b.ais_time_limit) == (7, True, 70, 3.5)
+
+
+def test_devices_are_one_param_kind():
+    """``train.device`` (and every device option) is the Param kind ``device``: a torch
+    device name, checked at the door; whether it exists is checked where it is used."""
+    from pyrovae.registry import Param
+    from pyrovae.training.config import TRAIN_PARAMS
+
+    assert TRAIN_PARAMS["device"].kind == "device"
+    p = Param("device", None, nullable=True)
+    for good in ("cpu", "cuda", "cuda:0", "cuda:12", "mps"):
+        assert p.validate(good, "d") == good
+    for bad in ("gpu", "cuda:", "cuda:x", "CPU", "", 0, "cpu ", "cuda:0:1"):
+        with pytest.raises(PyrovaeError, match=r"^d: expected a torch device name"):
+            p.validate(bad, "d")
+    with pytest.raises(PyrovaeError, match=r"^train\.device: expected a torch device name"):
+        normalize_spec({"train": {"device": "tpu"}})
+    assert normalize_spec({"train": {"device": "cuda:1"}})["train"]["device"] == "cuda:1"
