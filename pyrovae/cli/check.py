@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pyrovae.cli.flags import add_param_flag, add_progress_flag
 from pyrovae.errors import PyrovaeError
 from pyrovae.runs.sections import CHECK_PARAMS, CheckBudget
 
@@ -46,10 +47,7 @@ def register(sub: Any) -> argparse.ArgumentParser:
                    help="a conditional run's context to check: a class label (e.g. 3; the "
                    "points checked are held-out points of that class) or a context vector "
                    "(e.g. 0.5,1.2); default: the first held-out point's")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show the progress of long steps on stderr: a live line on a "
-                   "terminal; --progress also off one (a line at most every 10 s); "
-                   "--no-progress: none (default: on a terminal only)")
+    add_progress_flag(p)
     p.set_defaults(func=run)
     return p
 
@@ -59,14 +57,9 @@ def add_budget_flags(parser: argparse.ArgumentParser) -> None:
     is ``--ais-steps``): its type, default and help read off the option's
     :class:`~pyrovae.registry.Param`; a ``bool`` option is a switch."""
     for name, p in CHECK_PARAMS.items():
-        flag = f"--{name.replace('_', '-')}"
-        if p.kind == "bool":
-            parser.add_argument(flag, dest=name, action="store_true", help=p.doc)
-            continue
-        kind = int if p.kind.endswith("int") or p.kind == "seed" else float
         shown = "none" if p.default is None else p.default
-        parser.add_argument(flag, dest=name, type=kind, default=p.default,
-                            metavar=_METAVARS.get(name, "N"), help=f"{p.doc} (default {shown})")
+        add_param_flag(parser, name, p, default=p.default, metavar=_METAVARS.get(name, "N"),
+                       help=p.doc if p.kind == "bool" else f"{p.doc} (default {shown})")
 
 
 def budget_of(args: argparse.Namespace) -> CheckBudget:

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from pyrovae.cli.flags import add_progress_flag
 from pyrovae.runs.pipeline import evaluate_run
 from pyrovae.runs.spec import MAX_NUM_SAMPLES, check_num_samples
 
@@ -23,10 +24,7 @@ def register(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--which", choices=("last", "best"), default="last",
                    help="the final weights (last, default) or the best held-out epoch's (best)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show the progress of long steps on stderr: a live line on a "
-                   "terminal; --progress also off one (a line at most every 10 s); "
-                   "--no-progress: none (default: on a terminal only)")
+    add_progress_flag(p)
     p.set_defaults(func=run)
     return p
 

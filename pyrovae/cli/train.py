@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyrovae.cli.flags import add_param_flag, add_progress_flag
 from pyrovae.errors import PyrovaeError
 from pyrovae.runs.distributed import is_launched, train_distributed
 from pyrovae.runs.folder import SPEC_FILE, read_spec
@@ -31,12 +32,9 @@ def add_train_flags(parser: argparse.ArgumentParser,
     the same Param's); a given value is applied as ``--set train.NAME=VALUE``."""
     for name in names:
         p = TRAIN_PARAMS[name]
-        kind = (int if p.kind.endswith("int") or p.kind == "seed" else
-                float if p.kind.endswith("float") else str)
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                            metavar=_METAVARS.get(name, name.upper()),
-                            help=f"{p.doc} (default: {_shown(p.default)}, or the spec's "
-                                 f"train.{name})")
+        add_param_flag(parser, name, p, default=None, metavar=_METAVARS.get(name, name.upper()),
+                       help=f"{p.doc} (default: {_shown(p.default)}, or the spec's "
+                            f"train.{name})")
 
 
 def train_sets(args: argparse.Namespace, names: tuple[str, ...] = TRAIN_FLAGS) -> list[str]:
@@ -70,10 +68,9 @@ def register(sub: Any) -> argparse.ArgumentParser:
                    help="continue RUN from its last checkpoint (same spec and data; "
                    "--epochs N may raise the number of epochs)")
     p.add_argument("--quiet", action="store_true", help="no progress (as --no-progress)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress on stderr (default on): a bar on a terminal, else a line "
-                   "per epoch and within epochs and the final evaluation a line at most "
-                   "every 10 s; --no-progress: none")
+    add_progress_flag(p, help="progress on stderr (default on): a bar on a terminal, else a "
+                      "line per epoch and within epochs and the final evaluation a line at "
+                      "most every 10 s; --no-progress: none")
     p.add_argument("--size-limit", type=float, default=1.0, metavar="X",
                    help="multiply the size budget (50M parameters, 4 GiB of activations per "
                         "step, 256 hidden layers, estimated from the spec) by X (default 1)")
