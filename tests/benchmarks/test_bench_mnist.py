@@ -101,6 +101,28 @@ def test_a_finished_run_computes_nothing_again(bench, data, tmp_path, monkeypatc
         monkeypatch.setattr(bench, name, no)
     again = bench.main(args(data, tmp_path / "o", "--models", "vae", "--epochs", "1"))
     assert numbers(again, "vae") == numbers(first, "vae")
+    # a report written before the final numbers recorded their epochs: read back as well
+    state = tmp_path / "o" / "vae.bench.json"
+    older = json.loads(state.read_text())
+    del older["final"]["epochs"]
+    state.write_text(json.dumps(older))
+    again = bench.main(args(data, tmp_path / "o", "--models", "vae", "--epochs", "1"))
+    assert numbers(again, "vae") == numbers(first, "vae")
+
+
+def test_more_stages_train_on_and_score_the_new_end(bench, data, tmp_path, monkeypatch):
+    """Raising --stages resumes the run from its last stage and scores the final numbers
+    again at the new end (the earlier end's numbers are not kept as the final ones)."""
+    out = tmp_path / "o"
+    two = bench.main(args(data, out, "--models", "vae", "--stages", "1"))
+    assert two["models"]["vae"]["final"]["epochs"] == 1
+    three = bench.main(args(data, out, "--models", "vae", "--stages", "2"))
+    st = three["models"]["vae"]
+    assert st["epochs"] == 4 and st["final"]["epochs"] == 4
+    assert [p["epochs"] for p in st["curve"]] == [1, 4]
+    assert st["final"]["iwae"] != two["models"]["vae"]["final"]["iwae"]
+    whole = bench.main(args(data, tmp_path / "w", "--models", "vae", "--stages", "2"))
+    assert numbers(three, "vae") == numbers(whole, "vae")
 
 
 def test_the_report_schema(bench, data, tmp_path):
