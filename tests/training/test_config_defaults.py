@@ -5,6 +5,7 @@ reference all carry the same defaults."""
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import inspect
 import json
@@ -24,15 +25,17 @@ from pyrovae.training.trainer import Trainer, fit
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@functools.cache
 def _refs():
     """docs/_ext/pyrovae_refs.py, whose writers need only sphinx's logger: without the
     docs extra (the suite's main pass) a stand-in logger is given, so the documented
-    defaults are still compared here."""
+    defaults are still compared here. Loaded once per session (the stand-in, once in
+    ``sys.modules``, has no ``__spec__`` for ``find_spec`` to read)."""
     import logging
     import sys
     import types
 
-    if importlib.util.find_spec("sphinx") is None and "sphinx.util.logging" not in sys.modules:
+    if "sphinx" not in sys.modules and importlib.util.find_spec("sphinx") is None:
         util = types.ModuleType("sphinx.util")
         util.logging = types.SimpleNamespace(getLogger=logging.getLogger)
         sys.modules.setdefault("sphinx", types.ModuleType("sphinx")).util = util
