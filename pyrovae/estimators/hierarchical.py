@@ -22,7 +22,9 @@ free bits (λ > 0, fast engine only) floor every dimension of every site
 Importance weights of log p(x) draw (z_1, …, z_L) jointly from the guide:
 log w = log p(x, z_1, …, z_L) − log q(z_1, …, z_L | x); their mean is an unbiased
 estimate of p(x), so the IWAE bound, ESS and k̂ of :mod:`pyrovae.estimators.importance`
-apply unchanged.
+apply unchanged.  The same weights, reparameterised (:func:`layer_particle_weights`),
+train the kind with the Rényi bound (``renyi_elbo``; α = 0 is Burda et al.'s two-layer
+IWAE): per example L_α = 1/(1−α) · log (1/K) Σ_k exp((1−α) log w_k).
 
 References:
     Burda, Grosse & Salakhutdinov (2016), *Importance Weighted Autoencoders* (§5, the
@@ -43,7 +45,7 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.elbo import MinibatchLoss, draw
 
 __all__ = ["LayerTerms", "layer_free_bits", "layer_log_weights", "layer_minibatch_loss",
-           "layer_terms"]
+           "layer_particle_weights", "layer_terms"]
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,14 @@ class LayerTerms:
         return self.reconstruction - kl_weight * self.kl
 
 
-def _draws(vae: Any, x: torch.Tensor, sample: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+def _draws(vae: Any, x: torch.Tensor, sample: Any, q1: Any = None
+           ) -> tuple[torch.Tensor, dict[str, Any]]:
     """One pass down the guide and up the model: ``log p(x | z_1)`` (shape
     ``(*particles, n)``) and, per site, ``(q, p, z)``: its guide and model distributions
-    and its draw; ``sample(q)`` draws z_1, the upper sites are reparameterised."""
+    and its draw; ``sample(q)`` draws z_1 from ``q1`` (default the encoder's
+    q(z_1 | x)), the upper sites are reparameterised."""
     names = vae.site_names
-    q = vae.encode(x)
+    q = vae.encode(x) if q1 is None else q1
     z = sample(q)
     zs, qs = [z], [q]
     for layer in range(1, len(names)):
@@ -156,13 +160,37 @@ def layer_minibatch_loss(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_
     return MinibatchLoss(loss, terms, False)
 
 
+def _joint_weights(vae: Any, x: torch.Tensor, sample: Any, q1: Any = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(x | z_1), Σ_l [log q(z_l | ·) − log p(z_l | ·)])`` per draw, shape
+    ``(S, n)``: the two parts of log w = log p(x, z_1, …, z_L) − log q(z_1, …, z_L | x),
+    with z_1 drawn by ``sample(q)`` (``(S,)`` draws) from ``q1`` (default the
+    encoder's) and the upper sites after it."""
+    log_px, sites = _draws(vae, vae.as_event(x), sample, q1)
+    ratio = sum(q.log_prob(z) - p.log_prob(z) for q, p, z in sites.values())
+    return log_px, ratio  # type: ignore[return-value]
+
+
+def layer_particle_weights(vae: Any, x: torch.Tensor, num_particles: int, *,
+                           guide: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(x | z_1), log q(z | x) − log p(z))``, each ``(K, n)``, from K
+    reparameterised draws of the guide (differentiable): the importance log-weights of
+    :func:`layer_log_weights`, log w_k = log p(x | z_1^k) − (log q − log p)(z^k), with
+    gradients, for the Rényi/IWAE objectives (Burda et al. 2016, §5).  The draws come in
+    the order of Pyro's vectorised particles (all K of z_1, then all K of z_2, …), so the
+    bound equals ``RenyiELBO(vectorize_particles=True)`` on the same draws.
+
+    ``guide``: a q(z_1) per row (batch ``(n,)``) drawn from in place of the encoder's
+    q(z_1 | x), the upper layers' q(z_{l+1} | z_l) kept (the per-point q* of the
+    amortization gap, :func:`pyrovae.posterior.amortization.amortization_gap`)."""
+    return _joint_weights(vae, x, lambda q: q.rsample((num_particles,)), guide)
+
+
 def layer_log_weights(vae: Any, x: torch.Tensor, num_samples: int
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(log_w, reconstruction, kl)``: importance log-weights ``(num_samples, n)`` of
     log p(x) with (z_1, …, z_L) drawn jointly from the guide, and the ELBO's terms per
     example (Monte Carlo over the same draws), so that ``reconstruction − kl`` is the
     ELBO estimate."""
-    x = vae.as_event(x)
-    log_px, sites = _draws(vae, x, lambda q: q.sample((num_samples,)))
-    ratio = sum(q.log_prob(z) - p.log_prob(z) for q, p, z in sites.values())
-    return log_px - ratio, log_px.mean(0), ratio.mean(0)  # type: ignore[union-attr]
+    log_px, ratio = _joint_weights(vae, x, lambda q: q.sample((num_samples,)))
+    return log_px - ratio, log_px.mean(0), ratio.mean(0)

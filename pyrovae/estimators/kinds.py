@@ -9,7 +9,13 @@ engine the kind's ``stock_elbo()``) and :func:`~pyrovae.estimators.evaluate.eval
 * ``"enumerated"`` (M2): the label summed out exactly (:mod:`pyrovae.estimators.enumerated`),
   equal to Pyro's ``TraceEnum_ELBO`` on the same draws;
 * ``"hierarchical"``: several stochastic layers, KL per site by Monte Carlo
-  (:mod:`pyrovae.estimators.hierarchical`), equal to Pyro's ``Trace_ELBO``.
+  (:mod:`pyrovae.estimators.hierarchical`), equal to Pyro's ``Trace_ELBO``; its
+  reparameterised importance weights (:attr:`KindEstimator.particle_weights`) train
+  it with ``renyi_elbo`` too (the two-layer IWAE of Burda et al.), equal to Pyro's
+  ``RenyiELBO`` (vectorised particles) on the same draws.
+
+Which objectives train a kind is the objective's call on these capabilities
+(``Objective.trains_kind``), never a list of kind names.
 
 References:
     Kingma, Rezende, Mohamed & Welling (2014), *Semi-Supervised Learning with Deep
@@ -24,7 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyrovae.estimators.enumerated import enumerated_log_weights, label_minibatch_loss
-from pyrovae.estimators.hierarchical import layer_log_weights, layer_minibatch_loss
+from pyrovae.estimators.hierarchical import (
+    layer_log_weights,
+    layer_minibatch_loss,
+    layer_particle_weights,
+)
 
 __all__ = ["KIND_ESTIMATORS", "KindEstimator", "kind_estimator"]
 
@@ -49,6 +59,11 @@ class KindEstimator:
     closed_form_kl: bool = True
     #: Whether ``loss`` takes ``free_bits=λ`` (per dimension of every site).
     free_bits: bool = False
+    #: ``(vae, x, num_particles) -> (log p(x|z) (K, n), log q(z|x) − log p(z) (K, n))``
+    #: from K reparameterised draws of the guide, differentiable (log w = the first −
+    #: β · the second), or ``None``: with it the kind trains with the importance-weighted
+    #: objectives (``renyi_elbo``, α = 0 the IWAE bound); without it they are refused.
+    particle_weights: Callable[..., Any] | None = None
 
 
 #: ``VAE.own_loss`` key -> its estimator.
@@ -57,7 +72,8 @@ KIND_ESTIMATORS: dict[str, KindEstimator] = {
                                 lambda vae: int(vae.classes), "a model whose label is a latent"),
     "hierarchical": KindEstimator(layer_minibatch_loss, layer_log_weights, lambda vae: 1,
                                   "a model with several stochastic layers",
-                                  closed_form_kl=False, free_bits=True),
+                                  closed_form_kl=False, free_bits=True,
+                                  particle_weights=layer_particle_weights),
 }
 
 

@@ -10,6 +10,20 @@ output vector for x is used as a free parameter (so q* is in exactly the same
 family, diagonal, full-covariance or flow) and optimised from the encoder's value.
 The approximation gap is what a better family would remove; the amortization
 gap is what a better encoder (or more encoder training) would remove.
+
+A model kind with several stochastic layers (its estimator declares per-particle
+weights, ``KindEstimator.particle_weights``) is split the same way: its guide is
+q_φ(z_1 | x) ∏_l q_φ(z_{l+1} | z_l), and q* frees the encoder's output for x (the
+parameters of q(z_1 | x)) per point while the upper layers' q_φ(z_{l+1} | z_l) stay as
+trained, so that q* is in the guide's own family and starts at q_φ (its ELBO is never
+below the amortised one at a converged optimum):
+ELBO[q] = E_q[log p(x, z_1, …, z_L) − log q(z_1, …, z_L)].
+
+References:
+    Cremer, Li & Duvenaud (2018), *Inference Suboptimality in Variational
+    Autoencoders*.
+    Burda, Grosse & Salakhutdinov (2016), *Importance Weighted Autoencoders* (the
+    two-stochastic-layer model).
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import contextlib
 import torch
 
 from pyrovae.errors import PyrovaeError
+from pyrovae.estimators.kinds import kind_estimator
 from pyrovae.posterior.exact import Estimate, elbo, kl_to_posterior, log_marginal
 from pyrovae.posterior.local import LocalGuide, fit_local_guide, maximize_elbo
 from pyrovae.posterior.target import Target, VAETarget, _DistGuideMixin, as_target
@@ -71,6 +86,50 @@ def _sample_average_elbo(target, x, make_q, num_particles: int, seed: int) -> to
         return (target.log_joint(x, z) - q.log_prob(z)).mean(0).sum()
 
 
+def _layer_weights(vae):
+    """The kind's reparameterised per-particle weights, or ``None`` (a one-site VAE)."""
+    own = kind_estimator(vae)
+    return None if own is None else own.particle_weights
+
+
+def own_family_gap(vae) -> bool:
+    """Whether :func:`amortization_gap` splits ``vae``'s gap with q* in its guide's own
+    family: a one-site VAE, or a kind whose estimator declares per-particle weights
+    (several stochastic layers); else :func:`gap_split`'s per-point diagonal Gaussian."""
+    from pyrovae.model.vae import VAE
+
+    if not isinstance(vae, VAE):
+        return False
+    own = kind_estimator(vae)
+    if own is None:
+        return not getattr(vae, "pyro_target", False)
+    return own.particle_weights is not None
+
+
+def _kind_sample_average(vae, weights, x, make_q, num_particles: int,
+                         seed: int) -> torch.Tensor:
+    """:func:`_sample_average_elbo` of a kind with several layers: q(z_1) = ``make_q()``,
+    the upper layers from the guide; Σ over points of the mean over draws of log w."""
+    with seeded(seed, x, vae):
+        log_px, ratio = weights(vae, x, num_particles, guide=make_q())
+        return (log_px - ratio).mean(0).sum()
+
+
+def _kind_estimates(vae, weights, x, q, num_samples: int) -> tuple[Estimate, Estimate]:
+    """ELBO[q] and the IWAE estimate of log p(x) from ``num_samples`` draws, per point
+    (q: q(z_1) per point, ``None`` for the encoder's), with their standard errors (of the
+    IWAE: the delta method, sd(w) / (√S · mean w))."""
+    with torch.no_grad():
+        log_px, ratio = weights(vae, x, num_samples, guide=q)
+        lw = (log_px - ratio).double()
+    s = lw.shape[0]
+    elbo_ = Estimate(lw.mean(0), lw.std(0) / s**0.5, "elbo")
+    w = (lw - lw.max(0).values).exp()
+    iwae = Estimate(torch.logsumexp(lw, 0) - torch.log(torch.tensor(float(s), dtype=lw.dtype)),
+                    w.std(0) / (s**0.5 * w.mean(0)), f"iwae (K={s})")
+    return elbo_, iwae
+
+
 def optimise_local(
     vae, x: torch.Tensor, *, steps: int = 500, lr: float = 0.02, num_particles: int | None = None,
     method: str = "lbfgs", tol: float = 1e-4, seed: int = 0, rounds: int = 4,
@@ -86,6 +145,9 @@ def optimise_local(
     sample average scatters around the true one; averaging shrinks that excess KL
     about ``rounds``-fold); ``"adam"`` runs
     ``steps`` Adam steps on fresh draws (16 per step) with a cosine-decayed ``lr``.
+
+    For a kind with several stochastic layers the free output is that of q(z_1 | x),
+    the upper layers' guides kept (L-BFGS only); its ELBO is over all sites.
 
     Returns (q*, trace, info) with ``info = {"method", "grad_norm", "converged",
     "iterations"}``: ``grad_norm`` per point is the largest, over rounds, norm of the
@@ -103,10 +165,20 @@ def optimise_local(
         raise PyrovaeError("the amortization gap needs a pyrovae.VAE (encoder + guide family)")
     if method not in ("lbfgs", "adam"):
         raise PyrovaeError(f"amortization method: expected 'lbfgs' or 'adam', got {method!r}")
+    weights = _layer_weights(vae)
+    if weights is not None and method != "lbfgs":
+        raise PyrovaeError(f"amortization method: {method!r} is not available for a model "
+                           "with several stochastic layers (use 'lbfgs')")
     with torch.no_grad():
         out = vae.encoder_out(x).detach().clone()  # any network, any event shape
     out.requires_grad_(True)
     target = VAETarget(vae)
+    if weights is None:
+        def average(make_q, k: int, seed: int) -> torch.Tensor:
+            return _sample_average_elbo(target, x, make_q, k, seed)
+    else:
+        def average(make_q, k: int, seed: int) -> torch.Tensor:
+            return _kind_sample_average(vae, weights, x, make_q, k, seed)
     trace: list[float] = []
     with frozen(vae.parameters()):
         if method == "adam":
@@ -127,16 +199,14 @@ def optimise_local(
 
                 def closure(r=r, opt=opt):
                     opt.zero_grad()
-                    loss = -_sample_average_elbo(target, x, lambda: vae.guide_family(out), k,
-                                                 seed + r)
+                    loss = -average(lambda: vae.guide_family(out), k, seed + r)
                     loss.backward()
                     trace.append(-float(loss.detach()) / x.shape[0])
                     return loss
 
                 opt.step(closure)
-                (g,) = torch.autograd.grad(
-                    _sample_average_elbo(target, x, lambda: vae.guide_family(out), k, seed + r),
-                    out)
+                (g,) = torch.autograd.grad(average(lambda: vae.guide_family(out), k, seed + r),
+                                           out)
                 norms.append(g.reshape(g.shape[0], -1).norm(dim=-1).double())
                 solutions.append(out.detach().clone())
                 if r == 0:
@@ -199,7 +269,8 @@ def gap_split(
     """The inference gap of any target split at the best per-point Gaussian q*.
 
     For a :class:`pyrovae.VAE` this is :func:`amortization_gap` (q* in the guide's own
-    family).  For any other target (a toy + guide, or a user's Pyro pair) the guide's
+    family; for a kind with several stochastic layers, q(z_1 | x) freed per point).
+    For any other target (a toy + guide, or a user's Pyro pair) the guide's
     family is not known, so q* is the best diagonal Gaussian per data point over the
     flat latent vector (a :class:`~pyrovae.posterior.local.LocalGuide` fitted by
     :func:`~pyrovae.posterior.local.fit_local_guide`, θ fixed)::
@@ -227,9 +298,7 @@ def gap_split(
         Cremer, Li & Duvenaud (2018). Inference suboptimality in variational
         autoencoders. ICML.
     """
-    from pyrovae.model.vae import VAE
-
-    if isinstance(model, VAE) and not getattr(model, "pyro_target", False):
+    if own_family_gap(model):
         return amortization_gap(model, x, steps=steps, num_samples=num_samples, log_px=log_px)
     target = as_target(model, guide)
     q_star = fit_local_guide(target, x, steps=steps, lr=lr, num_particles=num_particles)
@@ -258,11 +327,21 @@ def amortization_gap(
     With ``exact_kl`` and latent_dim ≤ 2 the gaps are also given without Monte Carlo
     error, as KL(q* ‖ p(z|x)) and KL(q_φ ‖ p(z|x)) − KL(q* ‖ p(z|x)) by quadrature
     (keys ``approximation_gap_exact``, ``amortization_gap_exact``).  ``progress``: the
-    local optimisation's, as in :func:`optimise_local`.
+    local optimisation's, as in :func:`optimise_local`.  A kind with several stochastic
+    layers (``KindEstimator.particle_weights``): q* frees q(z_1 | x) per point, every
+    ELBO is over all sites (module docstring); the default log p(x) is IWAE from q*.
     """
     q_star, trace, info = optimise_local(vae, x, steps=steps, lr=lr,
                                          num_particles=num_particles, method=method, tol=tol,
                                          progress=progress)
+    weights = _layer_weights(vae)
+    if weights is not None:  # several layers: every ELBO over all sites, q* for z_1
+        amort, _ = _kind_estimates(vae, weights, x, None, num_samples)
+        local, iwae = _kind_estimates(vae, weights, x, q_star, num_samples)
+        return _split(iwae if log_px is None else log_px, amort, local) | {
+            "trace": trace, "optimizer": info["method"], "grad_norm": info["grad_norm"],
+            "converged": info["converged"], "iterations": info["iterations"],
+            "local_family": "q(z1|x) per point, upper layers amortised"}
     amort = elbo(VAETarget(vae), x, num_samples=num_samples)
     local = elbo(_FixedQTarget(vae, q_star), x, num_samples=num_samples)
     if log_px is None:

@@ -181,18 +181,14 @@ def check_bounds(spec: Mapping[str, Any]) -> None:
 def check_combinations(spec: Mapping[str, Any]) -> None:
     """Cross-section checks of a normalized spec (each error names the key path)."""
     from pyrovae.estimators.kinds import KIND_ESTIMATORS
-    from pyrovae.training.objectives import (
-        _ELBOObjective,
-        free_bits_families,
-        free_bits_needs,
-    )
+    from pyrovae.training.objectives import free_bits_families, free_bits_needs
 
     free_bits = spec["objective"].get("free_bits") or 0.0
     own = getattr(model_class(spec), "own_loss", None)
-    if own is not None:  # a kind with its own estimator (estimators/kinds.py): an ELBO
+    if own is not None:  # a kind with its own estimator (estimators/kinds.py)
         est, kind = KIND_ESTIMATORS[own], spec["model"]["family"]
-        if not issubclass(REGISTRIES["objective"].get(spec["objective"]["family"]),
-                          _ELBOObjective):
+        # the objective decides from the estimator's declared capabilities
+        if not REGISTRIES["objective"].get(spec["objective"]["family"]).trains_kind(est):
             raise PyrovaeError(f"objective: {spec['objective']['family']!r} cannot train "
                                f"{est.what} (model: {kind}); use trace_elbo or trace_elbo_mc")
         if free_bits > 0 and not est.free_bits:

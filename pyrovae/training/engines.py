@@ -277,8 +277,11 @@ def _own_engine(
 ) -> FastEngine | PyroEngine:
     """The engines of a model kind with its own estimator (``own_loss``,
     :mod:`pyrovae.estimators.kinds`: M2's label summed out, a hierarchical VAE's layers):
-    the fast engine runs that estimator, the pyro engine stock SVI with the kind's own
-    ``stock_elbo()`` (``TraceEnum_ELBO``, ``Trace_ELBO``); only ELBO objectives apply.
+    the fast engine runs that estimator, the pyro engine stock SVI with the objective's
+    ``kind_elbo`` (the kind's ``stock_elbo()``: ``TraceEnum_ELBO``, ``Trace_ELBO``; or
+    ``RenyiELBO`` with vectorised particles); the objective must be one that
+    ``trains_kind`` (ELBO objectives; ``renyi_elbo`` where the kind declares
+    per-particle weights).
     With ``sample``, the fast estimator is first compared with ``stock_elbo()`` on the
     same draw (Monte Carlo KL), as :func:`check_standard_pair` does for the VAE."""
     from pyrovae.errors import PyrovaeError
@@ -287,18 +290,18 @@ def _own_engine(
 
     own = kind_estimator(vae)
     family = vae.spec["model"]["family"]
-    if not isinstance(objective, _ELBOObjective):
+    if not objective.trains_kind(own):
         raise PyrovaeError(f"objective: {objective.family!r} cannot train {own.what} "
                            f"(model: {family}); use trace_elbo or trace_elbo_mc")
     fn = objective.loss_fn(vae)
-    if name == "pyro" and objective.free_bits > 0:
+    elbo_objective = isinstance(objective, _ELBOObjective)
+    if name == "pyro" and elbo_objective and objective.free_bits > 0:
         objective.elbo()  # raises: the pyro engine cannot express free bits
     if name == "pyro":  # the record of terms as the stock ELBO computes them (Monte Carlo KL)
-        terms_fn = TraceELBOObjective(num_particles=objective.num_particles,
-                                      kl="mc").loss_fn(vae)
-        return PyroEngine(vae, objective, lr, clip_norm,
-                          elbo=vae.stock_elbo(objective.num_particles), terms_fn=terms_fn,
-                          optim=optim)
+        terms_fn = (TraceELBOObjective(num_particles=objective.num_particles,
+                                       kl="mc").loss_fn(vae) if elbo_objective else fn)
+        return PyroEngine(vae, objective, lr, clip_norm, elbo=objective.kind_elbo(vae),
+                          terms_fn=terms_fn, optim=optim)
     if sample is not None and "mc" not in _PAIR_CHECKS.setdefault(vae, {}):
         check_fn = TraceELBOObjective(num_particles=1, kl="mc").loss_fn(vae)
         _PAIR_CHECKS[vae]["mc"] = check_standard_pair(

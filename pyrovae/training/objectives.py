@@ -54,6 +54,7 @@ from pyrovae.estimators.standard import standard_families, standard_loss
 from pyrovae.registry import GUIDES, OBJECTIVES, PRIORS, SCHEDULES, Param
 
 if TYPE_CHECKING:
+    from pyrovae.estimators.kinds import KindEstimator
     from pyrovae.model.vae import VAE
 
 #: ``(vae, x, y, num_data, kl_weight) -> MinibatchLoss``: a direct estimator.
@@ -76,6 +77,17 @@ class Objective:
         self.num_particles = num_particles
 
     def elbo(self) -> pyro.infer.ELBO:
+        raise NotImplementedError
+
+    @classmethod
+    def trains_kind(cls, estimator: KindEstimator) -> bool:
+        """Whether this objective can train a model kind that brings its own estimator
+        (``VAE.own_loss``), from the capabilities ``estimator`` declares: none here."""
+        return False
+
+    def kind_elbo(self, vae: Any) -> pyro.infer.ELBO:
+        """The stock Pyro loss of this objective on such a kind's model/guide (the pyro
+        engine); only for objectives whose :meth:`trains_kind` says yes."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -188,6 +200,15 @@ class _ELBOObjective(Objective):
         super().__init__(num_particles)
         self.free_bits = free_bits
         self.kl = kl
+
+    @classmethod
+    def trains_kind(cls, estimator: KindEstimator) -> bool:
+        """Every kind's own estimator is an ELBO (its ``loss``)."""
+        return True
+
+    def kind_elbo(self, vae: Any) -> pyro.infer.ELBO:
+        """The kind's own stock loss (``TraceEnum_ELBO``, ``Trace_ELBO``)."""
+        return vae.stock_elbo(self.num_particles)
 
     def elbo(self) -> pyro.infer.ELBO:
         if self.free_bits > 0:
@@ -346,11 +367,52 @@ class RenyiObjective(Objective):
     def elbo(self) -> pyro.infer.ELBO:
         return pyro.infer.RenyiELBO(alpha=self.alpha, num_particles=self.num_particles)
 
+    @classmethod
+    def trains_kind(cls, estimator: KindEstimator) -> bool:
+        """A kind whose estimator gives reparameterised per-particle importance weights
+        (:attr:`~pyrovae.estimators.kinds.KindEstimator.particle_weights`)."""
+        return estimator.particle_weights is not None
+
+    def kind_elbo(self, vae: Any) -> pyro.infer.ELBO:
+        """Pyro's ``RenyiELBO`` with vectorised particles (the order the kind's
+        ``particle_weights`` draw in) and the plate nesting of the kind's own loss."""
+        nesting = getattr(vae.stock_elbo(1), "max_plate_nesting", float("inf"))
+        return pyro.infer.RenyiELBO(alpha=self.alpha, num_particles=self.num_particles,
+                                    max_plate_nesting=nesting, vectorize_particles=True)
+
     def describe(self) -> str:
         return f"Rényi bound α = {self.alpha:g}, K = {self.num_particles} (Pyro RenyiELBO)"
 
     def loss_fn(self, vae: Any) -> LossFn:
-        return self._loss
+        own = kind_estimator(vae)
+        if own is None:
+            return self._loss
+        if not self.trains_kind(own):
+            raise PyrovaeError(f"objective: {self.family!r} cannot train {own.what} "
+                               f"(model: {vae.spec['model']['family']}); use trace_elbo or "
+                               "trace_elbo_mc")
+        weights = own.particle_weights
+
+        def kind_loss(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
+                      kl_weight: float) -> MinibatchLoss:
+            if y is not None:
+                raise PyrovaeError(f"y: model: {vae.spec['model']['family']} is "
+                                   "unconditional (no context); pass no y")
+            log_px, ratio = weights(vae, x, self.num_particles)
+            return self._bound(log_px, ratio, kl_weight, num_data)
+
+        return kind_loss
+
+    def _bound(self, log_px: torch.Tensor, ratio: torch.Tensor, kl_weight: float,
+               num_data: int) -> MinibatchLoss:
+        """−(N/B) Σ_i L_α(x_i) from the parts of the log-weights, each ``(K, B)``:
+        w = log p(x|z) − β (log q(z|x) − log p(z))."""
+        w = log_px - kl_weight * ratio
+        a = 1.0 - self.alpha
+        bound = (torch.logsumexp(a * w, dim=0) - math.log(self.num_particles)) / a
+        return MinibatchLoss(-bound.sum() * (num_data / w.shape[1]),
+                             {"reconstruction": log_px.detach().mean(0).sum(),
+                              "kl": ratio.detach().mean(0).sum()}, False)
 
     def _loss(self, vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
               kl_weight: float) -> MinibatchLoss:
@@ -359,14 +421,8 @@ class RenyiObjective(Objective):
         # one draw per particle, in the order Pyro's particle loop draws them
         z = torch.stack([q.rsample() for _ in range(self.num_particles)])
         px = vae.decode(z, x) if y is None else vae.decode(z, x, y=y)
-        log_px = px.log_prob(x)
-        ratio = q.log_prob(z) - prior.log_prob(z)
-        w = log_px - kl_weight * ratio
-        a = 1.0 - self.alpha
-        bound = (torch.logsumexp(a * w, dim=0) - math.log(self.num_particles)) / a
-        return MinibatchLoss(-bound.sum() * (num_data / x.shape[0]),
-                             {"reconstruction": log_px.detach().mean(0).sum(),
-                              "kl": ratio.detach().mean(0).sum()}, False)
+        return self._bound(px.log_prob(x), q.log_prob(z) - prior.log_prob(z), kl_weight,
+                           num_data)
 
 
 @OBJECTIVES.register("tracegraph_elbo")

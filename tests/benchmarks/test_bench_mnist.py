@@ -127,14 +127,15 @@ def test_more_stages_train_on_and_score_the_new_end(bench, data, tmp_path, monke
 
 def test_the_report_schema(bench, data, tmp_path):
     out = tmp_path / "o"
-    r = bench.main(args(data, out, "--models", "vae", "hvae", "--epochs", "2",
+    r = bench.main(args(data, out, "--models", "vae", "hiwae5", "--epochs", "2",
                         "--json", str(tmp_path / "r.json")))
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(
         (out / "bench_mnist.json").read_text())
     assert r["bench"] == "bench_mnist" and r["command"][0] == "benchmarks/bench_mnist.py"
     assert {"settings", "machine", "published", "load_at_end"} <= r.keys()
     assert r["published"]["vae"] == -86.76 and r["published"]["hvae"] == -85.33
-    assert set(r["models"]) == {"vae", "hvae"}
+    assert r["published"]["hiwae50"] == -82.90 and r["published"]["hiwae5"] is None
+    assert set(r["models"]) == {"vae", "hiwae5"}
     for name, st in r["models"].items():
         assert st["published"] == bench.PUBLISHED[name] and st["epochs"] == 2
         assert [p["epochs"] for p in st["curve"]] == [1, 2]
@@ -147,7 +148,8 @@ def test_the_report_schema(bench, data, tmp_path):
         assert {"log_px", "stderr", "width", "width_stderr", "num_steps", "met", "stopped",
                 "history", "seconds_per_1000"} <= f["ais"].keys()
         assert f["ais"]["mode"] == "frozen" and len(f["ais"]["per_point"]) == 4
-        assert {"approximation_gap", "amortization_gap", "inference_gap"} <= f["gaps"].keys()
+        assert {"approximation_gap", "amortization_gap", "inference_gap", "converged",
+                "max_grad_norm", "local_family"} <= f["gaps"].keys()
         # AIS beside IWAE on the same images (a subset's mean is not the 1,000's)
         ia = f["iwae_ais"]
         assert ia["points"] == len(f["ais"]["per_point"])
@@ -158,7 +160,11 @@ def test_the_report_schema(bench, data, tmp_path):
         flat = [f["iwae"]["test_iwae"], f["ais"]["log_px"], f["gaps"]["inference_gap"],
                 st["train_wall_s"], st["train_cpu_s"]]
         assert all(math.isfinite(v) for v in flat)
-    assert set(r["models"]["hvae"]["final"]["active_units"]["per_site"]) == {"z1", "z2"}
+    assert set(r["models"]["hiwae5"]["final"]["active_units"]["per_site"]) == {"z1", "z2"}
+    assert r["models"]["hiwae5"]["final"]["gaps"]["local_family"].startswith("q(z1|x)")
+    spec = runs.load_run(out / "hiwae5", history=False)[1]  # the two-layer IWAE, k = 5
+    assert spec["objective"] == {"family": "renyi_elbo", "alpha": 0.0, "num_particles": 5}
+    assert spec["model"]["family"] == "hierarchical"
     assert runs.folder_kind(out / "vae") == "run"  # a pipeline run folder: pyrovae reads it
 
 
