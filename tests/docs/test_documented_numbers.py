@@ -156,7 +156,8 @@ def test_readme_mnist_table_matches_bench_mnist_json() -> None:
     report = json.loads((ROOT / "docs" / "figures" / "bench_mnist.json").read_text())
     rows = _rows((ROOT / "README.md").read_text(), "| model | passes | test ELBO | IWAE-5000")
     names = {"VAE (1 layer)": "vae", "IWAE k=5 (1 layer)": "iwae5",
-             "IWAE k=50 (1 layer)": "iwae50", "VAE (2 layers)": "hvae"}
+             "IWAE k=50 (1 layer)": "iwae50", "VAE (2 layers)": "hvae",
+             "IWAE k=5 (2 layers)": "hiwae5", "IWAE k=50 (2 layers)": "hiwae50"}
     assert set(rows) == set(names)
     for label, key in names.items():
         st = report["models"][key]
