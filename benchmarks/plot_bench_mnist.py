@@ -8,7 +8,10 @@ dashed line of the same colour (and a star at 3,280 passes) where one is quoted.
 is computed: it draws the JSON, so the figure in the README is the table's own data.
 
     python benchmarks/plot_bench_mnist.py --json docs/figures/bench_mnist.json \\
-        --out docs/figures/bench_mnist_curve.png
+        docs/figures/bench_mnist_vae121.json --out docs/figures/bench_mnist_curve.png
+
+Several reports are drawn together; a model in a later one replaces the same model of an
+earlier one (a longer run of it).
 
 References:
     Burda, Y., Grosse, R., Salakhutdinov, R. (2016). Importance Weighted
@@ -39,6 +42,17 @@ def curves(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         points = [p for p in (m.get("curve") or []) if p.get("test_iwae") is not None]
         if points:
             out[name] = points
+    return out
+
+
+def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report of several: a model in a later report replaces the same model of an
+    earlier one; the published figures are all kept."""
+    out: dict[str, Any] = {"models": {}, "published": {}}
+    for r in reports:
+        curves(r)  # a PyrovaeError if it is not a report
+        out["models"].update(r["models"])
+        out["published"].update(r.get("published") or {})
     return out
 
 
@@ -77,13 +91,17 @@ def figure(report: dict[str, Any]):
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", default="docs/figures/bench_mnist.json")
+    ap.add_argument("--json", nargs="+", default=["docs/figures/bench_mnist.json"],
+                    help="bench_mnist reports; a later one's model replaces an earlier one's")
     ap.add_argument("--out", default="bench_mnist_curve.png")
     a = ap.parse_args(argv)
-    path = Path(a.json)
-    if not path.is_file():
-        raise SystemExit(f"plot_bench_mnist: {path} not found")
-    report = json.loads(path.read_text(encoding="utf-8"))
+    reports = []
+    for name in a.json:
+        path = Path(name)
+        if not path.is_file():
+            raise SystemExit(f"plot_bench_mnist: {path} not found")
+        reports.append(json.loads(path.read_text(encoding="utf-8")))
+    report = merged(reports)
     out = Path(a.out)
     save_figure(figure(report), out)
     print(f"wrote {out} ({sum(len(v) for v in curves(report).values())} points)")

@@ -54,10 +54,35 @@ def test_figure_draws_each_curve_and_the_published_line(plot, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_later_report_replaces_a_model(plot):
+    longer = {"models": {"vae": {"curve": [{"epochs": 121, "wall_s": 1.0, "test_iwae": -90.0,
+                                            "iwae_k": 50, "points": 20}]}},
+              "published": {"vae": -86.76}}
+    m = plot.merged([_report(), longer])
+    assert [p["epochs"] for p in plot.curves(m)["vae"]] == [121]
+    assert m["published"] == {"vae": -86.76, "other": None}
+    with pytest.raises(PyrovaeError, match="not a bench_mnist report"):
+        plot.merged([_report(), {"x": 1}])
+
+
 def test_the_committed_figure_comes_from_the_committed_report(plot):
     report = json.loads((ROOT / "docs/figures/bench_mnist.json").read_text(encoding="utf-8"))
     assert plot.curves(report)  # the README's figure has data to draw
     assert (ROOT / "docs/figures/bench_mnist_curve.png").is_file()
+
+
+def test_the_readme_quotes_the_longer_vae_run():
+    """The README's 121-pass sentence is the committed report's numbers."""
+    r = json.loads((ROOT / "docs/figures/bench_mnist_vae121.json").read_text(encoding="utf-8"))
+    v = r["models"]["vae"]
+    f = v["final"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert v["epochs"] == f["epochs"] == 121
+    for value in (f["iwae"]["test_elbo"], f["iwae"]["test_iwae"], f["iwae_ais"]["test_iwae"],
+                  f["ais"]["log_px"], f["gaps"]["approximation_gap"],
+                  f["gaps"]["amortization_gap"], v["curve"][-1]["test_iwae"]):
+        assert f"{value:.2f}".replace("-", "−") in readme, value
+    assert f"[BDMC width {f['ais']['width']:.2f}, T = {f['ais']['num_steps']}]" in readme
 
 
 def _write(tmp_path):

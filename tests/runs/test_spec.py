@@ -44,6 +44,7 @@ def valid_value(p: Param, name: str, family: bool = False) -> st.SearchStrategy:
         "bool": st.booleans(),
         "int_list": st.lists(st.integers(1, 8), max_size=2),
         "unit_pair": st.lists(st.floats(0.0, 0.99), min_size=2, max_size=2),
+        "device": st.just("cpu"),
     }
     if p.kind == "choice":
         s = st.sampled_from(p.choices)
@@ -178,6 +179,7 @@ def _bad_values(p: Param) -> st.SearchStrategy:
         ),
         "bool": st.sampled_from([0, 1, 1.0, "true", "yes", [True]]),
         "str": st.sampled_from([5, "", [], {"a": 1}]),
+        "device": st.sampled_from(["gpu", "cuda:", "CPU", "", 0, ["cpu"], "cpu:0:1"]),
         "int_list": st.sampled_from([[0], [-3], ["a"], "64", 64, [1.5], [True], {"a": 1}]),
         "choice": st.one_of(
             st.text(max_size=8).filter(lambda v: v not in p.choices),
@@ -185,7 +187,7 @@ def _bad_values(p: Param) -> st.SearchStrategy:
         ),
     }
     bad = by_kind[p.kind]
-    if p.kind not in ("bool", "str", "int_list", "choice"):
+    if p.kind not in ("bool", "str", "int_list", "choice", "device"):
         bad = st.one_of(bad, numeric_junk)
     if not p.nullable:
         bad = st.one_of(bad, st.none())
