@@ -15,6 +15,17 @@ The models of Burda et al.'s Table 1 that pyrovae expresses (``--models``):
   k = 5, 50 (Burda et al.'s −82.90 at k = 50; their k = 5 figure is not quoted here),
   log w = log p(x, z1, z2) − log q(z1, z2 | x) from the kind's own reparameterised
   weights (:attr:`pyrovae.estimators.kinds.KindEstimator.particle_weights`).
+* ``pythae`` (the peer, only where ``import pythae`` works; else its row says "not
+  installed"): pythae 0.1.2's ``VAE`` (``reconstruction_loss="bce"``) with the ``vae``
+  row's networks and initial weights, wrapped by ``bench_pythae.pythae_nets`` (σ =
+  exp(½·s), pythae's map, the encoder's second half read as log σ²), trained on the
+  same data, batches, seed, passes and learning rates by a minimal loop that calls
+  pythae's own ``forward`` (its loss: BCE summed over pixels plus the closed-form KL,
+  averaged over the batch) and steps Adam; pythae's ``TrainingPipeline`` is not used
+  because it trains on one fixed tensor (no fresh binarisation per step).  Its weights
+  are saved in ``OUT/pythae/`` after every pass (resumable), then loaded into a pyrovae
+  ``VAE`` of the same architecture with the guide σ = exp(½·s)
+  (``bench_pythae.ScaleMapGuide``) and scored by the same code as every other row.
 
 Protocol: the standard 60,000 training images in [0, 1], binarised afresh at every step
 (``dynamic_binarization``), Adam batches of 20 at 1e-3; ``--stages K`` runs the first K
@@ -83,6 +94,7 @@ import torch
 from pyrovae import io as pio
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.evaluate import evaluate
+from pyrovae.model.nets import mlp
 from pyrovae.posterior import as_target
 from pyrovae.posterior.amortization import amortization_gap
 from pyrovae.posterior.certified import certified_ais
@@ -90,12 +102,13 @@ from pyrovae.posterior.collapse import collapse_diagnostics
 from pyrovae.posterior.exact import Estimate
 from pyrovae.runs import folder as runs
 from pyrovae.runs.pipeline import RunComplete, load_data, resume_run, train_run
-from pyrovae.training.optim import burda_epochs, burda_stage
+from pyrovae.training.optim import LR_SCHEDULES, burda_epochs, burda_stage
 
 #: Burda et al. (2016), Table 1, test log p(x) in nats (IWAE, K = 5,000), 3,280 passes;
 #: None where no figure is quoted here.
 PUBLISHED: dict[str, float | None] = {"vae": -86.76, "iwae5": None, "iwae50": -84.78,
-                                      "hvae": -85.33, "hiwae5": None, "hiwae50": -82.90}
+                                      "hvae": -85.33, "hiwae5": None, "hiwae50": -82.90,
+                                      "pythae": None}
 
 _MLP = {"family": "mlp", "hidden": [200, 200], "activation": "tanh"}
 #: Burda et al.'s two stochastic layers (z1: 100, z2: 50; 100-100 tanh between them).
@@ -115,6 +128,9 @@ MODELS: dict[str, dict[str, Any]] = {
     "hiwae50": {"model": _LAYERS, "objective": {"family": "renyi_elbo", "alpha": 0.0,
                                                  "num_particles": 50}},
 }
+#: Peers: another library's model on the ``vae`` row's spec (networks, data, budget).
+PEERS = ("pythae",)
+ALL_MODELS = (*MODELS, *PEERS)
 MARKER = ".bench_mnist"
 KHAT_BAD = 0.7
 
@@ -130,7 +146,7 @@ def model_spec(name: str, a: argparse.Namespace, epochs: int) -> dict[str, Any]:
                   "checkpoint_every": 1, "threads": a.threads, "device": a.device},
         "eval": {"num_samples": 1},
     }
-    return copy.deepcopy(spec | MODELS[name])
+    return copy.deepcopy(spec | MODELS["vae" if name in PEERS else name])
 
 
 def parse_stages(tokens: list[str] | None, models: list[str]) -> dict[str, int] | None:
@@ -141,8 +157,9 @@ def parse_stages(tokens: list[str] | None, models: list[str]) -> dict[str, int] 
     default = None
     for t in tokens:
         name, _, k = t.rpartition("=")
-        if name and name not in MODELS:
-            raise PyrovaeError(f"--stages: unknown model {name!r} (one of {', '.join(MODELS)})")
+        if name and name not in ALL_MODELS:
+            raise PyrovaeError(f"--stages: unknown model {name!r} "
+                               f"(one of {', '.join(ALL_MODELS)})")
         if not k.isdigit() or not 1 <= int(k) <= 12:
             raise PyrovaeError(f"--stages: expected K or MODEL=K with K in 1..12, got {t!r}")
         if name:
@@ -191,6 +208,131 @@ def train_to(folder: Path, spec: dict[str, Any]) -> None:
             pass
     else:
         train_run(spec, folder, progress=False)
+
+
+def _peer_bench():
+    """benchmarks/bench_pythae.py (its pythae wrappers and scale-map guide)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import bench_pythae
+
+    return bench_pythae
+
+
+def pythae_version() -> str | None:
+    """pythae's version where ``import pythae`` works, else None (nothing is installed)."""
+    return _peer_bench().pythae_available()
+
+
+def pythae_vae(encoder: torch.nn.Module, decoder: torch.nn.Module, data_dim: int,
+               latent_dim: int):
+    """pythae's ``VAE`` (Bernoulli, ``reconstruction_loss="bce"``) around our networks."""
+    from pythae.models import VAE, VAEConfig
+
+    enc, dec = _peer_bench().pythae_nets(encoder, decoder, latent_dim)
+    config = VAEConfig(input_dim=(data_dim,), latent_dim=latent_dim, reconstruction_loss="bce")
+    return VAE(config, encoder=enc, decoder=dec)
+
+
+def pyrovae_of_pythae(state: dict[str, torch.Tensor], spec: dict[str, Any]):
+    """A pyrovae VAE of ``spec``'s architecture (the ``vae`` row's) holding pythae's trained
+    weights ``state`` (a pythae ``VAE.state_dict()``), with pythae's scale map σ = exp(½·s)."""
+    import pyrovae
+
+    enc = {k.removeprefix("encoder.net."): v for k, v in state.items()
+           if k.startswith("encoder.net.")}
+    dec = {k.removeprefix("decoder.net."): v for k, v in state.items()
+           if k.startswith("decoder.net.")}
+    latent = spec["latent_dim"]
+    vae = pyrovae.VAE(spec["event_shape"] or spec["data_dim"], latent,
+                      encoder=spec["encoder"]["hidden"], decoder=spec["decoder"]["hidden"],
+                      activation=spec["encoder"]["activation"],
+                      likelihood="bernoulli", guide=_peer_bench().ScaleMapGuide(latent, "exp"))
+    vae.encoder.load_state_dict(enc)
+    vae.decoder.load_state_dict(dec)
+    return vae.eval()
+
+
+PYTHAE_STATE = "pythae_state.pt"
+PYTHAE_WEIGHTS = "pythae_vae.pt"
+
+
+def train_pythae(folder: Path, spec: dict[str, Any], epochs: int):
+    """Train (or resume) pythae's VAE in ``folder`` to ``epochs`` passes of ``spec``'s data.
+
+    The initial weights are the ``vae`` row's (the pipeline's build, same seed); each
+    step binarises its batch afresh (``torch.bernoulli``), calls pythae's ``forward``
+    (its loss) and steps Adam at the spec's rate and schedule.  After every pass the
+    state (weights, optimiser, random streams, history) is written, so a killed run
+    resumes where it stopped; ``PYTHAE_WEIGHTS`` holds pythae's ``state_dict``.
+
+    Returns:
+        ``(spec, model, history)``: the built spec, pythae's model and the history
+        (``epoch``, ``epoch_seconds``, ``epoch_cpu_s``, ``lr``, ``loss``).
+    """
+    from pyrovae.runs.pipeline import build
+
+    spec, init, train, _ = build(spec)
+    tr = spec["train"]
+    folder.mkdir(parents=True, exist_ok=True)
+    enc = mlp(spec["data_dim"], spec["encoder"]["hidden"], 2 * spec["latent_dim"],
+              spec["encoder"]["activation"])
+    dec = mlp(spec["latent_dim"], spec["decoder"]["hidden"], spec["data_dim"],
+              spec["decoder"]["activation"])
+    enc.load_state_dict(init.encoder.state_dict())  # the same layers, flat input
+    dec.load_state_dict(init.decoder.state_dict())
+    model = pythae_vae(enc, dec, spec["data_dim"], spec["latent_dim"])
+    opt = torch.optim.Adam(model.parameters(), lr=tr["lr"])
+    gen = torch.Generator().manual_seed(tr["seed"])
+    torch.manual_seed(tr["seed"])
+    hist: dict[str, list] = {"epoch": [], "epoch_seconds": [], "epoch_cpu_s": [], "lr": [],
+                             "loss": []}
+    path = folder / PYTHAE_STATE
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        hist = saved["history"]
+    x = train.x.flatten(1).float()
+    schedule = LR_SCHEDULES[tr["lr_schedule"]]
+    model.train()
+    for e in range(len(hist["epoch"]), epochs):
+        lr = tr["lr"] * schedule(e, epochs, 0.0, 1)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        w, c, total = time.perf_counter(), time.process_time(), 0.0
+        for idx in torch.randperm(len(x), generator=gen).split(tr["batch_size"]):
+            loss = model({"data": torch.bernoulli(x[idx], generator=gen)}).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        hist["epoch"].append(e + 1)
+        hist["epoch_seconds"].append(time.perf_counter() - w)
+        hist["epoch_cpu_s"].append(time.process_time() - c)
+        hist["lr"].append(lr)
+        hist["loss"].append(total / len(x))
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    "history": hist}, tmp)
+        os.replace(tmp, path)
+        torch.save(model.state_dict(), folder / PYTHAE_WEIGHTS)
+    model.eval()
+    return spec, model, hist
+
+
+def trained(name: str, a: argparse.Namespace, out: Path, epochs: int):
+    """``(vae, spec, history)`` of model ``name`` trained (or resumed) to ``epochs``."""
+    spec = model_spec(name, a, epochs)
+    if name in PEERS:
+        spec, model, history = train_pythae(out / name, spec, epochs)
+        return pyrovae_of_pythae(model.state_dict(), spec), spec, history
+    train_to(out / name, spec)
+    return runs.load_run(out / name)
 
 
 def test_subset(spec: dict[str, Any], n: int) -> torch.Tensor:
@@ -283,24 +425,29 @@ def final_parts(vae, xt: torch.Tensor, a: argparse.Namespace, st: dict[str, Any]
 
 
 def run_model(name: str, a: argparse.Namespace, out: Path) -> dict[str, Any]:
-    folder = out / name
     state_file = out / f"{name}.bench.json"
     st = load_state(state_file)
 
     def save() -> None:
         pio.atomic_write_json(state_file, st)
 
+    if name in PEERS:
+        st["version"] = pythae_version()
+        if st["version"] is None:
+            st = {"status": "not installed", "published": None}
+            print(f"  {name}: not installed (optional: pip install 'pyrovae[peer]')", flush=True)
+            return st
+        st["scale_map"] = "exp(s/2)"
+        save()
     xt = None
     done = {p["epochs"] for p in st["curve"]}
     for e in checkpoints_of(name, a):
         if e in done:
             continue
-        spec = model_spec(name, a, e)
         w, c = time.perf_counter(), time.process_time()
-        train_to(folder, spec)
+        vae, saved, history = trained(name, a, out, e)
         st["train_cpu_s"] = st.get("train_cpu_s", 0.0) + time.process_time() - c
         st["train_call_wall_s"] = st.get("train_call_wall_s", 0.0) + time.perf_counter() - w
-        vae, saved, history = runs.load_run(folder)
         if xt is None:
             xt = test_subset(saved, a.test_points)
         wall = float(sum(history["epoch_seconds"]))
@@ -315,7 +462,8 @@ def run_model(name: str, a: argparse.Namespace, out: Path) -> dict[str, Any]:
         print(f"  {name} {e:>5} passes  train {wall:7.0f} s  test ELBO "
               f"{point['test_elbo']:8.2f}  IWAE-{a.curve_k} {point['test_iwae']:8.2f}",
               flush=True)
-    vae, saved, history = runs.load_run(folder)
+    vae, saved, history = (trained(name, a, out, checkpoints_of(name, a)[-1])
+                           if name in PEERS else runs.load_run(out / name))
     xt = test_subset(saved, a.test_points) if xt is None else xt
     st["train_wall_s"] = float(sum(history["epoch_seconds"]))
     scored = st["final"].get("epochs", st.get("epochs"))  # older reports: the run's epochs
@@ -331,6 +479,8 @@ def run_model(name: str, a: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def row(name: str, st: dict[str, Any]) -> str:
+    if st.get("status") == "not installed":
+        return f"{name:<7} not installed"
     f = st["final"]
     i, ais_, g, ia = f["iwae"], f["ais"], f["gaps"], f["iwae_ais"]
     pub = st["published"]
@@ -346,7 +496,15 @@ def row(name: str, st: dict[str, Any]) -> str:
 def machine(a: argparse.Namespace) -> dict[str, Any]:
     return {"platform": platform.platform(), "processor": platform.processor(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "threads": a.threads, "device": a.device or "cpu"}
+            "torch": torch.__version__, "numpy": _numpy_version(),
+            "pythae": pythae_version() if "pythae" in a.models else None,
+            "threads": a.threads, "device": a.device or "cpu"}
+
+
+def _numpy_version() -> str:
+    import numpy
+
+    return numpy.__version__
 
 
 def check_json(path: Path) -> None:
@@ -370,7 +528,7 @@ def write_json(path: Path, report: dict[str, Any]) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench_mnist_runs", help="the bench's folder (resumable)")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(ALL_MODELS))
     p.add_argument("--stages", nargs="+", default=None, metavar="K|MODEL=K",
                    help="Burda's schedule, its first K stages (e.g. 4 iwae50=2)")
     p.add_argument("--epochs", type=int, default=3, help="passes at lr 1e-3 (no --stages)")
@@ -390,7 +548,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gap-steps", type=int, default=100)
     p.add_argument("--gap-particles", type=int, default=256)
     p.add_argument("--gap-samples", type=int, default=1000)
-    p.add_argument("--gap-tol", type=float, default=1e-3,
+    p.add_argument("--gap-tol", type=float, default=1e-4,
                    help="q* converged: every per-point gradient norm under tol·√(width)")
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
@@ -429,7 +587,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in a.models:
         results[name] = run_model(name, a, out)
     # every model finished so far in this folder (another process may run other models)
-    for name in MODELS:
+    for name in ALL_MODELS:
         f = out / f"{name}.bench.json"
         if name not in results and f.is_file():
             st = load_state(f)

@@ -229,34 +229,47 @@ def pythae_available() -> str | None:
         return None
 
 
-def train_pythae(x, init, seed, epochs):
-    """pythae's ``VAE`` (Bernoulli: ``reconstruction_loss="bce"``) by its TrainingPipeline,
-    with our encoder and decoder wrapped in pythae's BaseEncoder / BaseDecoder."""
-    from pythae.models import VAE, VAEConfig
+def pythae_nets(encoder: nn.Module, decoder: nn.Module, latent: int):
+    """``encoder`` and ``decoder`` wrapped in pythae's ``BaseEncoder`` / ``BaseDecoder``.
+
+    The encoder's output (μ, s) is read as pythae reads it, s = log σ² (so σ = exp(½·s),
+    the ``exp`` scale map); the decoder's output is Bernoulli logits, handed to pythae as
+    probabilities (sigmoid), as its ``reconstruction_loss="bce"`` expects.  The wrappers
+    hold the given modules (``.net``), so their weights are pythae's.
+    """
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseEncoder
-    from pythae.pipelines import TrainingPipeline
-    from pythae.trainers import BaseTrainerConfig
 
     class Encoder(BaseEncoder):
         def __init__(self):
             super().__init__()
-            self.net = mlp(x.shape[1], [HIDDEN], 2 * LATENT)
+            self.net = encoder
 
         def forward(self, inp):
-            mu, log_var = self.net(inp.reshape(len(inp), -1)).split(LATENT, -1)
+            mu, log_var = self.net(inp.reshape(len(inp), -1)).split(latent, -1)
             return ModelOutput(embedding=mu, log_covariance=log_var)
 
     class Decoder(BaseDecoder):
         def __init__(self):
             super().__init__()
-            self.net = mlp(LATENT, [HIDDEN], x.shape[1])
+            self.net = decoder
 
         def forward(self, z):
             return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
 
+    return Encoder(), Decoder()
+
+
+def train_pythae(x, init, seed, epochs):
+    """pythae's ``VAE`` (Bernoulli: ``reconstruction_loss="bce"``) by its TrainingPipeline,
+    with our encoder and decoder wrapped in pythae's BaseEncoder / BaseDecoder."""
+    from pythae.models import VAE, VAEConfig
+    from pythae.pipelines import TrainingPipeline
+    from pythae.trainers import BaseTrainerConfig
+
     t0 = time.perf_counter()
-    enc, dec = Encoder(), Decoder()
+    enc, dec = pythae_nets(mlp(x.shape[1], [HIDDEN], 2 * LATENT), mlp(LATENT, [HIDDEN], x.shape[1]),
+                           LATENT)
     enc.net.load_state_dict(init["encoder"])
     dec.net.load_state_dict(init["decoder"])
     config = VAEConfig(input_dim=(x.shape[1],), latent_dim=LATENT, reconstruction_loss="bce")
