@@ -4,38 +4,16 @@ schema, and bad input refused in one line.  No timing is asserted."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from pyrovae.errors import PyrovaeError
 from pyrovae.runs import folder as runs
 from pyrovae.training.trainer import Trainer
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("_bench_mnist", BENCH / "bench_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def data(tmp_path):
-    """75 grey 'images' of 16 pixels in [0, 1] (60 train, 15 test at test_fraction 0.2)."""
-    path = tmp_path / "grey.npy"
-    np.save(path, np.random.default_rng(0).random((75, 16)).astype(np.float32))
-    return str(path)
 
 
 def args(data: str, out: Path, *extra: str) -> list[str]:

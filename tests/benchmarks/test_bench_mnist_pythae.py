@@ -6,43 +6,15 @@ loss.  No timing is asserted."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch.distributions import kl_divergence
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("_bench_mnist_peer", BENCH / "bench_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def data(tmp_path):
-    """75 grey 'images' of 16 pixels in [0, 1] (60 train, 15 test at test_fraction 0.2)."""
-    path = tmp_path / "grey.npy"
-    np.save(path, np.random.default_rng(0).random((75, 16)).astype(np.float32))
-    return str(path)
-
-
-def args(data: str, out: Path, *extra: str) -> list[str]:
-    return ["--data", data, "--out", str(out), "--test-points", "10", "--iwae-k", "60",
-            "--curve-points", "5", "--curve-k", "20", "--ais-points", "4", "--ais-steps", "4",
-            "--ais-max-steps", "8", "--ais-chains", "2", "--bdmc-points", "2",
-            "--gap-points", "2", "--gap-steps", "2", "--gap-particles", "8",
-            "--gap-samples", "20", *extra]
+from tests.benchmarks.test_bench_mnist import args
 
 
 def spec_of(bench, data: str, out: Path, epochs: int, *extra: str) -> dict:
