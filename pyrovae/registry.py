@@ -19,6 +19,7 @@ and validates every parameter, naming the key path on error
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import math
@@ -294,11 +295,18 @@ class Registry:
         return {"family": cls.family, **params}
 
     def build(self, entry: Any, path: str | None = None, **context: Any) -> Any:
-        """Instantiate the family described by ``entry`` with the model's ``context``."""
-        full = self.normalize(entry, path)
-        params = {k: v for k, v in full.items() if k != "family"}
+        """Instantiate the family described by ``entry`` (validated here: a raw entry)
+        with the model's ``context``."""
+        return self.instantiate(self.normalize(entry, path), **context)
+
+    def instantiate(self, full: Mapping[str, Any], **context: Any) -> Any:
+        """Instantiate from an entry ``normalize`` returned, without validating it
+        again (a spec validated once at the door builds its families through this).
+        The object keeps its entry as ``obj.entry``."""
+        # plain copies (a validated entry may be a read-only view, pyrovae.frozen)
+        params = {k: copy.deepcopy(v) for k, v in full.items() if k != "family"}
         obj = self._classes[full["family"]](**context, **params)
-        obj.entry = full  # the validated entry it was built from (for specs)
+        obj.entry = copy.deepcopy(dict(full))  # the entry it was built from (VAE.spec)
         return obj
 
     def describe(self) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,7 @@ PACKAGE = Path(pyrovae.__file__).parent
 #: layer of each top-level module or sub-package, lowest first
 LAYERS: dict[str, int] = {
     "errors": 0,
-    "registry": 1, "io": 1, "quadrature": 1, "randomness": 1,
+    "registry": 1, "io": 1, "quadrature": 1, "randomness": 1, "frozen": 1,
     "progress": 1,
     "data": 2, "plots": 2,
     "model": 3,

@@ -11,7 +11,7 @@ from typing import Any
 from pyrovae.cli.flags import add_param_flag, add_progress_flag
 from pyrovae.errors import PyrovaeError
 from pyrovae.runs.distributed import is_launched, train_distributed
-from pyrovae.runs.folder import SPEC_FILE, read_spec
+from pyrovae.runs.folder import SPEC_FILE
 from pyrovae.runs.pipeline import RunComplete, resume_run, train_run
 from pyrovae.runs.spec import apply_overrides, load_spec
 from pyrovae.training.config import TRAIN_PARAMS
@@ -139,7 +139,8 @@ def _resume_spec(args: argparse.Namespace, sets: list[str]) -> dict[str, Any] | 
         return apply_overrides(load_spec(args.config), sets)
     if sets:  # changes relative to the run's own spec
         own = Path(args.resume) / SPEC_FILE
-        return apply_overrides(read_spec(own) if own.is_file() else {}, sets)
+        # read as raw text: the pipeline validates the spec it is given, once
+        return apply_overrides(load_spec(own) if own.is_file() else {}, sets)
     return None
 
 

@@ -54,7 +54,8 @@ from torch import nn
 from pyrovae.errors import PyrovaeError
 from pyrovae.model.guides import MIN_SCALE
 from pyrovae.model.nets import ACTIVATIONS, mlp
-from pyrovae.model.vae import VAE, _kl_scale
+from pyrovae.model.spec import ModelSpec
+from pyrovae.model.vae import VAE, _kl_scale, spec_from_args
 from pyrovae.registry import MODELS, PRIORS, Param
 
 __all__ = ["HierarchicalVAE"]
@@ -133,25 +134,30 @@ class HierarchicalVAE(VAE):
         likelihood: Any = "bernoulli",
         guide: Any = "diagonal_normal",
     ) -> None:
-        entry = MODELS.normalize({"family": "hierarchical", "latent_dims": list(latent_dims),
-                                  "layer_hidden": list(layer_hidden),
-                                  "layer_activation": layer_activation}, "model")
-        dims = entry["latent_dims"]
-        if not isinstance(prior, nn.Module):
-            top = PRIORS.normalize(prior, "prior")
-            if PRIORS.get(top["family"]).encodes_inputs:
-                raise PyrovaeError(f"prior.family: {top['family']!r} cannot be used with model: "
-                                   "hierarchical (it encodes pseudo-inputs to z1, the prior "
-                                   "is on the top layer)")
-            prior = PRIORS.build(top, "prior", latent_dim=dims[-1])
-        super().__init__(data_dim, dims[0], encoder=encoder, decoder=decoder,
-                         activation=activation, prior=prior, likelihood=likelihood,
-                         guide=guide)
+        nn.Module.__init__(self)
+        spec, ready = spec_from_args(
+            data_dim, None, encoder=encoder, decoder=decoder, activation=activation,
+            decoder_activation=None, prior=prior, likelihood=likelihood, guide=guide,
+            context=None, model={"family": "hierarchical", "latent_dims": list(latent_dims),
+                                 "layer_hidden": list(layer_hidden),
+                                 "layer_activation": layer_activation})
+        self._assemble(spec, ready)
+
+    def _layer_dim(self, spec: ModelSpec) -> int:
+        """The networks and the guide see z1, the layer next to x."""
+        return spec.model["latent_dims"][0]
+
+    def _prior_dim(self, spec: ModelSpec) -> int:
+        """The prior is on the top layer z_L."""
+        return spec.model["latent_dims"][-1]
+
+    def _assemble(self, s: ModelSpec, ready: Mapping[str, nn.Module]) -> None:
+        """The VAE's parts for z1 (``latent_dim`` becomes the sum of the layers) and the
+        Gaussian layers between the stochastic layers."""
+        super()._assemble(s, ready)
+        dims = s.model["latent_dims"]
         self.latent_dims: tuple[int, ...] = tuple(dims)
-        self.latent_dim = sum(dims)
-        self._spec["model"] = entry
-        self._spec["latent_dim"] = self.latent_dim
-        act, h = entry["layer_activation"], entry["layer_hidden"]
+        act, h = s.model["layer_activation"], s.model["layer_hidden"]
         #: q(z_{l+1} | z_l), l = 1 … L−1
         self.up = nn.ModuleList(_GaussianLayer(a, h, b, act)
                                 for a, b in itertools.pairwise(dims))
@@ -179,16 +185,6 @@ class HierarchicalVAE(VAE):
                                "model: hierarchical "
                                "(it encodes pseudo-inputs to z1, the prior is on the top layer)")
         spec["latent_dim"] = sum(spec["model"]["latent_dims"])
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None, *,
-                  encoder: nn.Module | None = None,
-                  decoder: nn.Module | None = None) -> HierarchicalVAE:
-        """Build from a spec whose ``model`` entry is ``{family: hierarchical, ...}``."""
-        s, m = cls.kind_spec(spec, data_dim)
-        return cls(s["event_shape"] or [s["data_dim"]], m.pop("latent_dims"),
-                   encoder=encoder or s["encoder"], decoder=decoder or s["decoder"],
-                   prior=s["prior"], likelihood=s["likelihood"], guide=s["guide"], **m)
 
     # --------------------------------------------------------- distributions
     @property

@@ -49,7 +49,8 @@ from torch import nn
 from pyrovae.data.labels import UNLABELLED, check_class_labels
 from pyrovae.errors import PyrovaeError
 from pyrovae.model.nets import ACTIVATIONS
-from pyrovae.model.vae import VAE, _kl_scale
+from pyrovae.model.spec import ModelSpec
+from pyrovae.model.vae import VAE, _kl_scale, spec_from_args
 from pyrovae.registry import MODELS, NETWORKS, PRIORS, Param
 
 __all__ = ["UNLABELLED", "SemiSupervisedVAE"]
@@ -124,16 +125,23 @@ class SemiSupervisedVAE(VAE):
         likelihood: Any = "bernoulli",
         guide: Any = "diagonal_normal",
     ) -> None:
-        entry = self.check_entry({
-            "family": "m2", "classes": classes, "classify_weight": classify_weight,
-            "labelled_fraction": labelled_fraction, "labelled_count": labelled_count,
-            "classifier_hidden": list(classifier_hidden),
-            "classifier_activation": classifier_activation,
-        })
-        super().__init__(data_dim, latent_dim, encoder=encoder, decoder=decoder,
-                         activation=activation, prior=prior, likelihood=likelihood,
-                         guide=guide, context={"family": "label", "classes": entry["classes"]})
-        self._spec["model"] = entry
+        nn.Module.__init__(self)
+        spec, ready = spec_from_args(
+            data_dim, latent_dim, encoder=encoder, decoder=decoder, activation=activation,
+            decoder_activation=None, prior=prior, likelihood=likelihood, guide=guide,
+            context=None, model={
+                "family": "m2", "classes": classes, "classify_weight": classify_weight,
+                "labelled_fraction": labelled_fraction, "labelled_count": labelled_count,
+                "classifier_hidden": list(classifier_hidden),
+                "classifier_activation": classifier_activation,
+            })
+        self._assemble(spec, ready)
+
+    def _assemble(self, s: ModelSpec, ready: Mapping[str, nn.Module]) -> None:
+        """The VAE's parts (the label as the networks' context, set by ``complete_spec``)
+        and the classifier q(y|x)."""
+        super()._assemble(s, ready)
+        entry = self.kind_entry
         self.classes, self.classify_weight = entry["classes"], float(entry["classify_weight"])
         self.classifier = NETWORKS.build(
             {"family": "mlp", "hidden": entry["classifier_hidden"],
@@ -179,16 +187,6 @@ class SemiSupervisedVAE(VAE):
                                "model: m2 (it encodes pseudo-inputs; the networks are "
                                "conditioned on the label)")
         spec["context"] = want
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None, *,
-                  encoder: nn.Module | None = None,
-                  decoder: nn.Module | None = None) -> SemiSupervisedVAE:
-        """Build from a spec whose ``model`` entry is ``{family: m2, ...}``."""
-        s, m = cls.kind_spec(spec, data_dim)
-        return cls(s["event_shape"] or [s["data_dim"]], s["latent_dim"],
-                   encoder=encoder or s["encoder"], decoder=decoder or s["decoder"],
-                   prior=s["prior"], likelihood=s["likelihood"], guide=s["guide"], **m)
 
     # --------------------------------------------------------- distributions
     def label_prior(self) -> dist.Categorical:

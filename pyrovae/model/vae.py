@@ -35,6 +35,7 @@ from pyrovae.model.guides import GuideFamily
 from pyrovae.model.likelihoods import Likelihood
 from pyrovae.model.nets import Network
 from pyrovae.model.priors import Prior
+from pyrovae.model.spec import ModelSpec
 from pyrovae.model.weights import load_pretrained, save_vae
 from pyrovae.registry import CONTEXTS, GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS
 
@@ -101,70 +102,63 @@ class VAE(nn.Module):
         context: str | Mapping[str, Any] | Context | None = None,
     ) -> None:
         super().__init__()
-        from pyrovae.model.spec import normalize_model_spec
+        spec, ready = spec_from_args(
+            data_dim, latent_dim, encoder=encoder, decoder=decoder, activation=activation,
+            decoder_activation=decoder_activation, prior=prior, likelihood=likelihood,
+            guide=guide, context=context)
+        self._assemble(spec, ready)
 
-        event_shape = _event_shape(data_dim)
-        given = {k: v for k, v in (("encoder", encoder), ("decoder", decoder))
-                 if isinstance(v, nn.Module)}  # ready modules, used as they are
-        custom = {k: v for k, v in given.items() if not isinstance(v, Network)}
-        if "encoder" in custom and decoder is None:
-            raise PyrovaeError("decoder: a custom encoder module needs a decoder too "
-                               "(pass decoder=...)")
-        raw = {
-            "data_dim": math.prod(event_shape),
-            "event_shape": list(event_shape) if len(event_shape) > 1 else None,
-            "latent_dim": latent_dim,
-            "encoder": _net_entry(encoder, activation),
-            "prior": _entry(prior),
-            "likelihood": _entry(likelihood),
-            "guide": _entry(guide),
-            "context": "none" if context is None else _entry(context),
-        }
-        if decoder is None and decoder_activation is not None and "encoder" not in custom \
-                and not isinstance(encoder, (str, Mapping, nn.Module)):
-            decoder = list(reversed(list(encoder)))
-        if decoder is not None:
-            raw["decoder"] = _net_entry(decoder, decoder_activation or activation)
-        for key in custom:
-            raw[key] = "mlp"  # placeholder, replaced below: a module is not a spec entry
-        self._spec = normalize_model_spec(raw)
-        for key, module in custom.items():
-            self._spec[key] = {"family": "custom", "module": type(module).__qualname__}
-        s = self._spec
-        self.data_dim, self.latent_dim = s["data_dim"], s["latent_dim"]
-        self.event_shape: tuple[int, ...] = event_shape
-        self.prior = prior if isinstance(prior, Prior) else PRIORS.build(
-            s["prior"], "prior", latent_dim=self.latent_dim
-        )
-        self.likelihood = likelihood if isinstance(likelihood, Likelihood) else LIKELIHOODS.build(
-            s["likelihood"], "likelihood", event_shape=self.event_shape
-        )
+    # ---------------------------------------------------------------- build
+    def _layer_dim(self, spec: ModelSpec) -> int:
+        """The size of the z the networks and the guide see (the VAE's one latent)."""
+        return spec.latent_dim
+
+    def _prior_dim(self, spec: ModelSpec) -> int:
+        """The size of the latent the prior is on."""
+        return spec.latent_dim
+
+    def _assemble(self, s: ModelSpec, ready: Mapping[str, nn.Module]) -> None:
+        """Build the families a validated :class:`ModelSpec` names (none is validated
+        again: ``Registry.instantiate``), using the ``ready`` modules where given.  The
+        one place a VAE is put together: ``__init__`` and ``from_spec`` both end here;
+        a kind with more parts extends it."""
+        self.kind_entry: dict[str, Any] = dict(s.model)
+        self.data_dim, self.event_shape = s.data_dim, s.shape
+        self.latent_dim = self._layer_dim(s)  # the kind may widen it after the networks
+        self.prior = ready.get("prior") or PRIORS.instantiate(
+            s.prior, latent_dim=self._prior_dim(s))
+        self.likelihood = ready.get("likelihood") or LIKELIHOODS.instantiate(
+            s.likelihood, event_shape=self.event_shape)
         if tuple(self.likelihood.event_shape) != self.event_shape:
             raise PyrovaeError(f"likelihood: built for event shape {self.likelihood.event_shape}, "
                                f"the VAE's is {self.event_shape}")
-        self.guide_family = guide if isinstance(guide, GuideFamily) else GUIDES.build(
-            s["guide"], "guide", latent_dim=self.latent_dim
-        )
-        self.context = context if isinstance(context, Context) else CONTEXTS.build(
-            s["context"], "context"
-        )
+        self.guide_family = ready.get("guide") or GUIDES.instantiate(
+            s.guide, latent_dim=self.latent_dim)
+        self.context = ready.get("context") or CONTEXTS.instantiate(s.context)
+        for key, module in (("prior", self.prior), ("likelihood", self.likelihood),
+                            ("guide", self.guide_family), ("context", self.context)):
+            if getattr(module, "entry", None) is None:  # a ready family: its validated entry
+                module.entry = getattr(s, key)
         if self.context.dim and self.prior.encodes_inputs:
             raise PyrovaeError(f"prior.family: {self.prior.family!r} encodes pseudo-inputs "
                                "without a context; it cannot be used with a conditional VAE "
                                "(context)")
         sizes = {"event_shape": self.event_shape, "latent_dim": self.latent_dim,
                  "context_dim": self.context.dim}
-        self.encoder = given["encoder"] if "encoder" in given else NETWORKS.build(
-            s["encoder"], "encoder", role="encoder",
-            out_features=self.guide_family.num_outputs(), **sizes,
-        )
-        self.decoder = given["decoder"] if "decoder" in given else NETWORKS.build(
-            s["decoder"], "decoder", role="decoder",
-            out_features=self.likelihood.num_outputs(), **sizes,
-        )
+        nets = {k: ready[k] for k in ("encoder", "decoder") if k in ready}
+        for key, entry in (("encoder", s.encoder), ("decoder", s.decoder)):
+            if key not in nets and entry.get("family") == "custom":
+                raise PyrovaeError(
+                    f"{key}.family: 'custom' ({entry.get('module')}) is a Python module that "
+                    "a spec cannot rebuild; build VAE(..., encoder=..., decoder=...) in Python")
+        self.encoder = nets.get("encoder") or NETWORKS.instantiate(
+            s.encoder, role="encoder", out_features=self.guide_family.num_outputs(), **sizes)
+        self.decoder = nets.get("decoder") or NETWORKS.instantiate(
+            s.decoder, role="decoder", out_features=self.likelihood.num_outputs(), **sizes)
         self.prior.attach(self)
-        for key in given:
+        for key in nets:
             self._probe(key)
+        self.latent_dim = s.latent_dim
 
     def _probe(self, role: str) -> None:
         """Call a network passed in as a module once on zeros (eval mode, no grad: no
@@ -196,25 +190,6 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ spec
     @classmethod
-    def kind_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(model spec, kind parameters)``: the model part of ``spec`` normalized (its
-        ``data_dim`` filled in from ``data_dim`` when null) and this kind's ``model``
-        entry without ``family``, for a kind's ``from_spec``; another kind's spec is a
-        PyrovaeError."""
-        from pyrovae.model.spec import normalize_model_spec
-
-        s = dict(spec)
-        if s.get("data_dim") is None and data_dim is not None:
-            s["data_dim"] = data_dim
-        s = normalize_model_spec(s, require_data_dim=True)
-        m = dict(s["model"])
-        if m.pop("family", None) != cls.family:
-            raise PyrovaeError(f"model.family: expected {cls.family!r}, got "
-                               f"{s['model'].get('family')!r}")
-        return s, m
-
-    @classmethod
     def complete_spec(cls, spec: dict[str, Any]) -> None:
         """Fill in or refuse, in a normalized spec, what this kind decides (nothing for
         the VAE; the M2 kind sets the label context)."""
@@ -222,44 +197,26 @@ class VAE(nn.Module):
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], data_dim: int | None = None, *,
                   encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> VAE:
-        """Build from a spec (a full spec or its model part; see ``pyrovae.runs.spec``).
+        """Build the model kind a spec names (a full spec or its model part; see
+        ``pyrovae.runs.spec``), e.g. an ``m2`` spec gives a ``SemiSupervisedVAE``.
 
-        ``data_dim`` fills in a spec whose ``data_dim`` is null (inferred from data).
+        A validated spec (a :class:`~pyrovae.model.spec.ModelSpec` or a run's ``Spec``)
+        is built from as it is; a raw mapping is validated here, once.  ``data_dim``
+        fills in a spec whose ``data_dim`` is null (inferred from data).
         ``encoder``/``decoder``: your modules for networks the spec records as
         ``{family: custom}`` (a spec cannot rebuild Python code).
         """
-        from pyrovae.model.spec import model_class, normalize_model_spec
+        from pyrovae.model.spec import model_spec_of
 
-        kind = model_class(spec)
-        if kind is not cls and issubclass(kind, cls):  # e.g. VAE.from_spec of an m2 spec
-            return kind.from_spec(spec, data_dim, encoder=encoder, decoder=decoder)
-        s = dict(spec)
-        modules = {"encoder": encoder, "decoder": decoder}
-        for key in ("encoder", "decoder"):
-            entry = s.get(key)
-            if isinstance(entry, Mapping) and entry.get("family") == "custom" \
-                    and modules[key] is not None:
-                s[key] = "mlp"  # placeholder for the check below; the module is used
-            elif isinstance(entry, Mapping) and entry.get("family") == "custom":
-                raise PyrovaeError(
-                    f"{key}.family: 'custom' ({entry.get('module')}) is a Python module that a "
-                    "spec cannot rebuild; build VAE(..., encoder=..., decoder=...) in Python"
-                )
-        if s.get("data_dim") is None and data_dim is not None:
-            s["data_dim"] = data_dim
-        s = normalize_model_spec(s, require_data_dim=True)
-        shape = s["event_shape"] or [s["data_dim"]]
+        s = model_spec_of(spec, data_dim)
+        kind = MODELS.get(s.model["family"], "model")
+        if not issubclass(kind, cls):
+            raise PyrovaeError(f"model.family: expected {cls.family!r}, got {kind.family!r}")
+        ready = {k: m for k, m in (("encoder", encoder), ("decoder", decoder)) if m is not None}
+        obj = kind.__new__(kind)
+        nn.Module.__init__(obj)
         try:
-            return cls(
-                shape,
-                s["latent_dim"],
-                encoder=s["encoder"] if encoder is None else encoder,
-                decoder=s["decoder"] if decoder is None else decoder,
-                prior=s["prior"],
-                likelihood=s["likelihood"],
-                guide=s["guide"],
-                context=s["context"],
-            )
+            obj._assemble(s, ready)
         except (RuntimeError, MemoryError, OverflowError, TypeError) as exc:
             # sizes too large to allocate (torch: "can't allocate", "Overflow when unpacking")
             text = str(exc)
@@ -267,10 +224,11 @@ class VAE(nn.Module):
                 w in text for w in ("allocate", "Overflow", "overflow", "out of memory")
             ):
                 raise
-            sizes = (f"data_dim {s['data_dim']}, latent_dim {s['latent_dim']}, encoder "
-                     f"{_sizes(s['encoder'])}, decoder {_sizes(s['decoder'])}")
+            sizes = (f"data_dim {s.data_dim}, latent_dim {s.latent_dim}, encoder "
+                     f"{_sizes(s.encoder)}, decoder {_sizes(s.decoder)}")
             raise PyrovaeError(f"cannot build a VAE of these sizes ({sizes}): too large "
                                "to allocate") from None
+        return obj
 
     def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
         """Write the weights (``model.safetensors``, nothing pickled) and the spec
@@ -298,11 +256,25 @@ class VAE(nn.Module):
 
     @property
     def spec(self) -> dict[str, Any]:
-        """The model part of the spec (a plain, JSON-able dict); round-trips via ``from_spec``
-        (except for custom network modules, recorded as ``{"family": "custom"}``)."""
+        """The model part of the spec (a plain, JSON-able dict), read off the built parts:
+        each family's validated entry, a custom network module recorded as ``{"family":
+        "custom", "module": its class name}``; round-trips via ``from_spec`` (the custom
+        modules passed again)."""
         import copy
 
-        return copy.deepcopy(self._spec)
+        out: dict[str, Any] = {
+            "model": copy.deepcopy(self.kind_entry), "data_dim": self.data_dim,
+            "event_shape": list(self.event_shape) if len(self.event_shape) > 1 else None,
+            "latent_dim": self.latent_dim,
+        }
+        for key, part in (("encoder", self.encoder), ("decoder", self.decoder),
+                          ("prior", self.prior), ("likelihood", self.likelihood),
+                          ("guide", self.guide_family), ("context", self.context)):
+            entry = getattr(part, "entry", None) if key not in ("encoder", "decoder") \
+                or isinstance(part, Network) else None
+            out[key] = copy.deepcopy(entry) if entry is not None else {
+                "family": "custom", "module": type(part).__qualname__}
+        return out
 
     @property
     def width(self) -> int:
@@ -489,6 +461,57 @@ def load_vae(folder: str | Path, *, encoder: nn.Module | type | None = None,
         >>> again = pyrovae.load_vae("my-vae", encoder=MyEncoder(), decoder=MyDecoder())
     """
     return VAE.from_pretrained(folder, encoder=encoder, decoder=decoder)
+
+
+def spec_from_args(
+    data_dim: int | Sequence[int],
+    latent_dim: int | None,
+    *,
+    encoder: Sequence[int] | Mapping[str, Any] | nn.Module,
+    decoder: Sequence[int] | Mapping[str, Any] | nn.Module | None,
+    activation: str,
+    decoder_activation: str | None,
+    prior: str | Mapping[str, Any] | Prior,
+    likelihood: str | Mapping[str, Any] | Likelihood,
+    guide: str | Mapping[str, Any] | GuideFamily,
+    context: str | Mapping[str, Any] | Context | None,
+    model: Mapping[str, Any] | None = None,
+) -> tuple[ModelSpec, dict[str, nn.Module]]:
+    """A kind's constructor arguments as ``(validated ModelSpec, ready modules)``: the
+    arguments are turned into a raw spec and validated once; modules passed in (networks,
+    families) are returned to be used as they are.  ``latent_dim`` None: the kind
+    decides it (``complete_spec``); ``model``: the kind's ``model`` entry."""
+    from pyrovae.model.spec import normalize_model_spec
+
+    event_shape = _event_shape(data_dim)
+    ready = {k: v for k, v in (("encoder", encoder), ("decoder", decoder), ("prior", prior),
+                               ("likelihood", likelihood), ("guide", guide),
+                               ("context", context)) if isinstance(v, nn.Module)}
+    custom = {k for k in ("encoder", "decoder")
+              if k in ready and not isinstance(ready[k], Network)}
+    if "encoder" in custom and decoder is None:
+        raise PyrovaeError("decoder: a custom encoder module needs a decoder too "
+                           "(pass decoder=...)")
+    raw: dict[str, Any] = {
+        "model": dict(model) if model is not None else "vae",
+        "data_dim": math.prod(event_shape),
+        "event_shape": list(event_shape) if len(event_shape) > 1 else None,
+        "encoder": _net_entry(encoder, activation),
+        "prior": _entry(prior),
+        "likelihood": _entry(likelihood),
+        "guide": _entry(guide),
+        "context": "none" if context is None else _entry(context),
+    }
+    if latent_dim is not None:
+        raw["latent_dim"] = latent_dim
+    if decoder is None and decoder_activation is not None and "encoder" not in custom \
+            and not isinstance(encoder, (str, Mapping, nn.Module)):
+        decoder = list(reversed(list(encoder)))
+    if decoder is not None:
+        raw["decoder"] = _net_entry(decoder, decoder_activation or activation)
+    for key in custom:
+        raw[key] = {"family": "custom", "module": type(ready[key]).__qualname__}
+    return normalize_model_spec(raw), ready
 
 
 def _event_shape(data_dim: Any) -> tuple[int, ...]:

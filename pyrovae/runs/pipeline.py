@@ -6,7 +6,6 @@ arguments and formats what these return.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import warnings
@@ -27,7 +26,6 @@ from pyrovae.data import (
     mask_labels,
     train_test_split,
 )
-from pyrovae.data.config import DataConfig
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.classification import classification_metrics, label_probabilities
 from pyrovae.estimators.evaluate import evaluate, summary
@@ -39,8 +37,8 @@ from pyrovae.progress import Progress, from_flag
 from pyrovae.registry import REGISTRIES
 from pyrovae.runs import folder as runs
 from pyrovae.runs.budget import check_size
-from pyrovae.runs.sections import CheckpointPolicy, EvalConfig
 from pyrovae.runs.spec import (
+    Spec,
     bound_spec_hash,
     check_num_samples,
     dump_spec,
@@ -53,9 +51,9 @@ from pyrovae.training.tracking import require_trackers, trackers_for
 from pyrovae.training.trainer import STATE_KEYS, DivergenceError, TrainConfig, Trainer
 
 
-def load_data(spec: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
+def load_data(spec: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset | None]:
     """``(full, train, test)`` as the spec's ``data`` section describes (seeded split)."""
-    d = DataConfig.from_section(spec["data"])
+    d = normalize_spec(spec).data_config
     full = load_dataset(d.name, path=d.path, transform=d.transform, header=d.header)
     train, test = train_test_split(full, d.test_fraction, d.split_seed)
     return full, train, test
@@ -74,9 +72,12 @@ def default_likelihood(x: torch.Tensor) -> str:
     return "bernoulli" if bool(((x == 0) | (x == 1)).all()) else "gaussian"
 
 
-def build(spec_raw: dict[str, Any] | None, *, size_limit: float = 1.0
-          ) -> tuple[dict[str, Any], VAE, Dataset, Dataset | None]:
-    """Validate the spec, load the data, check it against the likelihood, build the VAE.
+def build(spec_raw: Mapping[str, Any] | None, *, size_limit: float = 1.0,
+          likelihood_from_data: bool | None = None
+          ) -> tuple[Spec, VAE, Dataset, Dataset | None]:
+    """Validate the spec (a ``Spec`` is taken as it is), load the data, check it against
+    the likelihood, build the VAE.  ``likelihood_from_data``: whether the data choose
+    the likelihood (None: when the spec given names none).
 
     Nothing is written; every user error is raised here, before training.
     """
@@ -84,28 +85,32 @@ def build(spec_raw: dict[str, Any] | None, *, size_limit: float = 1.0
     check_train_section(spec)
     require_trackers(spec["track"])  # an optional package missing: said before any work
     check_size(spec, scale=size_limit)  # before the data: a lower bound (D unknown)
-    _absolute_data_paths(spec)
+    spec = _absolute_data_paths(spec)
     _, train, test = load_data(spec)
-    if not (spec_raw or {}).get("likelihood"):
-        # the one section the data decides: normalised alone, not the whole spec again
-        spec["likelihood"] = REGISTRIES["likelihood"].normalize(
-            default_likelihood(train.x), "likelihood")
+    # what the data decide, validated as it is filled in (the rest is not validated again)
+    changes: dict[str, Any] = {}
+    if likelihood_from_data is None:
+        likelihood_from_data = not (spec_raw or {}).get("likelihood")
+    if likelihood_from_data:
+        changes["likelihood"] = default_likelihood(train.x)
     if spec["data_dim"] is None:
-        spec["data_dim"] = train.data_dim
+        changes["data_dim"] = train.data_dim
     elif spec["data_dim"] != train.data_dim:
         raise PyrovaeError(
             f"data_dim: spec says {spec['data_dim']}, data {spec['data']['name']!r} "
             f"has {train.data_dim}"
         )
     if spec["event_shape"] is None:  # the data's own shape (an MLP flattens it)
-        spec["event_shape"] = list(train.event_shape)
+        changes["event_shape"] = list(train.event_shape)
     elif tuple(spec["event_shape"]) != train.event_shape:
         raise PyrovaeError(
             f"event_shape: spec says {spec['event_shape']}, data {spec['data']['name']!r} "
             f"has examples of shape {list(train.event_shape)}"
         )
-    if spec["data"]["transform"] is None:
-        spec["data"]["transform"] = train.transform  # record the default it resolved to
+    if spec["data"]["transform"] is None:  # record the default it resolved to
+        changes["data"] = {**spec["data"], "transform": train.transform}
+    if changes:
+        spec = spec.replace(changes)
     check_size(spec, scale=size_limit)  # the sizes known, before anything is allocated
     pyro.set_rng_seed(spec["train"]["seed"])
     vae = VAE.from_spec(spec)  # the kind the spec's ``model`` names
@@ -115,24 +120,23 @@ def build(spec_raw: dict[str, Any] | None, *, size_limit: float = 1.0
     return spec, vae, train, test
 
 
-def _absolute_data_paths(spec: dict[str, Any]) -> None:
-    """Make the spec's data file paths absolute, so a run finds its data from any
-    directory (``data.name`` when it is a file, ``data.path``)."""
-    d = spec["data"]
+def _absolute_data_paths(spec: Spec) -> Spec:
+    """The spec with its data file paths made absolute, so a run finds its data from
+    any directory (``data.name`` when it is a file, ``data.path``)."""
+    d = dict(spec["data"])
     if (isinstance(d["name"], str) and d["name"] not in dataset_names()
             and os.path.exists(d["name"])):
         d["name"] = os.path.abspath(d["name"])
     if isinstance(d["path"], str) and d["path"] and os.path.exists(d["path"]):
         d["path"] = os.path.abspath(d["path"])
+    return spec if d == spec["data"] else spec.replace({"data": d})
 
 
-def check_train_section(spec: dict[str, Any]) -> TrainConfig:
+def check_train_section(spec: Mapping[str, Any]) -> TrainConfig:
     """The spec's ``train`` section as a :class:`TrainConfig` (its checks beyond the
-    spec's types: the seed's range, the device exists), errors named ``train.KEY``."""
-    try:
-        return TrainConfig.from_section(spec["train"])
-    except PyrovaeError as exc:
-        raise PyrovaeError(f"train.{exc}") from None
+    spec's types: the seed's range, the device exists), errors named ``train.KEY``;
+    made once per ``Spec`` (``Spec.train_config``)."""
+    return normalize_spec(spec).train_config
 
 
 def training_labels(spec: dict[str, Any], vae: VAE, train: Dataset) -> torch.Tensor | None:
@@ -171,7 +175,9 @@ def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | 
         vae, train.x, check_train_section(spec), test_data=None if test is None else test.x,
         y=training_labels(spec, vae, train),
         test_y=None if test is None else _context(vae, test),
-        objective=spec["objective"], kl_weight=spec["kl_weight"], progress=progress,
+        # built from the validated entries, not validated again by the trainer
+        objective=REGISTRIES["objective"].instantiate(spec["objective"]),
+        kl_weight=REGISTRIES["kl_weight"].instantiate(spec["kl_weight"]), progress=progress,
         callbacks=callbacks, early_stopping=early_stopping_for(spec, test),
     )
 
@@ -179,7 +185,7 @@ def trainer_for(spec: dict[str, Any], vae: VAE, train: Dataset, test: Dataset | 
 def early_stopping_for(spec: dict[str, Any], test: Dataset | None) -> EarlyStopping | None:
     """The spec's early stopping (None when off); a clear error when it watches the
     held-out ELBO of a run without held-out data."""
-    es = EarlyStopping.from_section(spec["early_stopping"])
+    es = normalize_spec(spec).stopping_rule
     if es is not None and es.monitor == "test_elbo" and test is None:
         raise PyrovaeError("early_stopping: it watches the held-out ELBO (test_elbo) and "
                            "this run has no held-out data (data.test_fraction is 0)")
@@ -206,7 +212,7 @@ def checkpoint_state(trainer: Trainer, spec: dict[str, Any], data_fingerprint: s
                      data_shape: tuple[int, ...] | None = None) -> dict:
     """The trainer's state plus what identifies the run: its spec and data fingerprint."""
     state = trainer.state_dict()
-    state["spec"] = copy.deepcopy(spec)
+    state["spec"] = spec.as_dict()
     state["spec_hash"] = bound_spec_hash(spec)
     state["data_fingerprint"] = data_fingerprint
     if data_shape is not None:
@@ -337,7 +343,7 @@ def resume_run(
             raise RunComplete(f"{path} is complete ({done} of {done} epochs, evaluated); to "
                               "train longer pass --epochs N above it; to evaluate again run "
                               "`pyrovae evaluate`")
-        es = EarlyStopping.from_section(spec["early_stopping"])
+        es = spec.stopping_rule
         stop = None if es is None else es.decide(state["history"].get("records", []))
         if stop is not None and stop.stop and (path / runs.METRICS_FILE).is_file():
             raise RunComplete(f"{path} is complete: early stopping ended it after epoch {done} "
@@ -390,16 +396,28 @@ def _saved_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     done = state["epoch"]
     if isinstance(done, bool) or not isinstance(done, int) or done < 0:
         raise PyrovaeError(f"{ckpt}: cannot resume from it (bad epoch {pio.short(done)})")
-    try:
-        saved = normalize_spec(state["spec"])
-    except PyrovaeError as exc:
-        raise PyrovaeError(f"{ckpt}: its spec is not valid any more ({exc})") from None
     on_disk = runs.read_spec(path / runs.SPEC_FILE)
-    edited = spec_diff(saved, on_disk, ignore=("train.epochs",), names=("checkpoint", "spec.yaml"))
-    if edited:
-        raise PyrovaeError(f"{path / runs.SPEC_FILE} no longer matches the checkpoint's spec "
-                           f"({edited}); restore it, or start again with --overwrite")
-    saved["train"]["epochs"] = max(saved["train"]["epochs"], on_disk["train"]["epochs"])
+    bound = state.get("spec_hash")
+    try:  # the checkpoint's spec hashes to spec.yaml's: it is not validated a second time
+        same = isinstance(bound, str) and bound == bound_spec_hash(state["spec"]) \
+            == bound_spec_hash(on_disk)
+    except (TypeError, ValueError, AttributeError):  # not plain JSON: normalised below
+        same = False
+    if not same:
+        try:
+            saved = normalize_spec(state["spec"])
+        except PyrovaeError as exc:
+            raise PyrovaeError(f"{ckpt}: its spec is not valid any more ({exc})") from None
+        edited = spec_diff(saved, on_disk, ignore=("train.epochs",),
+                           names=("checkpoint", "spec.yaml"))
+        if edited:
+            raise PyrovaeError(f"{path / runs.SPEC_FILE} no longer matches the checkpoint's "
+                               f"spec ({edited}); restore it, or start again with --overwrite")
+    ran = state["spec"].get("train", {}).get("epochs")  # the checkpoint's own target
+    if isinstance(ran, int) and not isinstance(ran, bool) and ran > on_disk["train"]["epochs"]:
+        saved = on_disk.replace({"train": {**on_disk["train"], "epochs": ran}})
+    else:
+        saved = on_disk
     return state, saved
 
 
@@ -409,8 +427,7 @@ def _resume_spec(path: Path, saved: dict[str, Any], spec_raw: dict[str, Any] | N
     only in ``train.epochs`` (compared before and after the data are loaded)."""
     only = "(only train.epochs may change when resuming)"
     if spec_raw is not None:
-        given = normalize_spec(spec_raw)
-        _absolute_data_paths(given)
+        given = _absolute_data_paths(normalize_spec(spec_raw))
         inferred = ["train.epochs"]
         if given["data_dim"] is None:
             inferred.append("data_dim")
@@ -423,8 +440,9 @@ def _resume_spec(path: Path, saved: dict[str, Any], spec_raw: dict[str, Any] | N
         changed = spec_diff(saved, given, ignore=tuple(inferred))
         if changed:
             raise PyrovaeError(f"cannot resume {path} with a different spec: {changed} {only}")
-    spec, vae, train, test = build(saved if spec_raw is None else spec_raw,
-                                   size_limit=size_limit)
+    spec, vae, train, test = build(
+        saved if spec_raw is None else given, size_limit=size_limit,
+        likelihood_from_data=spec_raw is not None and not spec_raw.get("likelihood"))
     # keys inferred from the data that a run folder written before they were recorded lacks
     unrecorded = tuple(k for k, v in (("event_shape", saved["event_shape"]),
                                       ("data.transform", saved["data"]["transform"])) if v is None)
@@ -489,7 +507,7 @@ def _train_and_finish_threads(out: Path, spec: dict[str, Any], vae: VAE, trainer
     killed in between loses nothing, since its resume replays those epochs from
     ``checkpoint.pt`` and reaches the same best state again."""
     every = spec["train"]["checkpoint_every"]
-    policy = CheckpointPolicy.from_section(spec["checkpoint"])
+    policy = spec.checkpoint_policy
     ckpt = out / runs.CHECKPOINT_FILE
     best_rule = _best_rule(spec) if policy.keep_best and test is not None else None
 
@@ -575,7 +593,7 @@ def finish_run(out: Path, spec: dict[str, Any], vae: VAE, history: Any,
     the rule that picked ``best.pt`` (its epoch and value are recorded); ``progress``:
     each evaluation's progress on stderr (a line at most every 10 s off a terminal)."""
     vae.cpu()
-    k = EvalConfig.from_section(spec["eval"]).num_samples
+    k = normalize_spec(spec).eval_config.num_samples
 
     def shown(split: str) -> Progress | None:
         return Progress(label=f"evaluate {split} (K={k})", force=True) if progress else None

@@ -21,20 +21,22 @@ raising :class:`~pyrovae.errors.PyrovaeError` with the key path on error.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pyrovae import io as pio
-from pyrovae.data.config import DATA_PARAMS
+from pyrovae.data.config import DATA_PARAMS, DataConfig
 from pyrovae.errors import PyrovaeError
+from pyrovae.frozen import FrozenDict, freeze, thaw
 from pyrovae.model.spec import (
     MODEL_FAMILY_DEFAULTS,
     MODEL_KEYS,
     MODEL_SECTIONS,
     TOP,
+    ModelSpec,
     check_event_shape,
     complete_for_kind,
     model_class,
@@ -50,11 +52,11 @@ from pyrovae.runs.sections import (
 
 # Importing the objectives module fills the objective and schedule registries.
 from pyrovae.training import objectives as _objectives  # noqa: F401
-from pyrovae.training.config import SEED_MAX, TRAIN_PARAMS
-from pyrovae.training.stopping import EARLY_STOPPING_PARAMS
+from pyrovae.training.config import SEED_MAX, TRAIN_PARAMS, TrainConfig
+from pyrovae.training.stopping import EARLY_STOPPING_PARAMS, EarlyStopping
 from pyrovae.training.tracking import TRACKERS
 
-__all__ = ["MAX_NUM_SAMPLES", "MAX_SEED", "MODEL_KEYS", "SECTIONS", "apply_overrides",
+__all__ = ["MAX_NUM_SAMPLES", "MAX_SEED", "MODEL_KEYS", "SECTIONS", "Spec", "apply_overrides",
            "bound_spec_hash", "check_num_samples", "dump_spec", "load_spec", "normalize_spec",
            "spec_hash"]
 
@@ -125,18 +127,106 @@ def normalize_track(value: Any) -> list[str]:
     return out
 
 
-def _normalize_key(key: str, raw: Mapping[str, Any]) -> Any:
+def _normalize_key(key: str, raw: Mapping[str, Any], done: Mapping[str, Any]) -> Any:
     if key == "track":
         return normalize_track(raw.get("track", TRACK_DEFAULT))
     if key in TOP or key in MODEL_SECTIONS or key in MODEL_FAMILY_DEFAULTS:
-        return normalize_model_key(key, raw)
+        return normalize_model_key(key, raw, done)
     if key in SECTIONS:
         return validate_section(SECTIONS[key], raw.get(key), key)
     return REGISTRIES[key].normalize(raw.get(key, FAMILY_DEFAULTS[key]), key)
 
 
-def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A complete, validated spec: every section present, every default filled in."""
+class Spec(FrozenDict):
+    """A spec validated once, at the door (:func:`normalize_spec`): every section present,
+    every default filled in.  It travels as this object: the VAE builder
+    (``VAE.from_spec``), the trainer, the run folder and the checks accept it without
+    validating it again (``normalize_spec(spec)`` returns it as it is).
+
+    Read it as a dict (``spec["train"]["lr"]``; it and its sections are read-only views,
+    ``pyrovae.frozen``, so a spec cannot be changed behind its validation: a change
+    is refused in one line) or through its typed parts: ``model_spec`` (the
+    ``ModelSpec`` the model kind is built from).
+    ``replace`` validates a change; ``as_dict`` (or ``copy.deepcopy``) gives a
+    plain, mutable dict; JSON, YAML and pickle write it as plain data.
+    """
+
+    __slots__ = ("_typed", "model_spec")
+
+    def __init__(self, data: Mapping[str, Any], *, _validated: bool = False) -> None:
+        if not _validated:  # a Spec is made by normalize_spec (or replace), never by hand
+            raise PyrovaeError("Spec: made by normalize_spec(raw), which validates the spec")
+        super().__init__()
+        for k, v in data.items():
+            dict.__setitem__(self, k, freeze(v, k))
+        object.__setattr__(self, "_what", "spec")
+        #: The model part, typed (read off the validated spec, not validated again).
+        self.model_spec: ModelSpec = ModelSpec.of_validated(self)
+        self._typed: dict[str, Any] = {}
+
+    def _section(self, key: str, make: Callable[[Mapping[str, Any]], Any]) -> Any:
+        """The typed object of section ``key``, made on first use and kept (a spec is
+        read-only); its errors are named ``key.option``."""
+        if key not in self._typed:
+            try:
+                self._typed[key] = make(self[key])
+            except PyrovaeError as exc:
+                raise PyrovaeError(f"{key}.{exc}") from None
+        return self._typed[key]
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """The ``train`` section as the :class:`TrainConfig` ``fit`` takes (checked on
+        first use beyond the spec's types: the device exists on this machine)."""
+        return self._section("train", TrainConfig.from_section)
+
+    @property
+    def data_config(self) -> DataConfig:
+        """The ``data`` section as a ``DataConfig``."""
+        return self._section("data", DataConfig.from_section)
+
+    @property
+    def eval_config(self) -> EvalConfig:
+        """The ``eval`` section as an ``EvalConfig``."""
+        return self._section("eval", EvalConfig.from_section)
+
+    @property
+    def checkpoint_policy(self) -> CheckpointPolicy:
+        """The ``checkpoint`` section as a ``CheckpointPolicy``."""
+        return self._section("checkpoint", CheckpointPolicy.from_section)
+
+    @property
+    def stopping_rule(self) -> EarlyStopping | None:
+        """The ``early_stopping`` section as an ``EarlyStopping`` (None when off)."""
+        return self._section("early_stopping", EarlyStopping.from_section)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain, mutable, JSON-able copy (what ``spec.yaml`` and checkpoints hold)."""
+        return thaw(self)
+
+    def replace(self, changes: Mapping[str, Any]) -> Spec:
+        """This spec with the top-level ``changes`` (``{"data_dim": 64, "data": {...}}``),
+        each changed key validated, then the cross-key checks of the whole spec; the
+        other keys are not validated again."""
+        raw = dict(changes)
+        done = {k: v for k, v in self.items() if k not in raw}
+        for key in raw:
+            if key not in ALL_KEYS:
+                raise PyrovaeError(f"{key}: unknown spec key; known keys: {', '.join(ALL_KEYS)}")
+            done[key] = _normalize_key(key, raw, done)
+        out = _checked({k: done[k] for k in ALL_KEYS})
+        out._typed.update((k, v) for k, v in self._typed.items() if k not in raw)
+        return out
+
+
+yaml.SafeDumper.add_representer(Spec, yaml.SafeDumper.represent_dict)  # as a plain dict
+
+
+def normalize_spec(raw: Mapping[str, Any] | None = None) -> Spec:
+    """A complete, validated spec: every section present, every default filled in (a
+    :class:`Spec`; given one, it is returned as it is: a spec is validated once)."""
+    if isinstance(raw, Spec):
+        return raw
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
         raise PyrovaeError(f"spec: expected a mapping, got {type(raw).__name__}")
@@ -145,12 +235,19 @@ def normalize_spec(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if key not in ALL_KEYS:
             name = key if isinstance(key, str) and len(key) < 60 else pio.short(key)
             raise PyrovaeError(f"{name}: unknown spec key; known keys: {', '.join(ALL_KEYS)}")
-    spec = {key: _normalize_key(key, raw) for key in ALL_KEYS}
+    spec: dict[str, Any] = {}
+    for key in ALL_KEYS:
+        spec[key] = _normalize_key(key, raw, spec)
+    return _checked(spec)
+
+
+def _checked(spec: dict[str, Any]) -> Spec:
+    """The cross-key checks of a spec whose keys are each validated; the Spec."""
     check_bounds(spec)
     check_event_shape(spec)
     complete_for_kind(spec)
     check_combinations(spec)
-    return spec
+    return Spec(spec, _validated=True)
 
 
 def check_bounds(spec: Mapping[str, Any]) -> None:
@@ -303,7 +400,8 @@ def bound_spec_hash(spec: Mapping[str, Any]) -> str:
 
 def dump_spec(spec: Mapping[str, Any], path: str | Path) -> None:
     """Write a spec as YAML (the format read back by :func:`load_spec`)."""
-    pio.atomic_write_text(Path(path), yaml.safe_dump(dict(spec), sort_keys=False))
+    plain = spec.as_dict() if isinstance(spec, Spec) else dict(spec)
+    pio.atomic_write_text(Path(path), yaml.safe_dump(plain, sort_keys=False))
 
 
 def spec_diff(a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: tuple[str, ...] = (),

@@ -74,7 +74,7 @@ def test_export_refuses_to_replace_without_overwrite_and_foreign_folders(run, tm
 
 def test_best_without_a_best_checkpoint_is_one_clear_line(run, tmp_path, capsys):
     spec = pipeline.runs.read_spec(run / "spec.yaml")
-    spec["checkpoint"]["keep_best"] = False
+    spec = spec.replace({"checkpoint": {**spec["checkpoint"], "keep_best": False}})
     pipeline.train_run(spec, tmp_path / "nobest", progress=False)
     assert not (tmp_path / "nobest" / "best.pt").exists()
     assert main(["export", str(tmp_path / "nobest"), "--which", "best"]) == 2

@@ -236,7 +236,7 @@ def test_normalize_spec_and_from_spec_only_raise_pyrovae_errors(raw):
     except PyrovaeError:
         return
     if spec["data_dim"] is None:
-        spec["data_dim"] = 5
+        spec = spec.replace({"data_dim": 5})
     # keep what is built small: huge sizes must be refused, not allocated
     sizes = [spec["data_dim"], spec["latent_dim"], *spec["encoder"]["hidden"],
              *spec["decoder"]["hidden"]]
