@@ -134,8 +134,10 @@ EDITS = {
                                             lambda s: s.__setitem__("epoch", 0)),
     "checkpoint data fingerprint": lambda run: _resave(
         run / "checkpoint.pt", lambda s: s.__setitem__("data_fingerprint", "0" * 64)),
-    "checkpoint spec activation": lambda run: _resave(
-        run / "checkpoint.pt", lambda s: s["spec"]["encoder"].__setitem__("activation", "tanh")),
+    "checkpoint spec hash": lambda run: _resave(
+        run / "checkpoint.pt", lambda s: s.__setitem__("spec_hash", "0" * 64)),
+    "checkpoint spec key hash": lambda run: _resave(
+        run / "checkpoint.pt", lambda s: s["spec_sections"].__setitem__("encoder", "0" * 64)),
     "checkpoint history": lambda run: _resave(
         run / "checkpoint.pt", lambda s: s.__setitem__("history", {"records": []})),
     "manifest version 2": _replace("pyrovae-run.json", '"version": 1', '"version": 2'),

@@ -38,7 +38,7 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -601,36 +601,66 @@ def read_history(folder: str | Path) -> Any:
         raise PyrovaeError(f"{path}: unreadable history") from None
 
 
-def verify_binding(path: Path, state: dict[str, Any], spec: dict[str, Any],
-                   ckpt: Path | None = None) -> None:
-    """One spec per run: ``spec.yaml`` must be the spec the checkpoint was trained with
-    (the same :func:`~pyrovae.runs.spec.spec_hash`, ``train.epochs`` aside: a resume
-    that raised it rewrites ``spec.yaml`` first), and the manifest must name the data
-    fingerprint the checkpoint holds.  Else a PyrovaeError naming the file."""
-    from pyrovae.runs.spec import bound_spec_hash, normalize_spec, spec_diff
+def spec_binding(state: Mapping[str, Any], spec: Mapping[str, Any], ckpt: Path) -> str | None:
+    """None when ``spec`` (``spec.yaml``'s, normalized) is the spec the checkpoint was
+    trained with, else what differs, one phrase.
 
-    ckpt = ckpt or path / CHECKPOINT_FILE
-    saved = state.get("spec")
-    if not isinstance(saved, dict) or not isinstance(state.get("data_fingerprint"), str):
-        raise PyrovaeError(f"{ckpt}: not a run checkpoint (it holds no spec or no data "
-                           "fingerprint)")
-    bound = state.get("spec_hash")
-    try:  # the checkpoint's spec as written hashes to the run's: no second normalisation
-        same = isinstance(bound, str) and bound == bound_spec_hash(saved) == bound_spec_hash(spec)
-    except (TypeError, ValueError):  # not plain JSON: normalised (and refused) below
-        same = False
-    if not same:
+    The checkpoint holds the spec's hash (:func:`~pyrovae.runs.spec.bound_spec_hash`,
+    ``train.epochs`` aside) and one hash per top-level key
+    (:func:`~pyrovae.runs.spec.section_hashes`), not a second copy of the spec: the hash
+    decides, the per-key hashes name the keys that changed.  A checkpoint written
+    before (holding its whole spec) is compared key by key.  A checkpoint whose hashes
+    disagree with each other, or that holds neither, is a PyrovaeError."""
+    from pyrovae.runs.spec import (
+        bound_spec_hash,
+        changed_sections,
+        normalize_spec,
+        section_hashes,
+        spec_diff,
+    )
+
+    bound, sections, saved = state.get("spec_hash"), state.get("spec_sections"), state.get("spec")
+    if isinstance(saved, dict):  # written before checkpoints held hashes only
+        try:  # the checkpoint's spec as written hashes to the run's: no second normalisation
+            if isinstance(bound, str) and bound == bound_spec_hash(saved) \
+                    == bound_spec_hash(spec):
+                return None
+        except (TypeError, ValueError):  # not plain JSON: normalised (and refused) below
+            pass
         try:
             saved = normalize_spec(saved)
         except PyrovaeError as exc:
             raise PyrovaeError(f"{ckpt}: its spec is not valid any more ({exc})") from None
         if isinstance(bound, str) and bound != bound_spec_hash(saved):
             raise PyrovaeError(f"{ckpt}: its spec does not match the spec hash it holds")
-        if bound_spec_hash(saved) != bound_spec_hash(spec):
-            diff = spec_diff(saved, spec, ignore=("train.epochs",),
-                             names=("checkpoint", "spec.yaml"))
-            raise PyrovaeError(f"{path / SPEC_FILE} is not the spec {ckpt.name} was trained "
-                               f"with ({diff or 'it differs'}); restore it, or train again")
+        if bound_spec_hash(saved) == bound_spec_hash(spec):
+            return None
+        return spec_diff(saved, spec, ignore=("train.epochs",),
+                         names=("checkpoint", "spec.yaml")) or "it differs"
+    if not isinstance(bound, str):
+        raise PyrovaeError(f"{ckpt}: not a run checkpoint (it holds no spec hash)")
+    if bound == bound_spec_hash(spec):
+        if isinstance(sections, Mapping) and dict(sections) != section_hashes(spec):
+            raise PyrovaeError(f"{ckpt}: its per-key spec hashes do not match the spec hash "
+                               "it holds")
+        return None
+    changed = changed_sections(sections, spec)
+    return f"changed since training: {', '.join(changed)}" if changed else "it differs"
+
+
+def verify_binding(path: Path, state: dict[str, Any], spec: Mapping[str, Any],
+                   ckpt: Path | None = None) -> None:
+    """One spec per run: ``spec.yaml`` must be the spec the checkpoint was trained with
+    (:func:`spec_binding`: the same hash, ``train.epochs`` aside, since a resume that
+    raised it rewrites ``spec.yaml`` first), and the manifest must name the data
+    fingerprint the checkpoint holds.  Else a PyrovaeError naming the file."""
+    ckpt = ckpt or path / CHECKPOINT_FILE
+    if not isinstance(state.get("data_fingerprint"), str):
+        raise PyrovaeError(f"{ckpt}: not a run checkpoint (it holds no data fingerprint)")
+    differs = spec_binding(state, spec, ckpt)
+    if differs is not None:
+        raise PyrovaeError(f"{path / SPEC_FILE} is not the spec {ckpt.name} was trained "
+                           f"with ({differs}); restore it, or train again")
     manifest = read_manifest(path) or {}
     fp = (manifest.get("data") or {}).get("fingerprint") if isinstance(manifest, dict) else None
     if fp is not None and fp != state["data_fingerprint"]:

@@ -43,6 +43,7 @@ from pyrovae.runs.spec import (
     check_num_samples,
     dump_spec,
     normalize_spec,
+    section_hashes,
     spec_diff,
 )
 from pyrovae.training.config import num_threads
@@ -212,8 +213,9 @@ def checkpoint_state(trainer: Trainer, spec: dict[str, Any], data_fingerprint: s
                      data_shape: tuple[int, ...] | None = None) -> dict:
     """The trainer's state plus what identifies the run: its spec and data fingerprint."""
     state = trainer.state_dict()
-    state["spec"] = spec.as_dict()
+    # the spec itself is spec.yaml's alone: the checkpoint is bound to it by hashes
     state["spec_hash"] = bound_spec_hash(spec)
+    state["spec_sections"] = section_hashes(spec)
     state["data_fingerprint"] = data_fingerprint
     if data_shape is not None:
         state["data_shape"] = list(data_shape)
@@ -390,34 +392,24 @@ def _saved_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise PyrovaeError(f"{path}: no checkpoint to resume from ({runs.CHECKPOINT_FILE} "
                            "missing); start again with --overwrite")
     state = pio.load_checkpoint(ckpt)
-    missing = [k for k in (*STATE_KEYS, "spec", "data_fingerprint") if k not in state]
+    missing = [k for k in (*STATE_KEYS, "data_fingerprint") if k not in state]
+    if "spec_hash" not in state and "spec" not in state:
+        missing.append("spec_hash")
     if missing:
         raise PyrovaeError(f"{ckpt}: cannot resume from it (missing {', '.join(missing)})")
     done = state["epoch"]
     if isinstance(done, bool) or not isinstance(done, int) or done < 0:
         raise PyrovaeError(f"{ckpt}: cannot resume from it (bad epoch {pio.short(done)})")
-    on_disk = runs.read_spec(path / runs.SPEC_FILE)
-    bound = state.get("spec_hash")
-    try:  # the checkpoint's spec hashes to spec.yaml's: it is not validated a second time
-        same = isinstance(bound, str) and bound == bound_spec_hash(state["spec"]) \
-            == bound_spec_hash(on_disk)
-    except (TypeError, ValueError, AttributeError):  # not plain JSON: normalised below
-        same = False
-    if not same:
-        try:
-            saved = normalize_spec(state["spec"])
-        except PyrovaeError as exc:
-            raise PyrovaeError(f"{ckpt}: its spec is not valid any more ({exc})") from None
-        edited = spec_diff(saved, on_disk, ignore=("train.epochs",),
-                           names=("checkpoint", "spec.yaml"))
-        if edited:
-            raise PyrovaeError(f"{path / runs.SPEC_FILE} no longer matches the checkpoint's "
-                               f"spec ({edited}); restore it, or start again with --overwrite")
-    ran = state["spec"].get("train", {}).get("epochs")  # the checkpoint's own target
-    if isinstance(ran, int) and not isinstance(ran, bool) and ran > on_disk["train"]["epochs"]:
-        saved = on_disk.replace({"train": {**on_disk["train"], "epochs": ran}})
-    else:
-        saved = on_disk
+    saved = runs.read_spec(path / runs.SPEC_FILE)
+    edited = runs.spec_binding(state, saved, ckpt)
+    if edited is not None:
+        raise PyrovaeError(f"{path / runs.SPEC_FILE} no longer matches the checkpoint's spec "
+                           f"({edited}); restore it, or start again with --overwrite")
+    legacy = state.get("spec")  # a checkpoint written when it held its whole spec
+    train = legacy.get("train") if isinstance(legacy, dict) else None
+    ran = train.get("epochs") if isinstance(train, dict) else None
+    if isinstance(ran, int) and not isinstance(ran, bool) and ran > saved["train"]["epochs"]:
+        saved = saved.replace({"train": {**saved["train"], "epochs": ran}})
     return state, saved
 
 

@@ -57,8 +57,8 @@ from pyrovae.training.stopping import EARLY_STOPPING_PARAMS, EarlyStopping
 from pyrovae.training.tracking import TRACKERS
 
 __all__ = ["MAX_NUM_SAMPLES", "MAX_SEED", "MODEL_KEYS", "SECTIONS", "Spec", "apply_overrides",
-           "bound_spec_hash", "check_num_samples", "dump_spec", "load_spec", "normalize_spec",
-           "spec_hash"]
+           "bound_spec_hash", "changed_sections", "check_num_samples", "dump_spec", "load_spec",
+           "normalize_spec", "section_hashes", "spec_hash"]
 
 #: The most Monte Carlo particles per training step (``objective.num_particles``).
 MAX_NUM_PARTICLES = 10_000
@@ -373,16 +373,49 @@ def _train_default(key: str) -> Any:
 def spec_hash(spec: Mapping[str, Any]) -> str:
     """SHA-256 of a normalized spec's canonical JSON (keys sorted, no spaces): two specs
     with the same hash describe the same run."""
-    import hashlib
-    import json
+    return _sha256(_hashed(spec))
 
+
+def _hashed(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What the hashes cover: the spec without the sections and train options added
+    after run folders were first written, where they hold their defaults."""
     spec = {k: v for k, v in spec.items()
             if not (k in _LATER_DEFAULTS and v == _later_default(k))}
     if isinstance(spec.get("train"), Mapping):  # train options added later, at their defaults
         spec["train"] = {k: v for k, v in spec["train"].items()
                          if not (k in _LATER_TRAIN and v == _train_default(k))}
-    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return spec
+
+
+def _sha256(value: Any) -> str:
+    import hashlib
+    import json
+
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _unbound(spec: Mapping[str, Any]) -> dict[str, Any]:
+    train = {k: v for k, v in (spec.get("train") or {}).items() if k != "epochs"}
+    return {**spec, "train": train}
+
+
+def section_hashes(spec: Mapping[str, Any]) -> dict[str, str]:
+    """``{key: SHA-256 of its canonical JSON}`` for each top-level key of a normalized
+    spec (``train.epochs`` left out, as in :func:`bound_spec_hash`): what a checkpoint
+    holds besides the spec hash, so that an edited ``spec.yaml`` is reported by the keys
+    that changed without a second copy of the spec."""
+    return {k: _sha256(v) for k, v in _hashed(_unbound(spec)).items()}
+
+
+def changed_sections(hashes: Any, spec: Mapping[str, Any]) -> list[str]:
+    """The top-level keys of ``spec`` whose hashes are not those in ``hashes`` (a
+    checkpoint's :func:`section_hashes`), in spec order; all keys when ``hashes`` is not
+    a mapping."""
+    now = section_hashes(spec)
+    if not isinstance(hashes, Mapping):
+        return list(now)
+    return [k for k in dict.fromkeys([*now, *hashes]) if now.get(k) != hashes.get(k)]
 
 
 def _later_default(key: str) -> Any:
@@ -394,8 +427,7 @@ def _later_default(key: str) -> Any:
 def bound_spec_hash(spec: Mapping[str, Any]) -> str:
     """:func:`spec_hash` without ``train.epochs``: what binds a checkpoint to its run's
     spec (``--resume --epochs N`` raises the epochs of the same run)."""
-    train = {k: v for k, v in (spec.get("train") or {}).items() if k != "epochs"}
-    return spec_hash({**spec, "train": train})
+    return spec_hash(_unbound(spec))
 
 
 def dump_spec(spec: Mapping[str, Any], path: str | Path) -> None:

@@ -190,7 +190,8 @@ EDITS = {
     "amsgrad": lambda s: s["optimizer"]["param_groups"][0].__setitem__("amsgrad", True),
     "epoch": lambda s: s.__setitem__("epoch", s["epoch"] + 1),
     "fingerprint": lambda s: s.__setitem__("data_fingerprint", "0" * 64),
-    "spec": lambda s: s["spec"]["encoder"].__setitem__("activation", "tanh"),
+    "spec hash": lambda s: s.__setitem__("spec_hash", "0" * 64),
+    "spec key hash": lambda s: s["spec_sections"].__setitem__("encoder", "0" * 64),
 }
 
 
@@ -202,9 +203,10 @@ def test_5_any_change_of_the_checkpoint_state_is_refused(run, capsys, edit):
 
 
 # ====================================================== 6. one spec per run
-@pytest.mark.parametrize("old,new", [("activation: relu", "activation: tanh"),
-                                     ("family: normal", "family: laplace")])
-def test_6_an_edited_spec_yaml_is_refused_everywhere(run, tmp_path, capsys, old, new):
+@pytest.mark.parametrize("old,new,keys", [("activation: relu", "activation: tanh",
+                                           "encoder, decoder"),
+                                          ("family: normal", "family: laplace", "prior")])
+def test_6_an_edited_spec_yaml_is_refused_everywhere(run, tmp_path, capsys, old, new, keys):
     text = (run / runs.SPEC_FILE).read_text()
     assert old in text
     (run / runs.SPEC_FILE).write_text(text.replace(old, new))
@@ -212,7 +214,25 @@ def test_6_an_edited_spec_yaml_is_refused_everywhere(run, tmp_path, capsys, old,
                  ["sample", run, "--out", tmp_path / "s.npy", "-n", "2"],
                  ["check", run, "--out", tmp_path / "c", "--quick", "--points", "1",
                   "--samples", "100"]):
-        _fails(argv, capsys, "spec.yaml")
+        # the checkpoint's per-key hashes name what changed
+        _fails(argv, capsys, f"(changed since training: {keys})")
+    _fails(["train", "--resume", run, "--epochs", "3", "--quiet"], capsys,
+           f"no longer matches the checkpoint's spec (changed since training: {keys})")
+
+
+def test_6_a_checkpoint_holding_its_whole_spec_still_binds(run, capsys):
+    """Checkpoints written before they were bound by hashes alone hold the whole spec:
+    they still load, and an edit of spec.yaml is reported key by key."""
+    spec = runs.read_spec(run / runs.SPEC_FILE)
+    state = pio.load_checkpoint(run / runs.CHECKPOINT_FILE)
+    state.pop("spec_sections")
+    state["spec"] = spec.as_dict()
+    pio.save_checkpoint(run / runs.CHECKPOINT_FILE, state)
+    assert main(["evaluate", str(run), "-k", "2"]) == 0
+    text = (run / runs.SPEC_FILE).read_text()
+    (run / runs.SPEC_FILE).write_text(text.replace("activation: relu", "activation: tanh"))
+    _fails(["evaluate", run, "-k", "2"], capsys,
+           "encoder.activation: checkpoint 'relu', spec.yaml 'tanh'")
 
 
 def test_6_another_runs_checkpoint_is_refused(base, run, tmp_path, capsys):

@@ -21,6 +21,7 @@ from pyrovae import io as pio
 from pyrovae.cli import main
 from pyrovae.runs import folder as runs
 from pyrovae.runs import pipeline
+from pyrovae.runs.spec import bound_spec_hash, section_hashes
 from pyrovae.training.trainer import STATE_KEYS
 
 
@@ -225,10 +226,13 @@ def test_checkpoint_holds_everything_needed(tmp_path):
     data = _data(tmp_path / "x.npy")
     pipeline.train_run(_spec(data, epochs=2), tmp_path / "r", progress=False)
     state = _final(tmp_path / "r")
-    for key in (*STATE_KEYS, "spec", "data_fingerprint", "rng_python", "rng_numpy",
-                "num_threads", "format"):
+    for key in (*STATE_KEYS, "spec_hash", "spec_sections", "data_fingerprint", "rng_python",
+                "rng_numpy", "num_threads", "format"):
         assert key in state, key
-    assert state["spec"] == runs.read_spec(tmp_path / "r" / runs.SPEC_FILE)
+    spec = runs.read_spec(tmp_path / "r" / runs.SPEC_FILE)
+    # bound to spec.yaml by hashes: the spec is stored once, in spec.yaml
+    assert "spec" not in state and state["spec_hash"] == bound_spec_hash(spec)
+    assert state["spec_sections"] == section_hashes(spec)
     assert state["epoch"] == 2 and state["step"] == 2 * 9
 
 
