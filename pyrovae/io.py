@@ -250,8 +250,25 @@ def check_shape(data: Any, what: str) -> Any:
     return data
 
 
+class _TooDeep(Exception):
+    """A YAML document nested deeper than :data:`MAX_DEPTH` (stopped while composing)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 numbers: ``1e-3`` and ``1E5`` are floats."""
+    """Safe YAML with YAML 1.2 numbers: ``1e-3`` and ``1E5`` are floats; composing stops
+    at the first node nested deeper than :data:`MAX_DEPTH` (a 1,500-level document is
+    refused after 33 levels, not parsed whole first)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:  # the document's top node is depth 0
+                raise _TooDeep
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.add_implicit_resolver(
@@ -278,7 +295,7 @@ def parse_text(text: str, fmt: str, what: str) -> Any:
             data = json.loads(text)
         else:
             raise PyrovaeError(f"{what}: unknown format {fmt!r}")
-    except RecursionError:
+    except (RecursionError, _TooDeep):
         raise PyrovaeError(f"{what}: nested too deeply (more than {MAX_DEPTH} levels); "
                            "refused") from None
     except (yaml.YAMLError, ValueError) as exc:  # JSON/TOML decode errors are ValueErrors
