@@ -18,6 +18,7 @@ the latent site in model *and* guide, so that Trace_ELBO estimates
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -122,23 +123,24 @@ class VAE(nn.Module):
         again: ``Registry.instantiate``), using the ``ready`` modules where given.  The
         one place a VAE is put together: ``__init__`` and ``from_spec`` both end here;
         a kind with more parts extends it."""
-        self.kind_entry: dict[str, Any] = dict(s.model)
+        self.kind_entry: dict[str, Any] = copy.deepcopy(s.model)  # a plain dict
         self.data_dim, self.event_shape = s.data_dim, s.shape
         self.latent_dim = self._layer_dim(s)  # the kind may widen it after the networks
-        self.prior = ready.get("prior") or PRIORS.instantiate(
+        self.prior = ready["prior"] if "prior" in ready else PRIORS.instantiate(
             s.prior, latent_dim=self._prior_dim(s))
-        self.likelihood = ready.get("likelihood") or LIKELIHOODS.instantiate(
-            s.likelihood, event_shape=self.event_shape)
+        self.likelihood = ready["likelihood"] if "likelihood" in ready else \
+            LIKELIHOODS.instantiate(s.likelihood, event_shape=self.event_shape)
         if tuple(self.likelihood.event_shape) != self.event_shape:
             raise PyrovaeError(f"likelihood: built for event shape {self.likelihood.event_shape}, "
                                f"the VAE's is {self.event_shape}")
-        self.guide_family = ready.get("guide") or GUIDES.instantiate(
+        self.guide_family = ready["guide"] if "guide" in ready else GUIDES.instantiate(
             s.guide, latent_dim=self.latent_dim)
-        self.context = ready.get("context") or CONTEXTS.instantiate(s.context)
+        self.context = ready["context"] if "context" in ready else CONTEXTS.instantiate(
+            s.context)
         for key, module in (("prior", self.prior), ("likelihood", self.likelihood),
                             ("guide", self.guide_family), ("context", self.context)):
             if getattr(module, "entry", None) is None:  # a ready family: its validated entry
-                module.entry = getattr(s, key)
+                module.entry = copy.deepcopy(getattr(s, key))
         if self.context.dim and self.prior.encodes_inputs:
             raise PyrovaeError(f"prior.family: {self.prior.family!r} encodes pseudo-inputs "
                                "without a context; it cannot be used with a conditional VAE "
@@ -151,9 +153,10 @@ class VAE(nn.Module):
                 raise PyrovaeError(
                     f"{key}.family: 'custom' ({entry.get('module')}) is a Python module that "
                     "a spec cannot rebuild; build VAE(..., encoder=..., decoder=...) in Python")
-        self.encoder = nets.get("encoder") or NETWORKS.instantiate(
+        # (a module given is used even when it is falsy, e.g. an nn.Sequential)
+        self.encoder = nets["encoder"] if "encoder" in nets else NETWORKS.instantiate(
             s.encoder, role="encoder", out_features=self.guide_family.num_outputs(), **sizes)
-        self.decoder = nets.get("decoder") or NETWORKS.instantiate(
+        self.decoder = nets["decoder"] if "decoder" in nets else NETWORKS.instantiate(
             s.decoder, role="decoder", out_features=self.likelihood.num_outputs(), **sizes)
         self.prior.attach(self)
         for key in nets:
@@ -260,8 +263,6 @@ class VAE(nn.Module):
         each family's validated entry, a custom network module recorded as ``{"family":
         "custom", "module": its class name}``; round-trips via ``from_spec`` (the custom
         modules passed again)."""
-        import copy
-
         out: dict[str, Any] = {
             "model": copy.deepcopy(self.kind_entry), "data_dim": self.data_dim,
             "event_shape": list(self.event_shape) if len(self.event_shape) > 1 else None,
