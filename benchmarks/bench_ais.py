@@ -41,7 +41,7 @@ def main() -> None:
     vae = pyrovae.VAE(data.data_dim, args.latent, encoder=[512, 256])
     t = time.perf_counter()
     pyrovae.fit(vae, x_train, epochs=args.epochs, batch_size=128, lr=1e-3, seed=0,
-                progress=False)
+                progress=False, threads=None)
     vae.eval().to(args.device)
     x_test = x_test.to(args.device)
     print(f"device {args.device}; mnist5k, latent {args.latent}, {args.epochs} epochs in "

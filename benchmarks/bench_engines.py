@@ -86,7 +86,7 @@ def time_engine(init: pyrovae.VAE, x: torch.Tensor, objective: str, engine: str,
         warnings.simplefilter("ignore")
         trainer = pyrovae.Trainer(vae, x, epochs=epochs, batch_size=128, lr=1e-3, seed=seed,
                                   objective=objective, engine=engine, eval_every=0,
-                                  progress=False)
+                                  progress=False, threads=None)
         t0 = time.perf_counter()
         trainer.run()
         sec = time.perf_counter() - t0

@@ -89,7 +89,8 @@ def fit_calls(vae: pyrovae.VAE, x: torch.Tensor, *, calls: int, epochs: int,
               batch_size: int, seed: int) -> None:
     with contextlib.redirect_stderr(io.StringIO()):  # the default progress lines
         for _ in range(calls):
-            pyrovae.fit(vae, x, epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed)
+            pyrovae.fit(vae, x, epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed,
+                        threads=None)  # the count set by the scenario
 
 
 def hand_calls(vae: pyrovae.VAE, x: torch.Tensor, *, calls: int, epochs: int,
@@ -127,7 +128,7 @@ def tracked_fit(vae: pyrovae.VAE, x: torch.Tensor, *, epochs: int, batch_size: i
 
     callbacks = trackers_for(list(track), folder, "bench")
     pyrovae.fit(vae, x, epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed,
-                progress=False, callbacks=callbacks)
+                progress=False, threads=None, callbacks=callbacks)
 
 
 def measure_tracking(init: pyrovae.VAE, x: torch.Tensor, *, epochs: int, batch_size: int,
@@ -168,7 +169,7 @@ def record_extras_ms(init: pyrovae.VAE, x: torch.Tensor, batch_size: int
     from pyrovae.training.tracking import CSVLogger
 
     vae = copy.deepcopy(init)
-    trainer = pyrovae.Trainer(vae, x, epochs=1, batch_size=batch_size, progress=False)
+    trainer = pyrovae.Trainer(vae, x, epochs=1, batch_size=batch_size, progress=False, threads=None)
     trainer.run()
     t0 = time.perf_counter()
     for _ in range(200):

@@ -186,7 +186,7 @@ def train_pyrovae(x, init, seed, epochs, objective: str, scale_map: str):
     vae.decoder.load_state_dict(init["decoder"])
     t0 = time.perf_counter()
     pyrovae.fit(vae, x, epochs=epochs, batch_size=128, lr=1e-3, seed=seed,
-                objective=objective, eval_every=0, progress=False)
+                objective=objective, eval_every=0, progress=False, threads=None)
     sec = time.perf_counter() - t0
     vae.eval()
     return sec, _scorers(vae.encoder, vae.decoder, scale_map)

@@ -184,12 +184,13 @@ def main() -> None:
             loss=TraceEnum_ELBO(max_plate_nesting=1)).step(x[:args.batch_size])
     for engine in engines:
         fit(m2(args.seed), x[:2 * args.batch_size], y=y[:2 * args.batch_size], epochs=1,
-            batch_size=args.batch_size, engine=engine, progress=False, eval_every=0)
+            batch_size=args.batch_size, engine=engine, progress=False, threads=None, eval_every=0)
     for engine in engines:  # one fit per variant: one optimiser for all its epochs
         cb, last = timer(names[engine])
         last["cpu"] = time.process_time()
         fit(ours[engine], x, y=y, epochs=args.epochs, batch_size=args.batch_size, lr=lr,
-            seed=args.seed, engine=engine, progress=False, eval_every=0, callbacks=[cb])
+            seed=args.seed, engine=engine, progress=False, threads=None, eval_every=0,
+            callbacks=[cb])
     for _ in range(args.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
         pyro_epoch(ref, svis, x, y_true, lab, args.batch_size, gen)

@@ -145,7 +145,8 @@ def run_method(method: str, init: pyrovae.VAE, x: torch.Tensor, batch_size: int,
         t0 = time.perf_counter()
         trainer = pyrovae.Trainer(vae, x, epochs=epochs, batch_size=batch_size, lr=1e-3,
                                   objective="trace_elbo_mc",  # the MC ELBO of (a) and (b)
-                                  seed=seed, eval_every=None, progress=False, device=device)
+                                  seed=seed, eval_every=None, progress=False, threads=None,
+                                  device=device)
         sync()
         t1, c1 = time.perf_counter(), time.process_time()
         trainer.run()
@@ -410,7 +411,8 @@ def grid_bench(args) -> dict[str, Any] | None:
         return None
     data = load_dataset("digits")
     vae = make_vae([128, 64], 2, 64, 0)
-    pyrovae.fit(vae, data.flat, epochs=args.grid_epochs, seed=0, eval_every=None, progress=False)
+    pyrovae.fit(vae, data.flat, epochs=args.grid_epochs, seed=0, eval_every=None, progress=False,
+                threads=None)
     n = args.grid_n
     x = data.flat[:n]
     out: dict[str, Any] = {"n": n}
@@ -512,7 +514,7 @@ def quality(args) -> list[dict[str, Any]]:
             hidden = [m.out_features for m in vae.encoder if isinstance(m, nn.Linear)][:-1]
             pyrovae.fit(vae, xtr, epochs=epochs, batch_size=128, lr=1e-3, seed=seed,
                         objective="trace_elbo_mc",  # the hand loops' Monte Carlo ELBO
-                        eval_every=None, progress=False)
+                        eval_every=None, progress=False, threads=None)
             models = {
                 "pyrovae": vae,
                 "hand": _train_hand(xtr, vae.latent_dim, hidden, epochs, seed, False),
@@ -631,7 +633,7 @@ def main(argv=None) -> int:
         vae = make_vae(args.hidden, args.latent, 784, 0)
         xtr = train.flat[: args.quick_rows] if args.quick else train.flat
         pyrovae.fit(vae, xtr, epochs=1 if args.quick else 5, seed=0, eval_every=None,
-                    progress=False)
+                    progress=False, threads=None)
         e = evaluation(args, test.flat, vae)
         print_eval(e)
         results["eval"] = e

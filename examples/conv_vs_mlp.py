@@ -58,7 +58,7 @@ def main() -> None:
         n_params = sum(p.numel() for p in vae.parameters())
         t0 = time.perf_counter()
         pyrovae.fit(vae, x_train, epochs=args.epochs, batch_size=128, lr=1e-3, seed=0,
-                    progress=False, eval_every=None)
+                    progress=False, threads=None, eval_every=None)
         seconds = time.perf_counter() - t0
         ev = pyrovae.evaluate(vae, x_test, num_samples=args.k, seed=1)
         rows.append((name, vae.spec["encoder"], n_params, ev, seconds))

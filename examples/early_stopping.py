@@ -42,7 +42,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     folder = output_folder("early_stopping", args.out)
-    base = {"train": {"epochs": args.epochs}, "eval": {"num_samples": args.k},
+    base = {"train": {"epochs": args.epochs, "threads": args.threads},
+            "eval": {"num_samples": args.k},
             "track": [t for t in args.track.split(",") if t]}
     full = pipeline.train_run(base, folder / "full", progress=False)
     early = pipeline.train_run(

@@ -53,7 +53,7 @@ def main() -> None:
         t0 = time.perf_counter()
         vae = pyrovae.VAE(data.data_dim, k, encoder=[512, 256])
         pyrovae.fit(vae, x_train, epochs=args.epochs, batch_size=128, lr=1e-3, seed=0,
-                    progress=False)
+                    progress=False, threads=None)
         rep, _ = check_vae(vae, x_test[:args.points], num_samples=1000, nuts_points=0,
                            bdmc_points=args.bdmc_points, sbc_sims=args.sbc_sims,
                            collapse_x=x_test[:500], progress=True)

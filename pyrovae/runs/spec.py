@@ -94,6 +94,11 @@ _LATER_DEFAULTS = ("early_stopping", "checkpoint", "track", "model")
 #: Options of the ``train`` section added later: left out of the hash at their defaults.
 _LATER_TRAIN = ("optimizer", "weight_decay", "betas", "lr_schedule", "lr_gamma", "lr_step",
                 "threads")
+#: Later options whose default changed since: left out of the hash at each value it has
+#: been (``threads``: null, torch's own count, until 1 became the default), so the runs
+#: written before and in between still verify (the thread count changes the last bits of
+#: a result, not what the run is; a resume with another count warns).
+_HASH_OMITTED_AT: dict[str, tuple[Any, ...]] = {"threads": (None, 1)}
 
 #: Every plain section of a spec, model and run, as ``section -> {key: Param}``.
 SECTIONS: dict[str, dict[str, Param]] = {**MODEL_SECTIONS, **RUN_SECTIONS}
@@ -364,6 +369,13 @@ def apply_overrides(raw: Mapping[str, Any] | None, overrides: Iterable[str]) -> 
     return out
 
 
+def _omitted(key: str, value: Any) -> bool:
+    """Whether a later train option is left out of the spec hash: at its default, or at
+    any default it has had (:data:`_HASH_OMITTED_AT`)."""
+    return key in _LATER_TRAIN and (value in _HASH_OMITTED_AT.get(key, ())
+                                    or value == _train_default(key))
+
+
 def _train_default(key: str) -> Any:
     """A train option's default as the normalized spec holds it (``betas``: a list)."""
     p = TRAIN_PARAMS[key]
@@ -383,7 +395,7 @@ def _hashed(spec: Mapping[str, Any]) -> dict[str, Any]:
             if not (k in _LATER_DEFAULTS and v == _later_default(k))}
     if isinstance(spec.get("train"), Mapping):  # train options added later, at their defaults
         spec["train"] = {k: v for k, v in spec["train"].items()
-                         if not (k in _LATER_TRAIN and v == _train_default(k))}
+                         if not _omitted(k, v)}
     return spec
 
 

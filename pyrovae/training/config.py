@@ -102,9 +102,12 @@ class TrainConfig(Section):
                                     doc="factor of the step and exponential schedules"))
     lr_step: int = declared(Param("positive_int", 10, doc="epochs per step of 'step'"))
     threads: int | None = declared(Param(
-        "positive_int", None, nullable=True,
+        "positive_int", 1, nullable=True,
         doc="CPU threads of torch's intra-op pool while training (torch.set_num_threads; "
-            "restored afterwards); null: torch's default"))
+            "restored afterwards). 1 by default: on a shared machine two threads of one "
+            "process wait on each other (the default job: 8 s on 1 or 2 threads alone, "
+            "12.7 s on 1 and 31.6 s on 2 beside two busy processes); raise it on a quiet "
+            "machine for large models; null: torch's own count (all cores)"))
 
     unchecked = ("device",)  # parsed by torch (parse_device), not by its Param
 

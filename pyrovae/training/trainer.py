@@ -497,7 +497,7 @@ def fit(
     eval_every: int | None = 1,
     progress: bool = True,
     device: str | torch.device | None = None,
-    threads: int | None = None,
+    threads: int | None = 1,
     callbacks: Iterable[Callback] = (),
     y: Any = None,
     test_y: Any = None,
@@ -531,7 +531,8 @@ def fit(
             most every 10 s (done/total steps and the time left).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``None`` (the model's).
         threads: ``torch.set_num_threads(threads)`` while training, the previous count
-            restored afterwards (``None``: torch's setting as it is).
+            restored afterwards; 1 by default (two threads of one process wait on each
+            other when the cores are shared); ``None``: torch's setting as it is.
         callbacks: called as ``cb(trainer, record)`` after each checked epoch, with the
             epoch's record (every history term, ``kl_weight`` β, ``lr`` in force,
             ``grad_norm``, ``epoch_seconds``, ``seconds``); one with a ``close(trainer)``

@@ -76,6 +76,9 @@ def test_new_options_at_their_defaults_leave_the_spec_hash_unchanged():
                                  "lr_gamma", "lr_step", "threads")}
     assert spec_hash(spec) == spec_hash(old)
     assert spec_hash(normalize_spec({"train": {"optimizer": "adamw"}})) != spec_hash(spec)
+    # threads: null (its default until 1 became the default) hashes as before too
+    assert spec_hash(normalize_spec({"train": {"threads": None}})) == spec_hash(spec)
+    assert spec_hash(normalize_spec({"train": {"threads": 2}})) != spec_hash(spec)
 
 
 def test_burda_schedule_is_3_to_the_i_epochs_at_10_to_the_minus_i_over_7():
