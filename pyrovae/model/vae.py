@@ -490,9 +490,6 @@ def spec_from_args(
                                ("context", context)) if isinstance(v, nn.Module)}
     custom = {k for k in ("encoder", "decoder")
               if k in ready and not isinstance(ready[k], Network)}
-    if "encoder" in custom and decoder is None:
-        raise PyrovaeError("decoder: a custom encoder module needs a decoder too "
-                           "(pass decoder=...)")
     raw: dict[str, Any] = {
         "model": dict(model) if model is not None else "vae",
         "data_dim": math.prod(event_shape),

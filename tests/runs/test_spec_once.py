@@ -135,6 +135,8 @@ def test_vae_spec_is_read_off_the_built_parts():
 def test_custom_modules_are_recorded_and_needed_again():
     enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
     dec = torch.nn.Linear(2, 64)
+    with pytest.raises(PyrovaeError, match="a custom encoder module needs a decoder too"):
+        VAE(64, 2, encoder=enc)
     vae = VAE(64, 2, encoder=enc, decoder=dec)
     assert vae.spec["encoder"] == {"family": "custom", "module": "Sequential"}
     with pytest.raises(PyrovaeError, match=r"encoder\.family: 'custom'"):
