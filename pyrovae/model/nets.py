@@ -96,7 +96,7 @@ class Network(nn.Module):
     ) -> None:
         super().__init__()
         if role not in ("encoder", "decoder"):
-            raise ValueError(f"role: expected 'encoder' or 'decoder', got {role!r}")
+            raise PyrovaeError(f"role: expected 'encoder' or 'decoder', got {role!r}")
         self.role = role
         self.event_shape = _shape(event_shape)
         self.latent_dim = int(latent_dim)

@@ -49,6 +49,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.elbo import elbo_terms
 from pyrovae.training.optim import OptimChoice, make_optimizer, pyro_optimizer, set_lr
 
@@ -173,7 +174,8 @@ class FastEngine:
         self.vae, self.objective, self.clip_norm = vae, objective, clip_norm
         fn = loss_fn or objective.loss_fn(vae)
         if fn is None:
-            raise ValueError(f"objective {objective.family!r} has no direct estimator")
+            raise PyrovaeError(f"objective {objective.family!r} has no direct estimator: "
+                               "train it with the pyro engine (stock SVI)")
         self.loss_fn: LossFn = fn
         self.params = [p for p in vae.parameters() if p.requires_grad]
         o = optim or OptimChoice()
@@ -284,7 +286,6 @@ def _own_engine(
     per-particle weights).
     With ``sample``, the fast estimator is first compared with ``stock_elbo()`` on the
     same draw (Monte Carlo KL), as :func:`check_standard_pair` does for the VAE."""
-    from pyrovae.errors import PyrovaeError
     from pyrovae.estimators.kinds import kind_estimator
     from pyrovae.training.objectives import TraceELBOObjective, _ELBOObjective
 

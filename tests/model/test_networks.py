@@ -219,3 +219,10 @@ def test_posterior_checks_accept_a_context(images):
     assert q.shape == (4,) and torch.isfinite(q).all() and (p >= q - 1).all()
     ev = evaluate(vae, x, num_samples=50, y=y)
     assert abs(ev["elbo"] - float(q.mean())) < 1.0
+
+
+def test_a_network_built_by_hand_with_an_unknown_role_is_a_pyrovae_error():
+    from pyrovae.model.nets import MLPNetwork
+
+    with pytest.raises(PyrovaeError, match="role: expected 'encoder' or 'decoder', got 'critic'"):
+        MLPNetwork("critic", 64, 2, 4)

@@ -269,3 +269,13 @@ def test_kernel_equals_trace_elbo_on_cuda():  # pragma: no cover - not run on CP
     )
     kernel = _loss_and_grads(vae, lambda: trace_elbo_standard(vae, x, 480, 0.3))
     _assert_same(stock, kernel, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_engine_refuses_an_objective_without_a_direct_estimator():
+    """TraceGraph_ELBO runs through stock SVI only: the fast engine says so in a
+    PyrovaeError (a user's mistake, not a bug)."""
+    from pyrovae.errors import PyrovaeError
+    from pyrovae.training.objectives import TraceGraphObjective
+
+    with pytest.raises(PyrovaeError, match="'tracegraph_elbo' has no direct estimator.*pyro engine"):
+        FastEngine(_vae(), TraceGraphObjective(), lr=1e-3)
