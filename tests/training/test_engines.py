@@ -277,5 +277,6 @@ def test_fast_engine_refuses_an_objective_without_a_direct_estimator():
     from pyrovae.errors import PyrovaeError
     from pyrovae.training.objectives import TraceGraphObjective
 
-    with pytest.raises(PyrovaeError, match="'tracegraph_elbo' has no direct estimator.*pyro engine"):
+    msg = r"'tracegraph_elbo' has no direct estimator.*pyro engine"
+    with pytest.raises(PyrovaeError, match=msg):
         FastEngine(_vae(), TraceGraphObjective(), lr=1e-3)
