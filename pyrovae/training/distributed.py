@@ -14,7 +14,12 @@ Equal to the single-process run, not merely "statistically similar":
 
 * the loss of rank r is W·(N/B)·Σ_{i∈shard r} ℓ_i (W ranks, global batch B,
   data set N), so the average DDP takes is (N/B)·Σ_{i∈batch} ℓ_i, the
-  single-process loss, for any shard sizes (uneven and empty shards included);
+  single-process loss, for any shard sizes (uneven and empty shards included).  The
+  objective computes the share (:meth:`~pyrovae.training.objectives.Objective.shard_loss`,
+  declared by ``supports_ddp``): the ELBO objectives (ℓ_i = −ELBO_i; with free bits,
+  the batch mean KL of each dimension is summed over the ranks first, so that every
+  rank floors the same KL_j) and the Rényi/IWAE bound (ℓ_i = −L_α(x_i) from the
+  example's own K draws: the N/B scale is outside the log-sum-exp, so the shares add);
 * the random draws line up: every rank draws the noise of the *whole* global batch
   from the same seeded generator (one ``rsample`` of a guide whose batch is the
   global batch, the rank's rows filled in and constants elsewhere) and keeps its
@@ -31,10 +36,11 @@ Equal to the single-process run, not merely "statistically similar":
 Not covered: state that a module updates from its own minibatch during the
 forward pass (the ``calibrated`` Gaussian σ) follows rank 0's shard
 (``broadcast_buffers``), like batch statistics without SyncBatchNorm.  Refused, in one
-line naming the reason: objectives that do not declare ``supports_ddp``, free bits
-(its floor needs the KL averaged over the whole batch), model kinds with their own
-estimator (``own_loss``: M2, hierarchical) and VAE subclasses whose model/guide are
-not the standard pair.
+line naming the reason: objectives that do not declare ``supports_ddp``
+(``tracegraph_elbo``, which runs through stock SVI only: for the stock families its
+gradient is ``trace_elbo_mc``'s, which shards), model kinds with their own estimator
+(``own_loss``: M2, hierarchical) and VAE subclasses whose model/guide are not the
+standard pair.
 
 From Python, inside a process group (:func:`init_process_group`), use
 :class:`DistributedTrainer` as :class:`~pyrovae.training.trainer.Trainer`.
@@ -52,7 +58,8 @@ from torch import nn
 
 from pyrovae.data.source import Batch, shard_bounds
 from pyrovae.errors import PyrovaeError
-from pyrovae.estimators.elbo import MinibatchLoss, draw, minibatch_loss, terms_from_guide
+from pyrovae.estimators.elbo import MinibatchLoss
+from pyrovae.training.objectives import SumOverRanks, one_process
 from pyrovae.training.optim import OptimChoice, make_optimizer, set_lr
 from pyrovae.training.trainer import Trainer, _as_event
 
@@ -62,23 +69,23 @@ __all__ = ["DDPEngine", "DistributedTrainer", "ShardLoss", "check_supported",
 
 
 class ShardLoss(nn.Module):
-    """One rank's part of the ELBO loss; wrapped by DDP (its forward is the step).
+    """One rank's part of the objective's loss; wrapped by DDP (its forward is the step).
 
     ``forward(x, num_data, kl_weight, lo=, size=, y=)``: ``x`` (and its context ``y``)
     are rows ``[lo, lo + len(x))`` of a global minibatch of ``size`` rows; returns
-    ``(loss_for_ddp, part)``: ``part`` = −(N/B)·Σ_{i∈shard} ELBO_i (the rank's share of
-    the single-process loss; the shares add up to it) and ``loss_for_ddp`` = W·part
-    (DDP averages).  The terms are those of the single-process estimator
-    (:func:`pyrovae.estimators.elbo.terms_from_guide` and
-    :func:`~pyrovae.estimators.elbo.minibatch_loss`, the objective's KL estimator).
+    ``(loss_for_ddp, part)``: ``part`` is the rank's share of the single-process loss
+    (the objective's :meth:`~pyrovae.training.objectives.Objective.shard_loss`; the
+    shares add up to it) and ``loss_for_ddp`` = W·part (DDP averages).  ``total``
+    sums a detached tensor over the ranks (an all-reduce; free bits needs the batch
+    mean KL of each dimension).
     """
 
-    def __init__(self, vae: Any, objective: Any, rank: int, world: int) -> None:
+    def __init__(self, vae: Any, objective: Any, rank: int, world: int,
+                 total: SumOverRanks = one_process) -> None:
         super().__init__()
-        self.vae = vae
+        self.vae, self.objective = vae, objective
         self.rank, self.world = rank, world
-        self.particles = objective.num_particles
-        self.kl = getattr(objective, "kl", "mc")
+        self.total = total
         self.last: MinibatchLoss | None = None
 
     def forward(self, x: torch.Tensor, num_data: int, kl_weight: float, *, lo: int,
@@ -94,19 +101,19 @@ class ShardLoss(nn.Module):
             [pad.expand(lo, out.shape[-1]), out, pad.expand(size - hi, out.shape[-1])]
         )
         q = vae.guide_family(out_g)
-        if hi == lo:  # empty shard (B < W): keep the draw in step, contribute zero
-            draw(q, self.particles)
-            zero = sum((p.sum() * 0.0 for p in vae.parameters()), out.sum() * 0.0)
-            self.last = MinibatchLoss(zero, {"reconstruction": zero.detach(),
-                                             "kl": zero.detach()}, False)
-            return zero, zero.detach()
-        terms = terms_from_guide(vae, q, x, y=y, num_particles=self.particles, kl=self.kl,
-                                 rows=slice(lo, hi))
         # scaled by the global batch B: the shares add up to the single-process loss
-        self.last = minibatch_loss(terms, num_data=num_data, batch_size=size,
-                                   kl_weight=kl_weight)
+        self.last = self.objective.shard_loss(vae, q, x, y, slice(lo, hi), num_data, size,
+                                              kl_weight, self.total)
         part = self.last.loss
+        if hi == lo:  # empty shard (B < W): it drew in step; every parameter takes part
+            part = sum((p.sum() * 0.0 for p in vae.parameters()), part)
         return part * self.world, part.detach()
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Σ over the ranks of the process group of ``t`` (all-reduce, in place)."""
+    dist.all_reduce(t)
+    return t
 
 
 class DDPEngine:
@@ -121,7 +128,7 @@ class DDPEngine:
     def __init__(self, vae: Any, objective: Any, lr: float, clip_norm: float | None,
                  device: torch.device, optim: OptimChoice | None = None) -> None:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.module = ShardLoss(vae, objective, self.rank, self.world)
+        self.module = ShardLoss(vae, objective, self.rank, self.world, sum_over_ranks)
         self.device = device
         self.ddp: nn.Module | None = None
         self.params = [p for p in vae.parameters() if p.requires_grad]
@@ -188,9 +195,6 @@ def check_supported(vae: Any, objective: Any, sample: torch.Tensor,
         raise PyrovaeError(f"distributed: objective {name!r} has no sharded estimator "
                            f"(it does not declare supports_ddp); use one of "
                            f"{', '.join(ddp_objectives())}")
-    if getattr(objective, "free_bits", 0.0) > 0:
-        raise PyrovaeError("distributed: free bits needs the batch mean KL over all ranks; "
-                           "not supported (set objective.free_bits to 0)")
     if not isinstance(vae, VAE) or any(
         getattr(type(vae), m) is not getattr(VAE, m) for m in ("encode", "decode", "prior_dist")
     ):

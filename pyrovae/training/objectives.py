@@ -60,6 +60,15 @@ if TYPE_CHECKING:
 #: ``(vae, x, y, num_data, kl_weight) -> MinibatchLoss``: a direct estimator.
 LossFn = Callable[[Any, torch.Tensor, "torch.Tensor | None", int, float], MinibatchLoss]
 
+#: ``total(t)``: the sum over the data-parallel ranks of a detached tensor ``t``
+#: (the identity in one process); see :meth:`Objective.shard_loss`.
+SumOverRanks = Callable[[torch.Tensor], torch.Tensor]
+
+
+def one_process(t: torch.Tensor) -> torch.Tensor:
+    """:data:`SumOverRanks` of a single process: ``t`` itself."""
+    return t
+
 
 class Objective:
     """Base class of objectives: ``elbo()`` for Pyro, ``loss_fn(vae)`` for the fast engine."""
@@ -69,8 +78,8 @@ class Objective:
     }
     family: ClassVar[str] = ""
     #: Whether data-parallel training (:mod:`pyrovae.training.distributed`) reproduces
-    #: this objective: its estimate is a sum over examples of terms from one guide draw
-    #: each (the ranks' shares add up to it).
+    #: this objective: it implements :meth:`shard_loss`, whose shares over the ranks add
+    #: up to the single-process loss (value and gradients) on the same draws.
     supports_ddp: ClassVar[bool] = False
 
     def __init__(self, num_particles: int = 1) -> None:
@@ -97,6 +106,24 @@ class Objective:
     def loss_fn(self, vae: Any) -> LossFn | None:
         """The direct estimator for this VAE (specialised once), or ``None`` (stock SVI only)."""
         return None
+
+    def shard_loss(self, vae: Any, q: dist.Distribution, x: torch.Tensor,
+                   y: torch.Tensor | None, rows: slice, num_data: int, batch_size: int,
+                   kl_weight: float, total: SumOverRanks) -> MinibatchLoss:
+        """One rank's share of the loss of a global minibatch of ``batch_size`` rows.
+
+        ``q`` is the guide over the *whole* global minibatch (this rank's rows encoded,
+        constants elsewhere), so that drawing from it consumes the random stream exactly
+        as one process does and row i gets the single-process draw; ``x`` (context
+        ``y``) are the rows ``rows`` of that minibatch, the only data this rank reads.
+        The shares of all ranks add up to the single-process loss, value and gradients
+        (every term is scaled by the global ``batch_size``); ``total(t)`` is Σ over the
+        ranks of a detached tensor (a collective: every rank calls it the same number
+        of times, an empty shard included).  Only objectives that declare
+        :attr:`supports_ddp` implement it; with ``rows = slice(None)`` and
+        ``batch_size = len(x)`` it is the objective's own single-process estimator.
+        """
+        raise NotImplementedError
 
     def check(self, vae: Any, sample: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """Raise PyrovaeError if this objective cannot train ``vae`` (a few rows given,
@@ -151,35 +178,28 @@ def _per_dim(d: dist.Distribution) -> dist.Distribution | None:
     return None
 
 
-def free_bits_term(
-    q: dist.Distribution,
-    prior: dist.Distribution,
-    z: torch.Tensor,
-    free_bits: float,
-    closed_form: bool,
-) -> torch.Tensor:
-    """Σ_j max(λ, KL_j) with KL_j the batch-mean KL of latent dimension j (Kingma et al. 2016).
-
-    KL_j is averaged over the minibatch (and particles) before the floor, as in the
-    free-bits objective of Kingma et al. (2016) (one group per dimension): dimensions
-    using more than λ nats are penalised as usual; the others get no gradient from the
-    KL term, so they are not pushed to collapse onto the prior.
-    ``closed_form`` uses the analytic per-dimension KL where torch registers one.
-    """
+def kl_per_dimension(q: dist.Distribution, prior: dist.Distribution, z: torch.Tensor,
+                     closed_form: bool) -> torch.Tensor:
+    """KL(q ‖ p) of each latent dimension of a factorised guide and prior: ``(batch,
+    latent_dim)`` in closed form where torch registers one (with ``closed_form``), else
+    its Monte Carlo estimate from the draws ``z``, ``(particles?, batch, latent_dim)``."""
     q1, p1 = _per_dim(q), _per_dim(prior)
     if q1 is None or p1 is None:
         raise PyrovaeError(f"objective.free_bits: needs {free_bits_needs()}")
-    kl = closed_form_kl_or_none(q1, p1) if closed_form else None  # (batch, latent_dim)
-    if kl is None:
-        kl = q1.log_prob(z) - p1.log_prob(z)  # (particles?, batch, latent_dim)
-    kl_per_dim = kl.reshape(-1, kl.shape[-1]).mean(0)
-    return torch.clamp(kl_per_dim, min=free_bits).sum()
+    kl = closed_form_kl_or_none(q1, p1) if closed_form else None
+    return kl if kl is not None else q1.log_prob(z) - p1.log_prob(z)
 
 
 _FREE_BITS = Param(
     "nonneg_float", 0.0,
     doc="λ nats per latent dimension (Kingma et al. 2016); fast engine only; 0 = off",
 )
+
+
+def _no_rows(x: torch.Tensor, kl_closed_form: bool) -> MinibatchLoss:
+    """The share of a rank given no rows of the minibatch (B < W): zero."""
+    zero = x.new_zeros(())
+    return MinibatchLoss(zero, {"reconstruction": zero, "kl": zero}, kl_closed_form)
 
 
 def _encode(vae: Any, x: torch.Tensor, y: torch.Tensor | None) -> dist.Distribution:
@@ -191,7 +211,9 @@ class _ELBOObjective(Objective):
 
     With ``free_bits: λ > 0`` (fast engine only) the KL part becomes β·Σ_j max(λ, KL_j),
     KL_j the minibatch-mean KL of dimension j (closed form where registered unless
-    ``kl: mc``).
+    ``kl: mc``; Kingma et al. 2016): dimensions using more than λ nats are penalised as
+    usual, the others get no gradient from the KL term, so they are not pushed to
+    collapse onto the prior.
     """
 
     supports_ddp: ClassVar[bool] = True
@@ -254,38 +276,53 @@ class _ELBOObjective(Objective):
                                 kl=kind, **extra)
 
             return kind_loss
-        if self.free_bits > 0:
-            return self._free_bits_loss
-        if standard_families(vae):
-            analytic = kind != "mc"  # Normal ‖ Normal always has its closed form
+        if self.free_bits > 0 or not standard_families(vae):
+            return self._generic
+        analytic = kind != "mc"  # Normal ‖ Normal always has its closed form
 
-            def standard(vae: Any, x: torch.Tensor, y: Any, num_data: int,
-                         kl_weight: float) -> MinibatchLoss:
-                return standard_loss(vae, x, num_data=num_data, kl_weight=kl_weight,
-                                     num_particles=particles, analytic_kl=analytic)
+        def standard(vae: Any, x: torch.Tensor, y: Any, num_data: int,
+                     kl_weight: float) -> MinibatchLoss:
+            return standard_loss(vae, x, num_data=num_data, kl_weight=kl_weight,
+                                 num_particles=particles, analytic_kl=analytic)
 
-            return standard
+        return standard  # the tensor-algebra specialisation of the same estimator
 
-        def generic(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
-                    kl_weight: float) -> MinibatchLoss:
-            terms = terms_from_guide(vae, _encode(vae, x, y), x, y=y, num_particles=particles,
-                                     kl=kind)
-            return minibatch_loss(terms, num_data=num_data, batch_size=x.shape[0],
+    def _generic(self, vae: Any, x: torch.Tensor, y: torch.Tensor | None,
+                     num_data: int, kl_weight: float) -> MinibatchLoss:
+        return self.shard_loss(vae, _encode(vae, x, y), x, y, slice(None), num_data,
+                               x.shape[0], kl_weight, one_process)
+
+    def shard_loss(self, vae: Any, q: dist.Distribution, x: torch.Tensor,
+                   y: torch.Tensor | None, rows: slice, num_data: int, batch_size: int,
+                   kl_weight: float, total: SumOverRanks) -> MinibatchLoss:
+        """−(N/B)·Σ_{i∈rows} (R_i − β·KL_i); with free bits λ, the KL part is replaced
+        by this rank's share of β·N·Σ_j max(λ, KL_j): where the batch mean KL_j (summed
+        over the ranks by ``total``) is above λ, the rows' own (1/B)·Σ_i KL_ij, else
+        the constant λ·|rows|/B (no gradient, as the floor gives none)."""
+        if x.shape[0] == 0 and self.free_bits <= 0:  # an empty shard: draw in step
+            z = draw(q, self.num_particles)
+            return _no_rows(x, kl_term(q, vae.prior_dist(), z, self.kl)[1])
+        if self.free_bits <= 0:
+            terms = terms_from_guide(vae, q, x, y=y, num_particles=self.num_particles,
+                                     kl=self.kl, rows=rows)
+            return minibatch_loss(terms, num_data=num_data, batch_size=batch_size,
                                   kl_weight=kl_weight)
-
-        return generic
-
-    def _free_bits_loss(self, vae: Any, x: torch.Tensor, y: torch.Tensor | None,
-                        num_data: int, kl_weight: float) -> MinibatchLoss:
-        q, prior = _encode(vae, x, y), vae.prior_dist()
-        z = draw(q, self.num_particles)
+        prior = vae.prior_dist()
+        z = draw(q, self.num_particles)  # the whole batch's draws
+        kl_ij = kl_per_dimension(q, prior, z, self.kl != "mc")
+        with torch.no_grad():
+            kl, closed = kl_term(q, prior, z, self.kl)
+        z, kl, kl_ij = z[..., rows, :], kl[rows], kl_ij[..., rows, :]
+        draws = kl_ij.shape[0] if kl_ij.dim() == 3 else 1
+        share = kl_ij.reshape(-1, kl_ij.shape[-1]).sum(0) / (draws * batch_size)
+        above = total(share.detach().clone()) > self.free_bits  # the batch mean KL_j > λ
+        if x.shape[0] == 0:  # an empty shard: it drew and summed in step
+            return _no_rows(x, closed)
         px = vae.decode(z, x) if y is None else vae.decode(z, x, y=y)
         log_px = px.log_prob(x)
         rec = (log_px.mean(0) if self.num_particles > 1 else log_px).sum()
-        floored = free_bits_term(q, prior, z, self.free_bits, self.kl != "mc")
-        with torch.no_grad():
-            kl, closed = kl_term(q, prior, z, self.kl)
-        loss = -(rec * (num_data / x.shape[0]) - kl_weight * floored * num_data)
+        floored = torch.where(above, share, self.free_bits * x.shape[0] / batch_size).sum()
+        loss = -(rec * (num_data / batch_size) - kl_weight * floored * num_data)
         return MinibatchLoss(loss, {"reconstruction": rec.detach(), "kl": kl.sum()}, closed)
 
 
@@ -350,6 +387,7 @@ class RenyiObjective(Objective):
     The recorded reconstruction and KL terms are the Monte Carlo means over the K draws.
     """
 
+    supports_ddp: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = {
         "num_particles": Param("positive_int", 8, doc="K: importance samples per data point"),
         "alpha": Param("float", 0.0, doc="α (≠ 1); 0 = IWAE"),
@@ -404,25 +442,38 @@ class RenyiObjective(Objective):
         return kind_loss
 
     def _bound(self, log_px: torch.Tensor, ratio: torch.Tensor, kl_weight: float,
-               num_data: int) -> MinibatchLoss:
-        """−(N/B) Σ_i L_α(x_i) from the parts of the log-weights, each ``(K, B)``:
-        w = log p(x|z) − β (log q(z|x) − log p(z))."""
+               num_data: int, batch_size: int | None = None) -> MinibatchLoss:
+        """−(N/B) Σ_i L_α(x_i) from the parts of the log-weights, each ``(K, rows)``:
+        w = log p(x|z) − β (log q(z|x) − log p(z)); B = ``batch_size`` (default: the
+        rows given)."""
         w = log_px - kl_weight * ratio
         a = 1.0 - self.alpha
         bound = (torch.logsumexp(a * w, dim=0) - math.log(self.num_particles)) / a
-        return MinibatchLoss(-bound.sum() * (num_data / w.shape[1]),
+        size = w.shape[1] if batch_size is None else batch_size
+        return MinibatchLoss(-bound.sum() * (num_data / size),
                              {"reconstruction": log_px.detach().mean(0).sum(),
                               "kl": ratio.detach().mean(0).sum()}, False)
 
     def _loss(self, vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
               kl_weight: float) -> MinibatchLoss:
-        q = _encode(vae, x, y)
+        return self.shard_loss(vae, _encode(vae, x, y), x, y, slice(None), num_data,
+                               x.shape[0], kl_weight, one_process)
+
+    def shard_loss(self, vae: Any, q: dist.Distribution, x: torch.Tensor,
+                   y: torch.Tensor | None, rows: slice, num_data: int, batch_size: int,
+                   kl_weight: float, total: SumOverRanks) -> MinibatchLoss:
+        """−(N/B)·Σ_{i∈rows} L_α(x_i): the bound is a sum over examples of terms from
+        each example's own K draws, so the ranks' shares add up (the N/B scale is
+        outside the log-sum-exp)."""
         prior = vae.prior_dist()
         # one draw per particle, in the order Pyro's particle loop draws them
         z = torch.stack([q.rsample() for _ in range(self.num_particles)])
+        if x.shape[0] == 0:  # an empty shard: it drew in step
+            return _no_rows(x, False)
+        ratio = (q.log_prob(z) - prior.log_prob(z))[:, rows]
+        z = z[:, rows]
         px = vae.decode(z, x) if y is None else vae.decode(z, x, y=y)
-        return self._bound(px.log_prob(x), q.log_prob(z) - prior.log_prob(z), kl_weight,
-                           num_data)
+        return self._bound(px.log_prob(x), ratio, kl_weight, num_data, batch_size)
 
 
 @OBJECTIVES.register("tracegraph_elbo")

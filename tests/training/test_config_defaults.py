@@ -28,23 +28,27 @@ ROOT = Path(__file__).resolve().parents[2]
 @functools.cache
 def _refs():
     """docs/_ext/pyrovae_refs.py, whose writers need only sphinx's logger: without the
-    docs extra (the suite's main pass) a stand-in logger is given, so the documented
-    defaults are still compared here. Loaded once per session (the stand-in, once in
-    ``sys.modules``, has no ``__spec__`` for ``find_spec`` to read)."""
+    docs extra (the suite's main pass) a stand-in logger is given while the module
+    loads, and taken out of ``sys.modules`` again (scipy.stats, imported later by
+    sklearn, reads sphinx's autodoc whenever a module named ``sphinx`` is loaded), so the
+    documented defaults are still compared here."""
     import logging
     import sys
     import types
+    from unittest import mock
 
+    stand_in: dict[str, object] = {}
     if "sphinx" not in sys.modules and importlib.util.find_spec("sphinx") is None:
         util = types.ModuleType("sphinx.util")
         util.logging = types.SimpleNamespace(getLogger=logging.getLogger)
-        sys.modules.setdefault("sphinx", types.ModuleType("sphinx")).util = util
-        sys.modules["sphinx.util"] = util
-        sys.modules["sphinx.util.logging"] = util.logging
+        sphinx = types.ModuleType("sphinx")
+        sphinx.util = util
+        stand_in = {"sphinx": sphinx, "sphinx.util": util, "sphinx.util.logging": util.logging}
     spec = importlib.util.spec_from_file_location("pyrovae_refs_cfg",
                                                   ROOT / "docs" / "_ext" / "pyrovae_refs.py")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    with mock.patch.dict(sys.modules, stand_in):
+        spec.loader.exec_module(mod)
     return mod
 
 

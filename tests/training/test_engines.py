@@ -116,7 +116,7 @@ def test_kernel_equals_generic_fast_loss_with_particles(kl):
     generic = _vae(cls=TidyEncode)  # same init; encode overridden: distribution objects
     generic.load_state_dict(vae.state_dict())
     generic_fn = obj.loss_fn(generic)
-    assert generic_fn.__name__ == "generic"
+    assert generic_fn.__name__ == "_generic"
     a = _loss_and_grads(generic, lambda: generic_fn(generic, x, None, 500, 0.5).loss)
     b = _loss_and_grads(vae, lambda: kernel(vae, x, None, 500, 0.5).loss)
     _assert_same(a, b)
@@ -210,7 +210,7 @@ def test_consistent_subclass_keeps_fast_engine_with_generic_loss():
         trainer = pyrovae.Trainer(vae, x, epochs=1, batch_size=16, eval_every=None,
                                   progress=False)
     assert isinstance(trainer.engine, FastEngine)
-    assert trainer.engine.loss_fn.__name__ == "generic"  # no kernel: encode overridden
+    assert trainer.engine.loss_fn.__name__ == "_generic"  # no kernel: encode overridden
 
 
 def test_check_leaves_rng_param_store_and_buffers_alone():
