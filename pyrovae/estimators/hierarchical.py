@@ -17,7 +17,7 @@ does, so it equals Pyro's ``Trace_ELBO`` on the same draws (value and gradients;
 ``tests/model/test_hierarchical.py``).  The record of terms: ``reconstruction``,
 ``kl`` (the sum) and ``kl/z1`` … ``kl/zL``.  β (the KL weight) scales every site's term;
 free bits (λ > 0, fast engine only) floor every dimension of every site
-(:func:`layer_free_bits`).
+(:func:`layer_shard_loss`).
 
 Importance weights of log p(x) draw (z_1, …, z_L) jointly from the guide:
 log w = log p(x, z_1, …, z_L) − log q(z_1, …, z_L | x); their mean is an unbiased
@@ -44,8 +44,8 @@ import torch
 from pyrovae.errors import PyrovaeError
 from pyrovae.estimators.elbo import MinibatchLoss, draw
 
-__all__ = ["LayerTerms", "layer_free_bits", "layer_log_weights", "layer_minibatch_loss",
-           "layer_particle_weights", "layer_terms"]
+__all__ = ["LayerTerms", "layer_log_weights", "layer_minibatch_loss", "layer_particle_weights",
+           "layer_shard_loss"]
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,17 @@ class LayerTerms:
         return self.reconstruction - kl_weight * self.kl
 
 
-def _draws(vae: Any, x: torch.Tensor, sample: Any, q1: Any = None
-           ) -> tuple[torch.Tensor, dict[str, Any]]:
+def _draws(vae: Any, x: torch.Tensor, sample: Any, q1: Any = None,
+           rows: slice | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """One pass down the guide and up the model: ``log p(x | z_1)`` (shape
     ``(*particles, n)``) and, per site, ``(q, p, z)``: its guide and model distributions
     and its draw; ``sample(q)`` draws z_1 from ``q1`` (default the encoder's
-    q(z_1 | x)), the upper sites are reparameterised."""
+    q(z_1 | x)), the upper sites are reparameterised.
+
+    ``rows``: ``q1`` covers a larger batch (data-parallel training: the whole global
+    minibatch, so that every row gets the single-process draws at every layer) and
+    ``x`` is its rows ``rows``; the sites stay over the whole batch (the caller keeps
+    these rows of their terms) and ``log p(x | z_1)`` is of these rows."""
     names = vae.site_names
     q = vae.encode(x) if q1 is None else q1
     z = sample(q)
@@ -82,8 +87,20 @@ def _draws(vae: Any, x: torch.Tensor, sample: Any, q1: Any = None
         qs.append(q)
     ps = [vae.layer_prior(layer, zs[layer]) for layer in range(1, len(names))]
     ps.append(vae.prior_dist())
-    log_px = vae.decode(zs[0], x).log_prob(x)
+    z1 = zs[0] if rows is None else zs[0][..., rows, :]
+    if x.shape[0]:
+        log_px = vae.decode(z1, x).log_prob(x)
+    else:  # no rows (an empty shard): nothing to decode
+        log_px = z1.new_zeros(z1.shape[:-1])
     return log_px, {name: (qs[i], ps[i], zs[i]) for i, name in enumerate(names)}
+
+
+def _kept(t: torch.Tensor, rows: slice | None, event: int = 0) -> torch.Tensor:
+    """The rows ``rows`` of a per-example tensor (batch dimension −1, or −2 with one
+    event dimension)."""
+    if rows is None:
+        return t
+    return t[..., rows, :] if event else t[..., rows]
 
 
 def _per_dim_log_prob(d: Any, z: torch.Tensor, what: str) -> torch.Tensor:
@@ -96,42 +113,57 @@ def _per_dim_log_prob(d: Any, z: torch.Tensor, what: str) -> torch.Tensor:
                        f"dimensions, got {type(d).__name__}")
 
 
-def layer_terms(vae: Any, x: torch.Tensor, *, num_particles: int = 1) -> LayerTerms:
-    """The terms of each row of ``x`` from ``num_particles`` reparameterised draws of
-    the guide (z_1 first, then up the layers, as the guide draws them)."""
+def layer_shard_loss(vae: Any, q1: Any, x: torch.Tensor, y: torch.Tensor | None,
+                     rows: slice | None, num_data: int, batch_size: int, kl_weight: float,
+                     total: Any, *, num_particles: int = 1, kl: str = "mc",
+                     free_bits: float = 0.0) -> MinibatchLoss:
+    """The share of the rows ``rows`` of a global minibatch of ``batch_size`` rows in its
+    loss −(N/B) Σ_i ELBO_β(x_i) (data-parallel training; see
+    :meth:`pyrovae.training.objectives.Objective.shard_loss`): ``q1`` is q(z_1 | x) over
+    the whole minibatch, ``x`` its rows ``rows``.  With ``rows = None``, ``q1 =
+    None`` and ``batch_size = len(x)`` it is :func:`layer_minibatch_loss`.
+
+    ``free_bits`` λ > 0: the KL part is N·β·Σ_l Σ_j max(λ, KL_{l,j}), KL_{l,j} the
+    minibatch-mean Monte Carlo KL of dimension j of site l (Kingma et al. 2016, one
+    group per dimension of every layer; summed over the ranks by ``total`` before the
+    floor): a dimension under λ nats gets no gradient from its KL, so the upper layers
+    are not pushed onto their prior.  Needs a guide and a top prior that factorise over
+    dimensions (the layers between are diagonal Gaussians)."""
+    if y is not None:
+        raise PyrovaeError("y: model: hierarchical is unconditional (no context); pass no y")
+    if kl == "analytic":
+        raise PyrovaeError("objective.kl: 'analytic' is not available for model: hierarchical "
+                           "(its KL terms are conditional on other sites: Monte Carlo; use "
+                           "auto or mc)")
     x = vae.as_event(x)
-    log_px, sites = _draws(vae, x, lambda q: draw(q, num_particles))
+    log_px, sites = _draws(vae, x, lambda q: draw(q, num_particles), q1, rows)
 
     def mean(t: torch.Tensor) -> torch.Tensor:
         return t.mean(0) if num_particles > 1 else t
 
-    kl = {name: mean(q.log_prob(z) - p.log_prob(z)) for name, (q, p, z) in sites.items()}
-    return LayerTerms(mean(log_px), kl)
-
-
-def layer_free_bits(vae: Any, x: torch.Tensor, free_bits: float, *,
-                    num_particles: int = 1) -> tuple[LayerTerms, torch.Tensor]:
-    """The terms of :func:`layer_terms` and the free-bits KL Σ_l Σ_j max(λ, KL_{l,j}),
-    KL_{l,j} the minibatch-mean Monte Carlo KL of dimension j of site l (Kingma et al.
-    2016, one group per dimension of every layer): a dimension under λ nats gets no
-    gradient from its KL, so the upper layers are not pushed onto their prior.  Needs
-    a guide and a top prior that factorise over dimensions (the layers between are
-    diagonal Gaussians)."""
-    x = vae.as_event(x)
-    log_px, sites = _draws(vae, x, lambda q: draw(q, num_particles))
-
-    def mean(t: torch.Tensor) -> torch.Tensor:
-        return t.mean(0) if num_particles > 1 else t
-
-    floored = x.new_zeros(())
-    kl = {}
-    for name, (q, p, z) in sites.items():
-        per_dim = (_per_dim_log_prob(q, z, "a guide q(z1|x)")
-                   - _per_dim_log_prob(p, z, "a top prior p(zL)"))
-        kl[name] = mean(per_dim.sum(-1))
-        floored = floored + per_dim.reshape(-1, per_dim.shape[-1]).mean(0).clamp(
-            min=free_bits).sum()
-    return LayerTerms(mean(log_px), kl), floored
+    rec = mean(log_px)
+    kl_sites: dict[str, torch.Tensor] = {}
+    if free_bits > 0:
+        shares = []
+        for name, (q, p, z) in sites.items():
+            per_dim = _kept(_per_dim_log_prob(q, z, "a guide q(z1|x)")
+                            - _per_dim_log_prob(p, z, "a top prior p(zL)"), rows, event=1)
+            kl_sites[name] = mean(per_dim.sum(-1))
+            draws = per_dim.shape[0] if num_particles > 1 else 1
+            shares.append(per_dim.reshape(-1, per_dim.shape[-1]).sum(0) / (draws * batch_size))
+        share = torch.cat(shares)
+        above = total(share.detach().clone()) > free_bits  # the batch mean KL_{l,j} > λ
+        floored = torch.where(above, share, free_bits * x.shape[0] / batch_size).sum()
+        loss = -(rec.sum() * (num_data / batch_size) - kl_weight * floored * num_data)
+        t = LayerTerms(rec, kl_sites)
+    else:
+        for name, (q, p, z) in sites.items():
+            kl_sites[name] = mean(_kept(q.log_prob(z) - p.log_prob(z), rows))
+        t = LayerTerms(rec, kl_sites)
+        loss = -t.elbo(kl_weight).sum() * (num_data / batch_size)
+    terms = {"reconstruction": t.reconstruction.detach().sum(), "kl": t.kl.detach().sum()}
+    terms.update({f"kl/{name}": v.detach().sum() for name, v in t.kl_sites.items()})
+    return MinibatchLoss(loss, terms, False)
 
 
 def layer_minibatch_loss(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_data: int,
@@ -141,38 +173,26 @@ def layer_minibatch_loss(vae: Any, x: torch.Tensor, y: torch.Tensor | None, num_
     Pyro's ``Trace_ELBO`` on the same draws.  The KL terms are Monte Carlo whatever
     ``kl`` says (``"analytic"`` is refused: the conditional sites have no closed form).
     ``free_bits`` λ > 0: the KL part is N·β·Σ_l Σ_j max(λ, KL_{l,j})
-    (:func:`layer_free_bits`; the recorded terms stay the plain Monte Carlo KLs)."""
-    if y is not None:
-        raise PyrovaeError("y: model: hierarchical is unconditional (no context); pass no y")
-    if kl == "analytic":
-        raise PyrovaeError("objective.kl: 'analytic' is not available for model: hierarchical "
-                           "(its KL terms are conditional on other sites: Monte Carlo; use "
-                           "auto or mc)")
-    if free_bits > 0:
-        t, floored = layer_free_bits(vae, x, free_bits, num_particles=num_particles)
-        loss = -(t.reconstruction.sum() * (num_data / x.shape[0])
-                 - kl_weight * floored * num_data)
-    else:
-        t = layer_terms(vae, x, num_particles=num_particles)
-        loss = -t.elbo(kl_weight).sum() * (num_data / x.shape[0])
-    terms = {"reconstruction": t.reconstruction.detach().sum(), "kl": t.kl.detach().sum()}
-    terms.update({f"kl/{name}": v.detach().sum() for name, v in t.kl_sites.items()})
-    return MinibatchLoss(loss, terms, False)
+    (:func:`layer_shard_loss`; the recorded terms stay the plain Monte Carlo KLs)."""
+    return layer_shard_loss(vae, None, x, y, None, num_data, len(x), kl_weight,
+                            lambda t: t, num_particles=num_particles, kl=kl,
+                            free_bits=free_bits)
 
 
-def _joint_weights(vae: Any, x: torch.Tensor, sample: Any, q1: Any = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def _joint_weights(vae: Any, x: torch.Tensor, sample: Any, q1: Any = None,
+                   rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log p(x | z_1), Σ_l [log q(z_l | ·) − log p(z_l | ·)])`` per draw, shape
     ``(S, n)``: the two parts of log w = log p(x, z_1, …, z_L) − log q(z_1, …, z_L | x),
     with z_1 drawn by ``sample(q)`` (``(S,)`` draws) from ``q1`` (default the
-    encoder's) and the upper sites after it."""
-    log_px, sites = _draws(vae, vae.as_event(x), sample, q1)
-    ratio = sum(q.log_prob(z) - p.log_prob(z) for q, p, z in sites.values())
+    encoder's) and the upper sites after it (``rows``: as in :func:`_draws`)."""
+    log_px, sites = _draws(vae, vae.as_event(x), sample, q1, rows)
+    ratio = sum(_kept(q.log_prob(z) - p.log_prob(z), rows) for q, p, z in sites.values())
     return log_px, ratio  # type: ignore[return-value]
 
 
 def layer_particle_weights(vae: Any, x: torch.Tensor, num_particles: int, *,
-                           guide: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+                           guide: Any = None, rows: slice | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log p(x | z_1), log q(z | x) − log p(z))``, each ``(K, n)``, from K
     reparameterised draws of the guide (differentiable): the importance log-weights of
     :func:`layer_log_weights`, log w_k = log p(x | z_1^k) − (log q − log p)(z^k), with
@@ -182,8 +202,10 @@ def layer_particle_weights(vae: Any, x: torch.Tensor, num_particles: int, *,
 
     ``guide``: a q(z_1) per row (batch ``(n,)``) drawn from in place of the encoder's
     q(z_1 | x), the upper layers' q(z_{l+1} | z_l) kept (the per-point q* of the
-    amortization gap, :func:`pyrovae.posterior.amortization.amortization_gap`)."""
-    return _joint_weights(vae, x, lambda q: q.rsample((num_particles,)), guide)
+    amortization gap, :func:`pyrovae.posterior.amortization.amortization_gap`), or over
+    a whole global minibatch of which ``x`` is the rows ``rows`` (data-parallel
+    training: the weights of these rows, drawn as one process draws them)."""
+    return _joint_weights(vae, x, lambda q: q.rsample((num_particles,)), guide, rows)
 
 
 def layer_log_weights(vae: Any, x: torch.Tensor, num_samples: int

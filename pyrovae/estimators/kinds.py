@@ -34,6 +34,7 @@ from pyrovae.estimators.hierarchical import (
     layer_log_weights,
     layer_minibatch_loss,
     layer_particle_weights,
+    layer_shard_loss,
 )
 
 __all__ = ["KIND_ESTIMATORS", "KindEstimator", "kind_estimator"]
@@ -64,6 +65,14 @@ class KindEstimator:
     #: β · the second), or ``None``: with it the kind trains with the importance-weighted
     #: objectives (``renyi_elbo``, α = 0 the IWAE bound); without it they are refused.
     particle_weights: Callable[..., Any] | None = None
+    #: ``(vae, q1, x, y, rows, num_data, batch_size, kl_weight, total, *, num_particles,
+    #: kl, free_bits) -> MinibatchLoss``: the share of the rows ``rows`` of a global
+    #: minibatch in ``loss`` (data-parallel training, see
+    #: :meth:`pyrovae.training.objectives.Objective.shard_loss`; ``q1`` the first
+    #: site's guide over the whole minibatch), or ``None``: the kind then trains in one
+    #: process only.  Where it is given, ``particle_weights`` (if any) takes ``guide=q1,
+    #: rows=rows`` likewise.
+    shard_loss: Callable[..., Any] | None = None
 
 
 #: ``VAE.own_loss`` key -> its estimator.
@@ -73,7 +82,8 @@ KIND_ESTIMATORS: dict[str, KindEstimator] = {
     "hierarchical": KindEstimator(layer_minibatch_loss, layer_log_weights, lambda vae: 1,
                                   "a model with several stochastic layers",
                                   closed_form_kl=False, free_bits=True,
-                                  particle_weights=layer_particle_weights),
+                                  particle_weights=layer_particle_weights,
+                                  shard_loss=layer_shard_loss),
 }
 
 

@@ -38,9 +38,11 @@ forward pass (the ``calibrated`` Gaussian σ) follows rank 0's shard
 (``broadcast_buffers``), like batch statistics without SyncBatchNorm.  Refused, in one
 line naming the reason: objectives that do not declare ``supports_ddp``
 (``tracegraph_elbo``, which runs through stock SVI only: for the stock families its
-gradient is ``trace_elbo_mc``'s, which shards), model kinds with their own estimator
-(``own_loss``: M2, hierarchical) and VAE subclasses whose model/guide are not the
-standard pair.
+gradient is ``trace_elbo_mc``'s, which shards), model kinds whose own estimator has no
+sharded form (``KindEstimator.shard_loss``: M2, whose label is summed out per
+example, has none; the hierarchical kind has one, for the ELBO, free bits and the
+Rényi/IWAE bound: its upper layers are drawn for the whole global batch, as its first
+layer is) and VAE subclasses whose model/guide are not the standard pair.
 
 From Python, inside a process group (:func:`init_process_group`), use
 :class:`DistributedTrainer` as :class:`~pyrovae.training.trainer.Trainer`.
@@ -181,10 +183,12 @@ def check_supported(vae: Any, objective: Any, sample: torch.Tensor,
     """Raise PyrovaeError (one line, the reason) unless DDP training reproduces the
     single-process fast engine for this model and objective (``sample``: a few rows,
     with their context ``sample_y`` for a conditional VAE)."""
+    from pyrovae.estimators.kinds import kind_estimator
     from pyrovae.model.vae import VAE
     from pyrovae.training.engines import check_standard_pair
 
-    if getattr(vae, "own_loss", None) is not None:
+    own = kind_estimator(vae)
+    if own is not None and own.shard_loss is None:
         family = (getattr(vae, "spec", None) or {}).get("model", {}).get(
             "family", type(vae).__name__)
         raise PyrovaeError(f"distributed: model: {family} trains with its own estimator "
@@ -195,6 +199,9 @@ def check_supported(vae: Any, objective: Any, sample: torch.Tensor,
         raise PyrovaeError(f"distributed: objective {name!r} has no sharded estimator "
                            f"(it does not declare supports_ddp); use one of "
                            f"{', '.join(ddp_objectives())}")
+    if own is not None:  # the kind's own estimator, sharded: what one process trains
+        objective.loss_fn(vae)  # refuses what the kind cannot train (as in one process)
+        return
     if not isinstance(vae, VAE) or any(
         getattr(type(vae), m) is not getattr(VAE, m) for m in ("encode", "decode", "prior_dist")
     ):

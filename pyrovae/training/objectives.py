@@ -298,7 +298,15 @@ class _ELBOObjective(Objective):
         """−(N/B)·Σ_{i∈rows} (R_i − β·KL_i); with free bits λ, the KL part is replaced
         by this rank's share of β·N·Σ_j max(λ, KL_j): where the batch mean KL_j (summed
         over the ranks by ``total``) is above λ, the rows' own (1/B)·Σ_i KL_ij, else
-        the constant λ·|rows|/B (no gradient, as the floor gives none)."""
+        the constant λ·|rows|/B (no gradient, as the floor gives none).  A model kind
+        with its own estimator: its ``shard_loss``."""
+        own = kind_estimator(vae)
+        if own is not None:
+            if own.shard_loss is None:
+                raise PyrovaeError(f"distributed: {own.what} has no sharded estimator")
+            return own.shard_loss(vae, q, x, y, rows, num_data, batch_size, kl_weight, total,
+                                  num_particles=self.num_particles, kl=self.kl,
+                                  free_bits=self.free_bits)
         if x.shape[0] == 0 and self.free_bits <= 0:  # an empty shard: draw in step
             z = draw(q, self.num_particles)
             return _no_rows(x, kl_term(q, vae.prior_dist(), z, self.kl)[1])
@@ -465,6 +473,13 @@ class RenyiObjective(Objective):
         """−(N/B)·Σ_{i∈rows} L_α(x_i): the bound is a sum over examples of terms from
         each example's own K draws, so the ranks' shares add up (the N/B scale is
         outside the log-sum-exp)."""
+        own = kind_estimator(vae)
+        if own is not None:  # a kind's reparameterised weights (loss_fn checked them)
+            if own.shard_loss is None or own.particle_weights is None:
+                raise PyrovaeError(f"distributed: {own.what} has no sharded estimator")
+            log_px, ratio = own.particle_weights(vae, x, self.num_particles, guide=q,
+                                                 rows=rows)
+            return self._bound(log_px, ratio, kl_weight, num_data, batch_size)
         prior = vae.prior_dist()
         # one draw per particle, in the order Pyro's particle loop draws them
         z = torch.stack([q.rsample() for _ in range(self.num_particles)])

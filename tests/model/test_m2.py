@@ -127,3 +127,12 @@ def test_stock_svi_trains_it():
     svi = pyro.infer.SVI(m.model, m.guide, pyro.optim.Adam({"lr": 1e-2}), m.stock_elbo())
     losses = [svi.step(x, y) for _ in range(30)]
     assert losses[-1] < losses[0]
+
+
+def test_distributed_training_refuses_the_summed_out_label():
+    from pyrovae.training.distributed import check_supported
+    from pyrovae.training.objectives import TraceELBOObjective
+
+    with pytest.raises(PyrovaeError, match="model: m2 trains with its own estimator "
+                                           r"\(enumerated\), which is not sharded"):
+        check_supported(make(), TraceELBOObjective(), data())

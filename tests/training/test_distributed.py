@@ -7,7 +7,8 @@
   only) writes a run folder whose parameters are those of the single-process
   ``pyrovae train`` (same spec, seed and global batch size) up to float rounding; the
   folder resumes (under torchrun or in one process), evaluates, checks and samples; a
-  conditional VAE likewise; a kind with its own estimator is refused in one line.
+  conditional VAE, IWAE, free bits and the two-layer IWAE (the hierarchical kind's own
+  estimator, sharded) likewise; M2 (its label summed out) is refused in one line.
 """
 
 from __future__ import annotations
@@ -260,11 +261,25 @@ def test_a_kind_with_its_own_estimator_is_refused_in_one_line(tmp_path):
     env = {**os.environ, **ENV, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     res = subprocess.run([sys.executable, "-m", "pyrovae", "train", "--quiet", "--out", "h",
-                          "--set", "model=hierarchical", "--set", "train.epochs=1"],
+                          "--set", "model=m2", "--set", "train.epochs=1"],
                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 2, res.stderr[-3000:]
     assert res.stderr.strip().splitlines() == [
-        "pyrovae train: error: distributed: model: hierarchical trains with its own "
-        "estimator (hierarchical), which is not sharded over processes; train it in one "
+        "pyrovae train: error: distributed: model: m2 trains with its own "
+        "estimator (enumerated), which is not sharded over processes; train it in one "
         "process"]
     assert not (tmp_path / "h").exists()
+
+
+@pytest.mark.slow
+def test_the_two_layer_iwae_under_two_processes_equals_one(tmp_path):
+    """The hierarchical kind's own estimator, sharded: Burda et al.'s two-layer IWAE."""
+    from pyrovae.runs.pipeline import train_run
+    from pyrovae.runs.spec import apply_overrides
+
+    sets = ["data.name=digits", "model=hierarchical", "train.epochs=1",
+            "train.batch_size=101", "eval.num_samples=4", "objective.family=renyi_elbo",
+            "objective.num_particles=3"]
+    _ok(_torchrun(tmp_path, "--out", "ddp", sets=sets))
+    train_run(apply_overrides({}, sets), tmp_path / "one", progress=False)
+    assert _worst(_params(tmp_path / "ddp"), _params(tmp_path / "one")) < 5e-5
