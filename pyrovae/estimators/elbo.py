@@ -55,6 +55,17 @@ def draw(q: torch.distributions.Distribution, num_particles: int) -> torch.Tenso
     return q.rsample((num_particles,)) if num_particles > 1 else q.rsample()
 
 
+def log_likelihood(vae: VAE, z: torch.Tensor, x: torch.Tensor,
+                   y: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(x | z[, y]) per draw and row of ``x``, shape ``z.shape[:-1]``.  No rows (a
+    data-parallel rank given none of a small minibatch): an empty tensor, nothing
+    decoded (torch cannot sum the event dimensions of zero rows)."""
+    if x.shape[0] == 0:
+        return z.new_zeros(z.shape[:-1])
+    px = vae.decode(z, x) if y is None else vae.decode(z, x, y=y)
+    return px.log_prob(x)
+
+
 def elbo_terms(
     vae: VAE,
     x: torch.Tensor,
@@ -88,8 +99,7 @@ def terms_from_guide(
     kl_value, closed = kl_term(q, vae.prior_dist(), z, kl)
     if rows is not None:
         z, kl_value = z[..., rows, :], kl_value[rows]
-    px = vae.decode(z, x) if y is None else vae.decode(z, x, y=y)
-    log_px = px.log_prob(x)
+    log_px = log_likelihood(vae, z, x, y)
     rec = log_px.mean(0) if num_particles > 1 else log_px
     return ELBOTerms(rec, kl_value, closed)
 

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.estimators.elbo import MinibatchLoss, draw
+from pyrovae.estimators.elbo import MinibatchLoss, draw, log_likelihood
 
 __all__ = ["LayerTerms", "layer_log_weights", "layer_minibatch_loss", "layer_particle_weights",
            "layer_shard_loss"]
@@ -88,11 +88,8 @@ def _draws(vae: Any, x: torch.Tensor, sample: Any, q1: Any = None,
     ps = [vae.layer_prior(layer, zs[layer]) for layer in range(1, len(names))]
     ps.append(vae.prior_dist())
     z1 = zs[0] if rows is None else zs[0][..., rows, :]
-    if x.shape[0]:
-        log_px = vae.decode(z1, x).log_prob(x)
-    else:  # no rows (an empty shard): nothing to decode
-        log_px = z1.new_zeros(z1.shape[:-1])
-    return log_px, {name: (qs[i], ps[i], zs[i]) for i, name in enumerate(names)}
+    return log_likelihood(vae, z1, x), {name: (qs[i], ps[i], zs[i])
+                                        for i, name in enumerate(names)}
 
 
 def _kept(t: torch.Tensor, rows: slice | None, event: int = 0) -> torch.Tensor:

@@ -47,7 +47,13 @@ import pyro.infer
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.estimators.elbo import MinibatchLoss, draw, minibatch_loss, terms_from_guide
+from pyrovae.estimators.elbo import (
+    MinibatchLoss,
+    draw,
+    log_likelihood,
+    minibatch_loss,
+    terms_from_guide,
+)
 from pyrovae.estimators.kinds import kind_estimator
 from pyrovae.estimators.kl import KL_KINDS, closed_form_kl_or_none, kl_term
 from pyrovae.estimators.standard import standard_families, standard_loss
@@ -196,12 +202,6 @@ _FREE_BITS = Param(
 )
 
 
-def _no_rows(x: torch.Tensor, kl_closed_form: bool) -> MinibatchLoss:
-    """The share of a rank given no rows of the minibatch (B < W): zero."""
-    zero = x.new_zeros(())
-    return MinibatchLoss(zero, {"reconstruction": zero, "kl": zero}, kl_closed_form)
-
-
 def _encode(vae: Any, x: torch.Tensor, y: torch.Tensor | None) -> dist.Distribution:
     return vae.encode(x) if y is None else vae.encode(x, y=y)
 
@@ -307,9 +307,6 @@ class _ELBOObjective(Objective):
             return own.shard_loss(vae, q, x, y, rows, num_data, batch_size, kl_weight, total,
                                   num_particles=self.num_particles, kl=self.kl,
                                   free_bits=self.free_bits)
-        if x.shape[0] == 0 and self.free_bits <= 0:  # an empty shard: draw in step
-            z = draw(q, self.num_particles)
-            return _no_rows(x, kl_term(q, vae.prior_dist(), z, self.kl)[1])
         if self.free_bits <= 0:
             terms = terms_from_guide(vae, q, x, y=y, num_particles=self.num_particles,
                                      kl=self.kl, rows=rows)
@@ -324,10 +321,7 @@ class _ELBOObjective(Objective):
         draws = kl_ij.shape[0] if kl_ij.dim() == 3 else 1
         share = kl_ij.reshape(-1, kl_ij.shape[-1]).sum(0) / (draws * batch_size)
         above = total(share.detach().clone()) > self.free_bits  # the batch mean KL_j > λ
-        if x.shape[0] == 0:  # an empty shard: it drew and summed in step
-            return _no_rows(x, closed)
-        px = vae.decode(z, x) if y is None else vae.decode(z, x, y=y)
-        log_px = px.log_prob(x)
+        log_px = log_likelihood(vae, z, x, y)
         rec = (log_px.mean(0) if self.num_particles > 1 else log_px).sum()
         floored = torch.where(above, share, self.free_bits * x.shape[0] / batch_size).sum()
         loss = -(rec * (num_data / batch_size) - kl_weight * floored * num_data)
@@ -483,12 +477,10 @@ class RenyiObjective(Objective):
         prior = vae.prior_dist()
         # one draw per particle, in the order Pyro's particle loop draws them
         z = torch.stack([q.rsample() for _ in range(self.num_particles)])
-        if x.shape[0] == 0:  # an empty shard: it drew in step
-            return _no_rows(x, False)
         ratio = (q.log_prob(z) - prior.log_prob(z))[:, rows]
         z = z[:, rows]
-        px = vae.decode(z, x) if y is None else vae.decode(z, x, y=y)
-        return self._bound(px.log_prob(x), ratio, kl_weight, num_data, batch_size)
+        return self._bound(log_likelihood(vae, z, x, y), ratio, kl_weight, num_data,
+                           batch_size)
 
 
 @OBJECTIVES.register("tracegraph_elbo")

@@ -249,41 +249,16 @@ def test_distributed_shares_add_up_to_the_single_process_loss(objective, batch, 
     only its rows; every layer drawn for the whole global batch) add up to the
     single-process loss, value and gradients, on the same draws (empty shards too)."""
     from pyrovae.registry import OBJECTIVES
-    from pyrovae.training.distributed import ShardLoss, check_supported, shard_bounds
+    from pyrovae.training.distributed import check_supported
+    from tests.training.test_distributed import param_grads, rank_shares
 
     m, x = make(), data(batch)
     obj = OBJECTIVES.build(objective, "objective")
     check_supported(m, obj, x[:2])  # accepted
-
-    def grads(loss):
-        m.zero_grad(set_to_none=True)
-        loss.backward()
-        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
-                for p in m.parameters()]
-
     torch.manual_seed(1)
     ref = obj.differentiable_loss(m, x, num_data=20, kl_weight=0.7)
-    ref_grads = grads(ref)
-    shares: list[torch.Tensor] = []  # free bits: the all-reduce of the ranks' KL shares
-
-    def record(t):
-        shares.append(t.clone())
-        return t
-
-    for rank in range(world):
-        torch.manual_seed(1)
-        lo, hi = shard_bounds(batch, rank, world)
-        ShardLoss(m, obj, rank, world, record)(x[lo:hi], 20, 0.7, lo=lo, size=batch)
-    summed = sum(shares) if shares else None
-    total, total_grads = 0.0, [torch.zeros_like(p) for p in m.parameters()]
-    for rank in range(world):
-        torch.manual_seed(1)
-        lo, hi = shard_bounds(batch, rank, world)
-        loss, part = ShardLoss(m, obj, rank, world, lambda t: summed.clone())(
-            x[lo:hi], 20, 0.7, lo=lo, size=batch)
-        total += float(part)
-        for acc, g in zip(total_grads, grads(loss / world), strict=True):
-            acc += g
+    ref_grads = param_grads(m, ref)
+    total, total_grads, _ = rank_shares(m, obj, x, world, 20, 0.7)
     assert total == pytest.approx(float(ref.detach()), rel=1e-5)
     for g, r in zip(total_grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)

@@ -61,21 +61,37 @@ def test_shares_add_up_to_the_single_process_loss(objective, batch, world):
     x = (torch.rand(batch, 12) > 0.5).float()
     N, beta = 50, 0.7
 
-    def grads(loss):
-        vae.zero_grad(set_to_none=True)
-        loss.backward()
-        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
-                for p in vae.parameters()]
-
     torch.manual_seed(1)
     if objective.family == "trace_elbo_mc" and not objective.free_bits:
         ref = standard_loss(vae, x, num_data=N, kl_weight=beta,
                             num_particles=objective.num_particles).loss
     else:
         ref = objective.differentiable_loss(vae, x, num_data=N, kl_weight=beta)
-    ref_grads = grads(ref)
-    # what the all-reduce of the ranks' shares gives (free bits sums the batch-mean KL
-    # of each dimension over the ranks): a first pass records every rank's share
+    ref_grads = param_grads(vae, ref)
+    total, total_grads, reduced = rank_shares(vae, objective, x, world, N, beta)
+    assert reduced == (world if getattr(objective, "free_bits", 0) else 0)
+    assert total == pytest.approx(float(ref.detach()), rel=1e-5)
+    for g, r in zip(total_grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
+def param_grads(model: torch.nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
+    """d loss / d parameter, for every parameter of ``model`` (zeros where unused)."""
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            for p in model.parameters()]
+
+
+def rank_shares(model: torch.nn.Module, objective, x: torch.Tensor, world: int,
+                num_data: int, kl_weight: float
+                ) -> tuple[float, list[torch.Tensor], int]:
+    """What ``world`` DDP ranks compute from the global minibatch ``x``, run one after
+    the other in this process, each given only its rows and the generator state seeded
+    1: ``(Σ of the ranks' loss shares, DDP's average of their gradients, how many
+    tensors each rank summed over the ranks)``.  The all-reduce is played by two
+    passes: the first records every rank's share, the second is given their sum."""
+    batch = x.shape[0]
     shares: list[torch.Tensor] = []
 
     def record(t):
@@ -85,25 +101,23 @@ def test_shares_add_up_to_the_single_process_loss(objective, batch, world):
     for rank in range(world):
         torch.manual_seed(1)
         lo, hi = shard_bounds(batch, rank, world)
-        ShardLoss(vae, objective, rank, world, record)(x[lo:hi], N, beta, lo=lo, size=batch)
-    assert len(shares) == (world if getattr(objective, "free_bits", 0) else 0)
+        ShardLoss(model, objective, rank, world, record)(x[lo:hi], num_data, kl_weight,
+                                                         lo=lo, size=batch)
     summed = sum(shares) if shares else None
 
     def all_reduce(t):
         return summed.clone()
 
-    total, total_grads = 0.0, [torch.zeros_like(p) for p in vae.parameters()]
+    total, total_grads = 0.0, [torch.zeros_like(p) for p in model.parameters()]
     for rank in range(world):
         torch.manual_seed(1)  # every rank starts from the same generator state
         lo, hi = shard_bounds(batch, rank, world)  # the rank is given its rows only
-        loss, part = ShardLoss(vae, objective, rank, world, all_reduce)(
-            x[lo:hi], N, beta, lo=lo, size=batch)
+        loss, part = ShardLoss(model, objective, rank, world, all_reduce)(
+            x[lo:hi], num_data, kl_weight, lo=lo, size=batch)
         total += float(part.detach())
-        for acc, g in zip(total_grads, grads(loss / world), strict=True):
+        for acc, g in zip(total_grads, param_grads(model, loss / world), strict=True):
             acc += g  # DDP's average of the ranks' gradients
-    assert total == pytest.approx(float(ref.detach()), rel=1e-5)
-    for g, r in zip(total_grads, ref_grads, strict=True):
-        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+    return total, total_grads, len(shares)
 
 
 def test_each_rank_reads_only_its_shard_of_the_global_batches():
@@ -222,24 +236,29 @@ def test_two_processes_write_the_run_folder_of_one(tmp_path):
     assert _worst(_params(tmp_path / "half1"), _params(one)) < 1e-5
 
 
-def test_a_conditional_vae_with_free_bits_under_two_processes_equals_one(tmp_path):
-    """The label context travels with its rows; free bits floors the batch-mean KL of
-    each dimension, all-reduced over the ranks (one collective per step)."""
+def _ddp_and_one(tmp_path, sets: list[str]) -> tuple:
+    """The run folders ``ddp`` (2 processes) and ``one`` (one process) of the same spec."""
     from pyrovae.runs.pipeline import train_run
     from pyrovae.runs.spec import apply_overrides
 
-    sets = ["data.name=digits", "context.family=label", "context.classes=10",
-            "train.epochs=1", "train.batch_size=101", "eval.num_samples=4",
-            "objective.free_bits=0.5"]
     _ok(_torchrun(tmp_path, "--out", "ddp", sets=sets))
     train_run(apply_overrides({}, sets), tmp_path / "one", progress=False)
+    return tmp_path / "ddp", tmp_path / "one"
+
+
+def test_a_conditional_vae_with_free_bits_under_two_processes_equals_one(tmp_path):
+    """The label context travels with its rows; free bits floors the batch-mean KL of
+    each dimension, all-reduced over the ranks (one collective per step)."""
+    ddp, one = _ddp_and_one(tmp_path, [
+        "data.name=digits", "context.family=label", "context.classes=10", "train.epochs=1",
+        "train.batch_size=101", "eval.num_samples=4", "objective.free_bits=0.5"])
     # float rounding over 15 Adam steps (lr 1e-3); ranks that skip the all-reduce (each
     # flooring its own share of the KL) end 1.2e-3 away
-    assert _worst(_params(tmp_path / "ddp"), _params(tmp_path / "one")) < 5e-5
-    rec_ddp = json.loads((tmp_path / "ddp" / "history.json").read_text())["records"][-1]
-    rec_one = json.loads((tmp_path / "one" / "history.json").read_text())["records"][-1]
+    assert _worst(_params(ddp), _params(one)) < 5e-5
+    rec_ddp = json.loads((ddp / "history.json").read_text())["records"][-1]
+    rec_one = json.loads((one / "history.json").read_text())["records"][-1]
     assert rec_ddp["train_loss"] == pytest.approx(rec_one["train_loss"], rel=1e-5)
-    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["context"] == "label"
+    assert json.loads((ddp / "metrics.json").read_text())["context"] == "label"
 
 
 def test_a_kind_with_its_own_estimator_is_refused_in_one_line(tmp_path):
@@ -261,12 +280,7 @@ def test_a_kind_with_its_own_estimator_is_refused_in_one_line(tmp_path):
 @pytest.mark.slow
 def test_the_two_layer_iwae_under_two_processes_equals_one(tmp_path):
     """The hierarchical kind's own estimator, sharded: Burda et al.'s two-layer IWAE."""
-    from pyrovae.runs.pipeline import train_run
-    from pyrovae.runs.spec import apply_overrides
-
-    sets = ["data.name=digits", "model=hierarchical", "train.epochs=1",
-            "train.batch_size=101", "eval.num_samples=4", "objective.family=renyi_elbo",
-            "objective.num_particles=3"]
-    _ok(_torchrun(tmp_path, "--out", "ddp", sets=sets))
-    train_run(apply_overrides({}, sets), tmp_path / "one", progress=False)
-    assert _worst(_params(tmp_path / "ddp"), _params(tmp_path / "one")) < 5e-5
+    ddp, one = _ddp_and_one(tmp_path, [
+        "data.name=digits", "model=hierarchical", "train.epochs=1", "train.batch_size=101",
+        "eval.num_samples=4", "objective.family=renyi_elbo", "objective.num_particles=3"])
+    assert _worst(_params(ddp), _params(one)) < 5e-5
